@@ -1,0 +1,245 @@
+//! KxK convolution = im2col + GEMM + fused epilogue.
+
+use crate::im2col::{im2col_nchw, im2col_nhwc, ImageDims};
+use crate::matmul::{matmul, MatMut, MatRef, MatrixShape};
+use convkit_tensor::{
+    checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView,
+    TensorViewMut, Window,
+};
+
+/// Default bound of the im2col scratch: output rows are lowered in tiles of at most this
+/// many bytes (at least one output row), so scratch stays near L2 size whatever the image.
+pub const DEFAULT_SCRATCH_BYTES: usize = 2 << 20;
+
+/// A convolution whose weights were prepared once for one activation layout.
+#[derive(Debug, Clone)]
+pub struct Im2colConv {
+    filter: FilterShape,
+    window: Window,
+    layout: Layout,
+    /// NHWC: [kh*kw*ci][co] (row index (ky, kx, ci)); NCHW: OIHW as given, [co][ci*kh*kw].
+    weights: AlignedVec,
+    bias: Vec<f32>,
+    scratch_bytes: usize,
+}
+
+impl Im2colConv {
+    /// Prepares OIHW `weights` (and `bias`, zeros if None) for activations in `layout`.
+    pub fn new(
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        window: Window,
+        layout: Layout,
+    ) -> Result<Self> {
+        filter.check(weights, bias)?;
+        if window.kernel != (filter.kh, filter.kw) {
+            return Err(Error::mismatch(
+                format!("window kernel for filter {filter}"),
+                format!("({}, {})", filter.kh, filter.kw),
+                format!("{:?}", window.kernel),
+            ));
+        }
+        if window.ceil_mode {
+            return Err(Error::invalid("convolution does not take ceil mode"));
+        }
+        let k = filter.reduction_len();
+        let packed = match layout {
+            Layout::Nchw => AlignedVec::from_slice(weights),
+            Layout::Nhwc => {
+                let mut p = AlignedVec::zeros(weights.len());
+                for co in 0..filter.co {
+                    for ci in 0..filter.ci {
+                        for ky in 0..filter.kh {
+                            for kx in 0..filter.kw {
+                                let row = (ky * filter.kw + kx) * filter.ci + ci;
+                                p[row * filter.co + co] =
+                                    weights[co * k + (ci * filter.kh + ky) * filter.kw + kx];
+                            }
+                        }
+                    }
+                }
+                p
+            }
+        };
+        Ok(Im2colConv {
+            filter,
+            window,
+            layout,
+            weights: packed,
+            bias: bias.map_or_else(|| vec![0.0; filter.co], <[f32]>::to_vec),
+            scratch_bytes: DEFAULT_SCRATCH_BYTES,
+        })
+    }
+
+    /// Changes the scratch bound (bytes; at least one output row is always lowered).
+    pub fn with_scratch_bytes(mut self, bytes: usize) -> Self {
+        self.scratch_bytes = bytes;
+        self
+    }
+
+    pub fn filter(&self) -> FilterShape {
+        self.filter
+    }
+    pub fn window(&self) -> Window {
+        self.window
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Output shape for an input of shape `input`.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape> {
+        self.filter.check_input(input)?;
+        let (h, w) = self.window.output_hw(input.h, input.w)?;
+        Ok(Shape::new(input.n, self.filter.co, h, w))
+    }
+
+    /// Output rows lowered per GEMM call for an output `wo` wide.
+    fn tile_rows(&self, out: Shape) -> usize {
+        let row_bytes = out.w * self.filter.reduction_len() * 4;
+        (self.scratch_bytes / row_bytes.max(1)).clamp(1, out.h)
+    }
+
+    /// Scratch floats [`Im2colConv::forward`] needs for an input of shape `input`.
+    pub fn scratch_len(&self, input: Shape) -> Result<usize> {
+        let out = self.output_shape(input)?;
+        checked_product(
+            "im2col scratch",
+            &[self.tile_rows(out), out.w, self.filter.reduction_len()],
+        )
+    }
+
+    /// output = epilogue(conv(input) + bias). `scratch` must hold [`Im2colConv::scratch_len`]
+    /// floats; it is grown if shorter. GEMMs run on the current rayon pool.
+    pub fn forward(
+        &self,
+        input: TensorView<'_>,
+        output: &mut TensorViewMut<'_>,
+        epilogue: Epilogue<'_>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        let out_shape = self.output_shape(input.shape())?;
+        for (what, got) in [
+            ("input layout", input.layout()),
+            ("output layout", output.layout()),
+        ] {
+            if got != self.layout {
+                return Err(Error::mismatch(
+                    format!("{what} of a conv prepared for {}", self.layout),
+                    self.layout,
+                    got,
+                ));
+            }
+        }
+        if output.shape() != out_shape {
+            return Err(Error::mismatch(
+                "conv output shape",
+                out_shape,
+                output.shape(),
+            ));
+        }
+        epilogue.check(out_shape, self.layout)?;
+        let need = self.scratch_len(input.shape())?;
+        if scratch.len() < need {
+            scratch.resize(need);
+        }
+        let in_shape = input.shape();
+        let dims = ImageDims {
+            h: in_shape.h,
+            w: in_shape.w,
+            c: in_shape.c,
+        };
+        let tile = self.tile_rows(out_shape);
+        let (co, k) = (self.filter.co, self.filter.reduction_len());
+        let (ho, wo) = (out_shape.h, out_shape.w);
+        let out_image = out_shape.image_len();
+        for n in 0..in_shape.n {
+            let image = input.image(n);
+            let dst = &mut output.data_mut()[n * out_image..(n + 1) * out_image];
+            let residual = epilogue.residual.map(|r| r.image(n));
+            for oy0 in (0..ho).step_by(tile) {
+                let rows = oy0..(oy0 + tile).min(ho);
+                let pixels = rows.len() * wo;
+                let col = &mut scratch[..pixels * k];
+                match self.layout {
+                    Layout::Nhwc => {
+                        im2col_nhwc(image, dims, &self.window, rows.clone(), col)?;
+                        let range = oy0 * wo * co..(oy0 * wo + pixels) * co;
+                        let d = &mut dst[range.clone()];
+                        for (px, d) in d.chunks_exact_mut(co).enumerate() {
+                            d.copy_from_slice(&self.bias);
+                            if let Some(r) = residual {
+                                let r = &r[range.start + px * co..range.start + (px + 1) * co];
+                                d.iter_mut().zip(r).for_each(|(d, r)| *d += r);
+                            }
+                        }
+                        matmul(
+                            MatMut {
+                                data: d,
+                                shape: MatrixShape::row_major(pixels, co),
+                            },
+                            MatRef {
+                                data: col,
+                                shape: MatrixShape::row_major(pixels, k),
+                            },
+                            MatRef {
+                                data: &self.weights,
+                                shape: MatrixShape::row_major(k, co),
+                            },
+                            true,
+                            true,
+                        )?;
+                        if epilogue.relu {
+                            d.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
+                    }
+                    Layout::Nchw => {
+                        im2col_nchw(image, dims, &self.window, rows.clone(), col)?;
+                        let start = oy0 * wo;
+                        for c in 0..co {
+                            let d = &mut dst[c * ho * wo + start..c * ho * wo + start + pixels];
+                            d.fill(self.bias[c]);
+                            if let Some(r) = residual {
+                                let r = &r[c * ho * wo + start..c * ho * wo + start + pixels];
+                                d.iter_mut().zip(r).for_each(|(d, r)| *d += r);
+                            }
+                        }
+                        let dst_shape = MatrixShape {
+                            rows: co,
+                            cols: pixels,
+                            row_stride: ho * wo,
+                            col_stride: 1,
+                        };
+                        let last = (co - 1) * ho * wo + pixels;
+                        let d = &mut dst[start..start + last];
+                        matmul(
+                            MatMut {
+                                data: &mut *d,
+                                shape: dst_shape,
+                            },
+                            MatRef {
+                                data: &self.weights,
+                                shape: MatrixShape::row_major(co, k),
+                            },
+                            MatRef {
+                                data: col,
+                                shape: MatrixShape::row_major(k, pixels),
+                            },
+                            true,
+                            true,
+                        )?;
+                        if epilogue.relu {
+                            for c in 0..co {
+                                d[c * ho * wo..c * ho * wo + pixels]
+                                    .iter_mut()
+                                    .for_each(|v| *v = v.max(0.0));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

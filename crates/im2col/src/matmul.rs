@@ -1,0 +1,141 @@
+//! The one place convkit calls the `gemm` crate.
+//!
+//! `gemm::gemm` computes dst := alpha*dst + beta*lhs*rhs (alpha and beta swapped against
+//! BLAS) and takes each matrix's column stride before its row stride. This wrapper takes
+//! slices and (row, column) strides in the usual order, checks every extent, and keeps
+//! the raw-pointer call in one audited block.
+
+use convkit_tensor::{Error, Result};
+
+/// A strided matrix operand: `rows` x `cols`, element (r, c) at `r * row_stride + c * col_stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatrixShape {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl MatrixShape {
+    /// A contiguous row-major matrix.
+    pub const fn row_major(rows: usize, cols: usize) -> Self {
+        MatrixShape {
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// Checks that a buffer of `len` elements holds every element.
+    fn check(&self, what: &str, len: usize) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .and_then(|r| {
+                (self.cols - 1)
+                    .checked_mul(self.col_stride)
+                    .and_then(|c| r.checked_add(c))
+            })
+            .ok_or_else(|| Error::overflow(format!("{what} matrix extent {self:?}")))?;
+        if last >= len
+            || self.row_stride > isize::MAX as usize
+            || self.col_stride > isize::MAX as usize
+        {
+            return Err(Error::mismatch(
+                format!("{what} buffer length for {self:?}"),
+                format!("more than {last}"),
+                len,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A matrix operand: a slice and the shape that addresses it.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub shape: MatrixShape,
+}
+
+/// The destination of [`matmul`].
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub shape: MatrixShape,
+}
+
+/// dst = lhs * rhs, or dst += lhs * rhs when `accumulate`; dst is m x n, lhs m x k, rhs
+/// k x n. Runs on the current rayon pool's threads when `parallel`.
+pub fn matmul(
+    dst: MatMut<'_>,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+    parallel: bool,
+) -> Result<()> {
+    let (dst, dst_shape) = (dst.data, dst.shape);
+    let (lhs, lhs_shape) = (lhs.data, lhs.shape);
+    let (rhs, rhs_shape) = (rhs.data, rhs.shape);
+    let (m, k, n) = (lhs_shape.rows, lhs_shape.cols, rhs_shape.cols);
+    if rhs_shape.rows != k || dst_shape.rows != m || dst_shape.cols != n {
+        return Err(Error::mismatch(
+            "matmul operand shapes (dst m x n, lhs m x k, rhs k x n)",
+            format!("dst {m}x{n}, rhs {k}x{n}"),
+            format!(
+                "dst {}x{}, rhs {}x{}",
+                dst_shape.rows, dst_shape.cols, rhs_shape.rows, rhs_shape.cols
+            ),
+        ));
+    }
+    dst_shape.check("dst", dst.len())?;
+    lhs_shape.check("lhs", lhs.len())?;
+    rhs_shape.check("rhs", rhs.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                for c in 0..n {
+                    dst[r * dst_shape.row_stride + c * dst_shape.col_stride] = 0.0;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let parallelism = if parallel && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element each operand's shape addresses lies inside its slice (checked
+    // above), strides fit in isize, `dst` is borrowed mutably so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_shape.col_stride as isize,
+            dst_shape.row_stride as isize,
+            accumulate, // read_dst
+            lhs.as_ptr(),
+            lhs_shape.col_stride as isize,
+            lhs_shape.row_stride as isize,
+            rhs.as_ptr(),
+            rhs_shape.col_stride as isize,
+            rhs_shape.row_stride as isize,
+            1.0, // alpha: scales dst
+            1.0, // beta: scales lhs * rhs
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}

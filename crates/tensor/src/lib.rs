@@ -1,0 +1,108 @@
+//! Shapes, NCHW/NHWC layouts, 64-byte aligned f32 storage, the output-size arithmetic
+//! of convolution and pooling, and the one error type of the convkit kernel crates.
+//!
+//! A tensor always carries its [`Layout`] as an explicit tag: the layout is never
+//! inferred from strides.
+
+mod error;
+mod shape;
+pub mod simd;
+mod storage;
+mod tensor;
+mod window;
+
+pub use error::{checked_product, Error, Result};
+pub use shape::{FilterShape, Layout, Shape, Strides};
+pub use storage::{AlignedVec, ALIGN};
+pub use tensor::{transpose, Tensor, TensorView, TensorViewMut};
+pub use window::Window;
+
+/// Checks that an optional per-channel vector (bias) has `expected` entries.
+pub fn check_channels(what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected != got {
+        return Err(Error::mismatch(
+            what,
+            format!("{expected} channels"),
+            format!("{got}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_storage_is_aligned() {
+        for len in [1, 15, 16, 17, 1000] {
+            let v = AlignedVec::zeros(len);
+            assert_eq!(v.as_ptr() as usize % ALIGN, 0);
+            assert_eq!(v.len(), len);
+        }
+    }
+
+    #[test]
+    fn layout_round_trip_when_c_equals_h_equals_w() {
+        let shape = Shape::new(2, 3, 3, 3);
+        let t = Tensor::from_fn(shape, Layout::Nchw, |n, c, h, w| {
+            (n * 1000 + c * 100 + h * 10 + w) as f32
+        })
+        .unwrap();
+        let nhwc = t.to_layout(Layout::Nhwc);
+        assert_eq!(nhwc.layout(), Layout::Nhwc);
+        assert_eq!(nhwc.get(1, 2, 0, 1), 1201.0);
+        assert_eq!(nhwc.data()[1], 100.0); // (n0, h0, w0, c1)
+        let back = nhwc.to_layout(Layout::Nchw);
+        assert_eq!(back.data(), t.data());
+    }
+
+    #[test]
+    fn wrong_buffer_length_names_the_shape() {
+        let e = TensorView::new(Shape::new(1, 2, 3, 4), Layout::Nhwc, &[0.0; 23]).unwrap_err();
+        assert!(e.to_string().contains("expected 24, got 23"), "{e}");
+    }
+
+    #[test]
+    fn zero_dim_and_overflow_are_errors() {
+        assert!(Shape::new(1, 0, 3, 3).numel().is_err());
+        let e = Shape::new(usize::MAX, 2, 2, 2).numel().unwrap_err();
+        assert!(matches!(e, Error::Overflow(_)));
+    }
+}
+
+/// What a convolution does to its output tile before storing it: the bias is always
+/// added (it lives with the packed weights), then optionally a residual of the output's
+/// shape and layout, then optionally ReLU.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub residual: Option<TensorView<'a>>,
+    pub relu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        residual: None,
+        relu: false,
+    };
+
+    pub fn relu() -> Self {
+        Epilogue {
+            residual: None,
+            relu: true,
+        }
+    }
+
+    /// Checks that the residual, if any, has the output's shape and layout.
+    pub fn check(&self, output: Shape, layout: Layout) -> Result<()> {
+        if let Some(r) = &self.residual {
+            if r.shape() != output {
+                return Err(Error::mismatch("residual shape", output, r.shape()));
+            }
+            if r.layout() != layout {
+                return Err(Error::mismatch("residual layout", layout, r.layout()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+use crate::error::{checked_product, Error, Result};
+use std::fmt;
+
+/// Memory order of a 4-d activation. Always carried explicitly: it is never inferred
+/// from strides (when C == H == W the strides cannot tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// batch, channel, row, column (PyTorch, ONNX).
+    Nchw,
+    /// batch, row, column, channel (channels-last; what convkit's model runs on).
+    Nhwc,
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layout::Nchw => "NCHW",
+            Layout::Nhwc => "NHWC",
+        })
+    }
+}
+
+/// Logical size of a 4-d activation, independent of its layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[n={}, c={}, h={}, w={}]",
+            self.n, self.c, self.h, self.w
+        )
+    }
+}
+
+impl Shape {
+    pub const fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
+        Shape { n, c, h, w }
+    }
+
+    /// Number of elements, or an error if any dim is zero or the product overflows.
+    pub fn numel(&self) -> Result<usize> {
+        self.validate()?;
+        checked_product("shape", &[self.n, self.c, self.h, self.w])
+    }
+
+    /// Every dim must be at least 1 and the element count must fit in `usize`.
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 || self.c == 0 || self.h == 0 || self.w == 0 {
+            return Err(Error::invalid(format!("shape {self} has a zero-size dim")));
+        }
+        checked_product("shape", &[self.n, self.c, self.h, self.w]).map(|_| ())
+    }
+
+    /// Element strides (n, c, h, w) of a contiguous tensor of this shape in `layout`.
+    pub fn strides(&self, layout: Layout) -> Strides {
+        match layout {
+            Layout::Nchw => Strides {
+                n: self.c * self.h * self.w,
+                c: self.h * self.w,
+                h: self.w,
+                w: 1,
+            },
+            Layout::Nhwc => Strides {
+                n: self.h * self.w * self.c,
+                c: 1,
+                h: self.w * self.c,
+                w: self.c,
+            },
+        }
+    }
+
+    /// Elements of one image (c*h*w).
+    pub fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// Element strides of the four logical dims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strides {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Strides {
+    #[inline]
+    pub fn offset(&self, n: usize, c: usize, h: usize, w: usize) -> usize {
+        n * self.n + c * self.c + h * self.h + w * self.w
+    }
+}
+
+/// Shape of convolution weights in OIHW order (PyTorch's layout): output channels,
+/// input channels, kernel height, kernel width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FilterShape {
+    pub co: usize,
+    pub ci: usize,
+    pub kh: usize,
+    pub kw: usize,
+}
+
+impl fmt::Display for FilterShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[co={}, ci={}, kh={}, kw={}]",
+            self.co, self.ci, self.kh, self.kw
+        )
+    }
+}
+
+impl FilterShape {
+    pub const fn new(co: usize, ci: usize, kh: usize, kw: usize) -> Self {
+        FilterShape { co, ci, kh, kw }
+    }
+
+    /// Length of the reduction of one output: ci * kh * kw.
+    pub fn reduction_len(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    /// Checks that the dims are non-zero, that `weights` holds co*ci*kh*kw values and
+    /// that `bias`, if given, holds co.
+    pub fn check(&self, weights: &[f32], bias: Option<&[f32]>) -> Result<()> {
+        if self.co == 0 || self.ci == 0 || self.kh == 0 || self.kw == 0 {
+            return Err(Error::invalid(format!(
+                "filter shape {self} has a zero-size dim"
+            )));
+        }
+        let len = checked_product("filter shape", &[self.co, self.ci, self.kh, self.kw])?;
+        if weights.len() != len {
+            return Err(Error::mismatch(
+                format!("weight length for filter {self}"),
+                len,
+                weights.len(),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.len() != self.co {
+                return Err(Error::mismatch(
+                    format!("bias length for filter {self}"),
+                    self.co,
+                    b.len(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that an input of `input` shape fits this filter (channel count).
+    pub fn check_input(&self, input: Shape) -> Result<()> {
+        input.validate()?;
+        if input.c != self.ci {
+            return Err(Error::mismatch(
+                format!("input channels of {input} for filter {self}"),
+                self.ci,
+                input.c,
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! The 16-lane vector every convkit kernel computes with, and its slice loads/stores.
+//!
+//! `wide::f32x16` is one zmm register when AVX-512 is enabled at compile time, and two
+//! 8-lane halves otherwise (correct everywhere, fast only with AVX-512).
+
+pub use wide::f32x16;
+
+/// Lanes of [`f32x16`].
+pub const LANES: usize = 16;
+
+/// Loads `s[..16]`. Panics if `s` is shorter (callers slice exactly).
+#[inline(always)]
+pub fn load16(s: &[f32]) -> f32x16 {
+    let a: [f32; LANES] = s[..LANES].try_into().expect("slice of 16");
+    f32x16::new(a)
+}
+
+/// Stores `v` into `s[..16]`.
+#[inline(always)]
+pub fn store16(s: &mut [f32], v: f32x16) {
+    s[..LANES].copy_from_slice(v.as_array());
+}
+
+/// Loads up to 16 values, zero-filling the missing lanes.
+#[inline(always)]
+pub fn load_partial(s: &[f32]) -> f32x16 {
+    let mut a = [0.0f32; LANES];
+    a[..s.len()].copy_from_slice(s);
+    f32x16::new(a)
+}
+
+/// Stores the first `s.len()` (at most 16) lanes of `v`.
+#[inline(always)]
+pub fn store_partial(s: &mut [f32], v: f32x16) {
+    let n = s.len();
+    s.copy_from_slice(&v.as_array()[..n]);
+}

@@ -1,0 +1,90 @@
+use bytemuck::{Pod, Zeroable};
+
+/// Byte alignment of every [`AlignedVec`]: one cache line, one AVX-512 register.
+pub const ALIGN: usize = 64;
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A growable-once f32 buffer whose start is 64-byte aligned.
+///
+/// Stored as whole cache lines so that alignment comes from the element type and the
+/// buffer needs no `unsafe` allocation code.
+#[derive(Clone, Default)]
+pub struct AlignedVec {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedVec {
+    /// A zero-filled buffer of `len` floats.
+    pub fn zeros(len: usize) -> Self {
+        AlignedVec {
+            lines: vec![Line([0.0; 16]); len.div_ceil(16)],
+            len,
+        }
+    }
+
+    pub fn from_slice(values: &[f32]) -> Self {
+        let mut v = Self::zeros(values.len());
+        v.as_mut_slice().copy_from_slice(values);
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &bytemuck::cast_slice::<Line, f32>(&self.lines)[..self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut bytemuck::cast_slice_mut::<Line, f32>(&mut self.lines)[..self.len]
+    }
+
+    /// Grows (zero-filled) or shrinks to `len`; keeps the allocation when shrinking.
+    pub fn resize(&mut self, len: usize) {
+        let lines = len.div_ceil(16);
+        if lines > self.lines.len() {
+            self.lines.resize(lines, Line([0.0; 16]));
+        }
+        if len > self.len {
+            let old = self.len;
+            self.len = len;
+            self.as_mut_slice()[old..].fill(0.0);
+        } else {
+            self.len = len;
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.lines.len() * 16
+    }
+}
+
+impl std::fmt::Debug for AlignedVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedVec")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for AlignedVec {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.as_slice()
+    }
+}
+
+impl std::ops::DerefMut for AlignedVec {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        self.as_mut_slice()
+    }
+}

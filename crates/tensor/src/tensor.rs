@@ -1,0 +1,231 @@
+use crate::error::{Error, Result};
+use crate::shape::{Layout, Shape, Strides};
+use crate::storage::AlignedVec;
+
+/// An owned, contiguous 4-d f32 tensor in 64-byte aligned storage.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    shape: Shape,
+    layout: Layout,
+    data: AlignedVec,
+}
+
+/// A borrowed, contiguous 4-d f32 tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    shape: Shape,
+    layout: Layout,
+    data: &'a [f32],
+}
+
+/// A mutable borrowed, contiguous 4-d f32 tensor.
+#[derive(Debug)]
+pub struct TensorViewMut<'a> {
+    shape: Shape,
+    layout: Layout,
+    data: &'a mut [f32],
+}
+
+fn check_len(shape: Shape, len: usize) -> Result<()> {
+    let numel = shape.numel()?;
+    if numel != len {
+        return Err(Error::mismatch(
+            format!("buffer length for tensor of shape {shape}"),
+            numel,
+            len,
+        ));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    pub fn zeros(shape: Shape, layout: Layout) -> Result<Self> {
+        let numel = shape.numel()?;
+        Ok(Tensor {
+            shape,
+            layout,
+            data: AlignedVec::zeros(numel),
+        })
+    }
+
+    /// A tensor whose element (n, c, h, w) is `f(n, c, h, w)`, whatever the layout.
+    pub fn from_fn(
+        shape: Shape,
+        layout: Layout,
+        mut f: impl FnMut(usize, usize, usize, usize) -> f32,
+    ) -> Result<Self> {
+        let mut t = Self::zeros(shape, layout)?;
+        let s = shape.strides(layout);
+        for n in 0..shape.n {
+            for c in 0..shape.c {
+                for h in 0..shape.h {
+                    for w in 0..shape.w {
+                        t.data[s.offset(n, c, h, w)] = f(n, c, h, w);
+                    }
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn from_slice(shape: Shape, layout: Layout, data: &[f32]) -> Result<Self> {
+        check_len(shape, data.len())?;
+        Ok(Tensor {
+            shape,
+            layout,
+            data: AlignedVec::from_slice(data),
+        })
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView {
+            shape: self.shape,
+            layout: self.layout,
+            data: &self.data,
+        }
+    }
+    pub fn view_mut(&mut self) -> TensorViewMut<'_> {
+        TensorViewMut {
+            shape: self.shape,
+            layout: self.layout,
+            data: &mut self.data,
+        }
+    }
+    pub fn strides(&self) -> Strides {
+        self.shape.strides(self.layout)
+    }
+    /// Element (n, c, h, w), whatever the layout. Panics out of range (like slice indexing).
+    pub fn get(&self, n: usize, c: usize, h: usize, w: usize) -> f32 {
+        self.view().get(n, c, h, w)
+    }
+    /// The same values in `layout` (a copy; a clone if the layout already matches).
+    pub fn to_layout(&self, layout: Layout) -> Tensor {
+        self.view().to_layout(layout)
+    }
+}
+
+impl<'a> TensorView<'a> {
+    pub fn new(shape: Shape, layout: Layout, data: &'a [f32]) -> Result<Self> {
+        check_len(shape, data.len())?;
+        Ok(TensorView {
+            shape,
+            layout,
+            data,
+        })
+    }
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
+    pub fn strides(&self) -> Strides {
+        self.shape.strides(self.layout)
+    }
+    #[inline]
+    pub fn get(&self, n: usize, c: usize, h: usize, w: usize) -> f32 {
+        self.data[self.strides().offset(n, c, h, w)]
+    }
+    /// The contiguous elements of image `n` (c*h*w values in this view's layout).
+    pub fn image(&self, n: usize) -> &'a [f32] {
+        let len = self.shape.image_len();
+        &self.data[n * len..(n + 1) * len]
+    }
+    pub fn to_layout(&self, layout: Layout) -> Tensor {
+        let mut out = Tensor {
+            shape: self.shape,
+            layout,
+            data: AlignedVec::zeros(self.data.len()),
+        };
+        convert_layout(self, &mut out.view_mut());
+        out
+    }
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor {
+            shape: self.shape,
+            layout: self.layout,
+            data: AlignedVec::from_slice(self.data),
+        }
+    }
+}
+
+impl<'a> TensorViewMut<'a> {
+    pub fn new(shape: Shape, layout: Layout, data: &'a mut [f32]) -> Result<Self> {
+        check_len(shape, data.len())?;
+        Ok(TensorViewMut {
+            shape,
+            layout,
+            data,
+        })
+    }
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    pub fn data(&self) -> &[f32] {
+        self.data
+    }
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.data
+    }
+    pub fn into_data(self) -> &'a mut [f32] {
+        self.data
+    }
+    pub fn as_view(&self) -> TensorView<'_> {
+        TensorView {
+            shape: self.shape,
+            layout: self.layout,
+            data: self.data,
+        }
+    }
+}
+
+/// Copies `src` into `dst` (same shape), converting between layouts.
+fn convert_layout(src: &TensorView<'_>, dst: &mut TensorViewMut<'_>) {
+    let shape = src.shape;
+    if src.layout == dst.layout {
+        dst.data.copy_from_slice(src.data);
+        return;
+    }
+    let (hw, c) = (shape.h * shape.w, shape.c);
+    for n in 0..shape.n {
+        let s = &src.data[n * c * hw..(n + 1) * c * hw];
+        let d = &mut dst.data[n * c * hw..(n + 1) * c * hw];
+        match src.layout {
+            // NCHW -> NHWC: transpose a c x hw matrix.
+            Layout::Nchw => transpose(s, d, c, hw),
+            Layout::Nhwc => transpose(s, d, hw, c),
+        }
+    }
+}
+
+/// `dst` (cols x rows) = transpose of `src` (rows x cols), in cache-sized blocks.
+pub fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}

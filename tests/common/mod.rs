@@ -1,0 +1,126 @@
+//! Shared pieces of the kernel property tests: random data, problem strategies, and the
+//! tolerance check against `convkit_reference`.
+#![allow(dead_code)]
+
+use convkit_reference as reference;
+use convkit_tensor::{FilterShape, Layout, Shape, Tensor, Window};
+use proptest::prelude::*;
+
+/// Cases per property: 256 by default (CI), more with PROPTEST_CASES.
+pub fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Deterministic values in [-1, 1) from a seed (splitmix64).
+pub fn random_vec(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+pub fn random_tensor(shape: Shape, layout: Layout, seed: u64) -> Tensor {
+    Tensor::from_slice(shape, layout, &random_vec(shape.numel().unwrap(), seed)).unwrap()
+}
+
+pub fn layout() -> impl Strategy<Value = Layout> {
+    prop_oneof![Just(Layout::Nchw), Just(Layout::Nhwc)]
+}
+
+/// A convolution problem: input shape and layout, filter, window, and a data seed.
+#[derive(Debug, Clone)]
+pub struct ConvProblem {
+    pub input: Shape,
+    pub layout: Layout,
+    pub filter: FilterShape,
+    pub window: Window,
+    pub bias: bool,
+    pub residual: bool,
+    pub relu: bool,
+    pub seed: u64,
+}
+
+/// Draws a conv problem: batch 1-3, channels 1-70 each, spatial 1-33 (h and w drawn
+/// independently), kernel from `kernels`, stride from `strides`, padding 0..=max_pad.
+/// Spatial size is capped so the f64 reference stays under ~2M MACs per case.
+pub fn conv_problem(
+    kernels: &'static [usize],
+    strides: &'static [usize],
+    max_pad: usize,
+) -> impl Strategy<Value = ConvProblem> {
+    (
+        1usize..=3,
+        1usize..=70,
+        1usize..=70,
+        proptest::sample::select(kernels),
+        proptest::sample::select(strides),
+        0..=max_pad,
+        layout(),
+        any::<(bool, bool, bool, u64)>(),
+    )
+        .prop_flat_map(move |(n, ci, co, k, s, p, layout, flags)| {
+            let macs_per_px = n * ci * co * k * k;
+            let max_px = (2_000_000 / macs_per_px).max(1);
+            let lo = k.saturating_sub(2 * p).max(1);
+            let side = ((max_px as f64).sqrt() as usize).clamp(lo, 33);
+            (lo..=side.max(lo), lo..=side.max(lo)).prop_map(move |(h, w)| ConvProblem {
+                input: Shape::new(n, ci, h, w),
+                layout,
+                filter: FilterShape::new(co, ci, k, k),
+                window: Window::square(k, s, p),
+                bias: flags.0,
+                residual: flags.1,
+                relu: flags.2,
+                seed: flags.3,
+            })
+        })
+}
+
+/// Tolerance of an f32 kernel against the f64 reference: relative to the sum of |a*b|
+/// terms of each output (the reference run on absolute values), plus a tiny absolute floor.
+pub const REL_TOL: f32 = 1e-5;
+pub const ABS_TOL: f32 = 1e-6;
+
+/// The reference result of a conv problem (conv + bias, + residual, relu) and the
+/// magnitude bound of each output.
+pub fn reference_conv(
+    p: &ConvProblem,
+    x: &Tensor,
+    w: &[f32],
+    b: Option<&[f32]>,
+    residual: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    let mut want = reference::conv2d(x.view(), w, p.filter, b, p.window).unwrap();
+    let abs_b = b.map(reference::abs_vec);
+    let mut mag = reference::conv2d(
+        reference::abs(x).view(),
+        &reference::abs_vec(w),
+        p.filter,
+        abs_b.as_deref(),
+        p.window,
+    )
+    .unwrap();
+    if let Some(r) = residual {
+        want = reference::add(&want, r).unwrap();
+        mag = reference::add(&mag, &reference::abs(r)).unwrap();
+    }
+    if p.relu {
+        want = reference::relu(&want);
+    }
+    (want, mag)
+}

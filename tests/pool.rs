@@ -1,0 +1,98 @@
+//! Pooling against the f64 reference.
+
+mod common;
+
+use common::*;
+use convkit_pool::{global_avg_pool, pool2d, PoolKind};
+use convkit_reference as reference;
+use convkit_tensor::{Layout, Shape, Tensor, Window};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct PoolProblem {
+    input: Shape,
+    layout: Layout,
+    window: Window,
+    kind: PoolKind,
+    seed: u64,
+}
+
+fn pool_problem() -> impl Strategy<Value = PoolProblem> {
+    (
+        1usize..=3,
+        1usize..=70,
+        1usize..=4,
+        1usize..=3,
+        any::<bool>(),
+        layout(),
+        0usize..3,
+        any::<u64>(),
+    )
+        .prop_flat_map(|(n, c, k, s, ceil, layout, kind, seed)| {
+            let pad = 0..=k / 2;
+            (1usize..=33, 1usize..=33, pad).prop_map(move |(h, w, p)| PoolProblem {
+                input: Shape::new(n, c, h.max(k), w.max(k)),
+                layout,
+                window: Window::square(k, s, p).with_ceil_mode(ceil),
+                kind: match kind {
+                    0 => PoolKind::Max,
+                    1 => PoolKind::Average {
+                        count_include_pad: true,
+                    },
+                    _ => PoolKind::Average {
+                        count_include_pad: false,
+                    },
+                },
+                seed,
+            })
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn pool_matches_reference(p in pool_problem()) {
+        let x = random_tensor(p.input, p.layout, p.seed);
+        let got = pool2d(x.view(), p.window, p.kind).unwrap();
+        let (want, mag) = match p.kind {
+            PoolKind::Max => (reference::max_pool2d(x.view(), p.window).unwrap(), Tensor::zeros(got.shape(), got.layout()).unwrap()),
+            PoolKind::Average { count_include_pad } => (
+                reference::avg_pool2d(x.view(), p.window, count_include_pad).unwrap(),
+                reference::avg_pool2d(reference::abs(&x).view(), p.window, count_include_pad).unwrap(),
+            ),
+        };
+        prop_assert_eq!(got.layout(), p.layout);
+        reference::compare(&got, &want, &mag, REL_TOL, 0.0).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn global_avg_pool_matches_reference(n in 1usize..=3, c in 1usize..=70, h in 1usize..=20, w in 1usize..=20, l in layout(), seed in any::<u64>()) {
+        let x = random_tensor(Shape::new(n, c, h, w), l, seed);
+        let got = global_avg_pool(x.view()).unwrap();
+        let want = reference::global_avg_pool(x.view()).unwrap();
+        let mag = reference::global_avg_pool(reference::abs(&x).view()).unwrap();
+        for i in 0..got.len() {
+            prop_assert!((got[i] - want[i]).abs() <= REL_TOL * mag[i] + ABS_TOL, "index {}: got {} want {}", i, got[i], want[i]);
+        }
+    }
+}
+
+#[test]
+fn resnet_d_shortcut_pool_on_odd_input() {
+    // 2x2 stride 2, ceil mode, padding not counted: the last row/column averages 2 or 1 cells.
+    let x = random_tensor(Shape::new(1, 17, 7, 5), Layout::Nhwc, 3);
+    let w = Window::square(2, 2, 0).with_ceil_mode(true);
+    let got = pool2d(
+        x.view(),
+        w,
+        PoolKind::Average {
+            count_include_pad: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(got.shape(), Shape::new(1, 17, 4, 3));
+    let want = reference::avg_pool2d(x.view(), w, false).unwrap();
+    let mag = reference::avg_pool2d(reference::abs(&x).view(), w, false).unwrap();
+    reference::compare(&got, &want, &mag, REL_TOL, 0.0).unwrap();
+}
