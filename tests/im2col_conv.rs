@@ -13,26 +13,14 @@ fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCase
     let x = random_tensor(p.input, p.layout, p.seed);
     let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
     let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
-    let conv = Im2colConv::new(&w, p.filter, b.as_deref(), p.window, p.layout)
-        .unwrap()
-        .with_scratch_bytes(scratch_bytes);
+    let conv =
+        Im2colConv::new(&w, p.filter, b.as_deref(), p.window, p.layout).unwrap().with_scratch_bytes(scratch_bytes);
     let out_shape = conv.output_shape(p.input).unwrap();
-    let residual = p
-        .residual
-        .then(|| random_tensor(out_shape, p.layout, p.seed ^ 3));
-    let mut out = Tensor::from_slice(
-        out_shape,
-        p.layout,
-        &random_vec(out_shape.numel().unwrap(), 7),
-    )
-    .unwrap();
+    let residual = p.residual.then(|| random_tensor(out_shape, p.layout, p.seed ^ 3));
+    let mut out = Tensor::from_slice(out_shape, p.layout, &random_vec(out_shape.numel().unwrap(), 7)).unwrap();
     let mut scratch = AlignedVec::zeros(0);
-    let epilogue = Epilogue {
-        residual: residual.as_ref().map(|r| r.view()),
-        relu: p.relu,
-    };
-    conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch)
-        .unwrap();
+    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), relu: p.relu };
+    conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch).unwrap();
     let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
     reference::compare(&out, &want, &mag, REL_TOL, ABS_TOL).map_err(TestCaseError::fail)
 }
@@ -96,12 +84,5 @@ fn conv_with_c_equal_h_equal_w_in_both_layouts() {
         seed: 42,
     };
     run_im2col_conv(&p, 1 << 20).unwrap();
-    run_im2col_conv(
-        &ConvProblem {
-            layout: Layout::Nchw,
-            ..p
-        },
-        1 << 20,
-    )
-    .unwrap();
+    run_im2col_conv(&ConvProblem { layout: Layout::Nchw, ..p }, 1 << 20).unwrap();
 }

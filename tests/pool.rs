@@ -18,17 +18,8 @@ struct PoolProblem {
 }
 
 fn pool_problem() -> impl Strategy<Value = PoolProblem> {
-    (
-        1usize..=3,
-        1usize..=70,
-        1usize..=4,
-        1usize..=3,
-        any::<bool>(),
-        layout(),
-        0usize..3,
-        any::<u64>(),
-    )
-        .prop_flat_map(|(n, c, k, s, ceil, layout, kind, seed)| {
+    (1usize..=3, 1usize..=70, 1usize..=4, 1usize..=3, any::<bool>(), layout(), 0usize..3, any::<u64>()).prop_flat_map(
+        |(n, c, k, s, ceil, layout, kind, seed)| {
             let pad = 0..=k / 2;
             (1usize..=33, 1usize..=33, pad).prop_map(move |(h, w, p)| PoolProblem {
                 input: Shape::new(n, c, h.max(k), w.max(k)),
@@ -36,16 +27,13 @@ fn pool_problem() -> impl Strategy<Value = PoolProblem> {
                 window: Window::square(k, s, p).with_ceil_mode(ceil),
                 kind: match kind {
                     0 => PoolKind::Max,
-                    1 => PoolKind::Average {
-                        count_include_pad: true,
-                    },
-                    _ => PoolKind::Average {
-                        count_include_pad: false,
-                    },
+                    1 => PoolKind::Average { count_include_pad: true },
+                    _ => PoolKind::Average { count_include_pad: false },
                 },
                 seed,
             })
-        })
+        },
+    )
 }
 
 proptest! {
@@ -83,14 +71,7 @@ fn resnet_d_shortcut_pool_on_odd_input() {
     // 2x2 stride 2, ceil mode, padding not counted: the last row/column averages 2 or 1 cells.
     let x = random_tensor(Shape::new(1, 17, 7, 5), Layout::Nhwc, 3);
     let w = Window::square(2, 2, 0).with_ceil_mode(true);
-    let got = pool2d(
-        x.view(),
-        w,
-        PoolKind::Average {
-            count_include_pad: false,
-        },
-    )
-    .unwrap();
+    let got = pool2d(x.view(), w, PoolKind::Average { count_include_pad: false }).unwrap();
     assert_eq!(got.shape(), Shape::new(1, 17, 4, 3));
     let want = reference::avg_pool2d(x.view(), w, false).unwrap();
     let mag = reference::avg_pool2d(reference::abs(&x).view(), w, false).unwrap();

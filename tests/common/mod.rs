@@ -8,15 +8,8 @@ use proptest::prelude::*;
 
 /// Cases per property: 256 by default (CI), more with PROPTEST_CASES.
 pub fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        max_shrink_iters: 256,
-        ..ProptestConfig::default()
-    }
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    ProptestConfig { cases, max_shrink_iters: 256, ..ProptestConfig::default() }
 }
 
 /// Deterministic values in [-1, 1) from a seed (splitmix64).
@@ -107,14 +100,9 @@ pub fn reference_conv(
 ) -> (Tensor, Tensor) {
     let mut want = reference::conv2d(x.view(), w, p.filter, b, p.window).unwrap();
     let abs_b = b.map(reference::abs_vec);
-    let mut mag = reference::conv2d(
-        reference::abs(x).view(),
-        &reference::abs_vec(w),
-        p.filter,
-        abs_b.as_deref(),
-        p.window,
-    )
-    .unwrap();
+    let mut mag =
+        reference::conv2d(reference::abs(x).view(), &reference::abs_vec(w), p.filter, abs_b.as_deref(), p.window)
+            .unwrap();
     if let Some(r) = residual {
         want = reference::add(&want, r).unwrap();
         mag = reference::add(&mag, &reference::abs(r)).unwrap();

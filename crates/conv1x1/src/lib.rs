@@ -1,1 +1,290 @@
+//! Direct 1x1 convolution: no im2col, packed weights, fused epilogue.
+//!
+//! Over an NHWC activation a 1x1 convolution is a GEMM whose left operand is the
+//! activation buffer itself: output pixel m reads the `ci` contiguous channels of its
+//! input pixel. With stride 2 the kernel reads every other pixel of every other row in
+//! place, with no copy. Weights are packed once, at construction, into 32-column panels
+//! (for each k, two 16-lane vectors), and each MR x 32 output tile is computed over the
+//! whole reduction in registers; bias, residual and ReLU are applied before the store.
+//!
+//! Work is split over blocks of output rows with rayon (`par_chunks_mut`), on the current
+//! pool: call inside `pool.install()` to choose the threads. Every output element is
+//! computed by the same sequence of FMAs whatever the split, so results are bitwise the
+//! same for any thread count.
+//!
+//! The NCHW entry point computes out[co, hw] = W[co, ci] * in[ci, hw] per image: the
+//! weights are the broadcast operand and 32-pixel panels of the input are packed per call.
 
+pub mod kernel;
+
+use bytemuck::Zeroable;
+use convkit_tensor::simd::f32x16;
+use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut};
+use kernel::{accumulate, store_tile, Tile, TileBias, MR, NR};
+use rayon::prelude::*;
+
+/// Bytes of activation rows (MC x K) a task keeps hot in L2 (2 MiB per core here) while
+/// it walks every weight panel.
+const A_BLOCK_BYTES: usize = 1 << 20;
+
+/// A 1x1 convolution (stride 1 or 2, no padding) prepared for one activation layout.
+#[derive(Debug, Clone)]
+pub struct Conv1x1 {
+    ci: usize,
+    co: usize,
+    stride: usize,
+    layout: Layout,
+    /// NHWC: panels of 32 output channels, each `ci` pairs of vectors (zero-padded past co).
+    /// NCHW: OIHW weights as given, [co][ci].
+    weights: Vec<f32x16>,
+    /// Bias padded with zeros to a multiple of 32.
+    bias: AlignedVec,
+}
+
+impl Conv1x1 {
+    /// Packs OIHW `weights` [co, ci, 1, 1] and `bias` (zeros if None) for `layout`.
+    pub fn new(
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        stride: usize,
+        layout: Layout,
+    ) -> Result<Self> {
+        filter.check(weights, bias)?;
+        if (filter.kh, filter.kw) != (1, 1) {
+            return Err(Error::mismatch("kernel of a 1x1 convolution", "1x1", format!("{}x{}", filter.kh, filter.kw)));
+        }
+        if stride == 0 {
+            return Err(Error::invalid("1x1 convolution stride must be at least 1"));
+        }
+        let (ci, co) = (filter.ci, filter.co);
+        let panels = co.div_ceil(NR);
+        let mut padded_bias = AlignedVec::zeros(panels * NR);
+        if let Some(b) = bias {
+            padded_bias[..co].copy_from_slice(b);
+        }
+        let packed = match layout {
+            Layout::Nhwc => {
+                let mut p = vec![f32x16::zeroed(); panels * ci * 2];
+                let flat: &mut [f32] = bytemuck::cast_slice_mut(&mut p);
+                for o in 0..co {
+                    let (panel, col) = (o / NR, o % NR);
+                    for i in 0..ci {
+                        flat[(panel * ci + i) * NR + col] = weights[o * ci + i];
+                    }
+                }
+                p
+            }
+            Layout::Nchw => {
+                let mut p = vec![f32x16::zeroed(); (co * ci).div_ceil(16)];
+                bytemuck::cast_slice_mut::<f32x16, f32>(&mut p)[..co * ci].copy_from_slice(weights);
+                p
+            }
+        };
+        Ok(Conv1x1 { ci, co, stride, layout, weights: packed, bias: padded_bias })
+    }
+
+    pub fn filter(&self) -> FilterShape {
+        FilterShape::new(self.co, self.ci, 1, 1)
+    }
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Output shape for `input`: ceil(h / stride) x ceil(w / stride), co channels.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape> {
+        self.filter().check_input(input)?;
+        Ok(Shape::new(input.n, self.co, input.h.div_ceil(self.stride), input.w.div_ceil(self.stride)))
+    }
+
+    /// output = epilogue(conv(input) + bias), on the current rayon pool.
+    pub fn forward(&self, input: TensorView<'_>, output: &mut TensorViewMut<'_>, epilogue: Epilogue<'_>) -> Result<()> {
+        let out_shape = self.output_shape(input.shape())?;
+        for (what, got) in [("input layout", input.layout()), ("output layout", output.layout())] {
+            if got != self.layout {
+                return Err(Error::mismatch(
+                    format!("{what} of a 1x1 conv prepared for {}", self.layout),
+                    self.layout,
+                    got,
+                ));
+            }
+        }
+        if output.shape() != out_shape {
+            return Err(Error::mismatch("1x1 conv output shape", out_shape, output.shape()));
+        }
+        epilogue.check(out_shape, self.layout)?;
+        let residual = epilogue.residual.map(|r| r.data());
+        match self.layout {
+            Layout::Nhwc => self.forward_nhwc(input, out_shape, output.data_mut(), residual, epilogue.relu),
+            Layout::Nchw => self.forward_nchw(input, out_shape, output.data_mut(), residual, epilogue.relu),
+        }
+        Ok(())
+    }
+
+    /// Rows per task: an even share of the rows for each thread, rounded to whole tiles,
+    /// and at most what keeps the task's activation rows within [`A_BLOCK_BYTES`].
+    fn rows_per_task(rows: usize, k: usize) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        let share = rows.div_ceil(threads).next_multiple_of(MR);
+        let cache = (A_BLOCK_BYTES / (k * 4).max(1)) / MR * MR;
+        share.min(cache.max(MR))
+    }
+
+    fn forward_nhwc(
+        &self,
+        input: TensorView<'_>,
+        out_shape: Shape,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) {
+        let (ci, co, s) = (self.ci, self.co, self.stride);
+        let in_shape = input.shape();
+        let src = input.data();
+        let (ho, wo) = (out_shape.h, out_shape.w);
+        let rows = out_shape.n * ho * wo;
+        // Input offset of output pixel m: strided pixels are read in place.
+        let row_offset = |m: usize| {
+            let (n, p) = (m / (ho * wo), m % (ho * wo));
+            ((n * in_shape.h + p / wo * s) * in_shape.w + p % wo * s) * ci
+        };
+        let block = Self::rows_per_task(rows, ci);
+        let panel_len = 2 * ci;
+        let task = |(t, out_block): (usize, &mut [f32])| {
+            let m0 = t * block;
+            let block_rows = out_block.len() / co;
+            for (p, panel) in self.weights.chunks_exact(panel_len).enumerate() {
+                let n0 = p * NR;
+                let cols = (co - n0).min(NR);
+                let bias = TileBias::Columns(&self.bias[n0..n0 + NR]);
+                let mut r0 = 0;
+                while r0 < block_rows {
+                    let tile_rows = (block_rows - r0).min(MR);
+                    let a = |r: usize| &src[row_offset(m0 + r0 + r)..][..ci];
+                    let out_rows = &mut out_block[r0 * co..(r0 + tile_rows) * co];
+                    let res = residual.map(|res| &res[(m0 + r0) * co..(m0 + r0 + tile_rows) * co]);
+                    dispatch_tile(tile_rows, a, panel, bias, res, co, n0, cols, relu, out_rows);
+                    r0 += tile_rows;
+                }
+            }
+        };
+        run_blocks(out, block * co, task);
+    }
+
+    fn forward_nchw(
+        &self,
+        input: TensorView<'_>,
+        out_shape: Shape,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) {
+        let (ci, co, s) = (self.ci, self.co, self.stride);
+        let in_shape = input.shape();
+        let (ho, wo) = (out_shape.h, out_shape.w);
+        let hw = ho * wo;
+        let weights: &[f32] = &bytemuck::cast_slice(&self.weights)[..co * ci];
+        let block = Self::rows_per_task(co, ci);
+        let image_len = co * hw;
+        for n in 0..out_shape.n {
+            let image = input.image(n);
+            let out_image = &mut out[n * image_len..(n + 1) * image_len];
+            let res_image = residual.map(|r| &r[n * image_len..(n + 1) * image_len]);
+            let task = |(t, out_block): (usize, &mut [f32])| {
+                let c0 = t * block;
+                let block_rows = out_block.len() / hw;
+                let mut panel = vec![f32x16::zeroed(); 2 * ci];
+                for n0 in (0..hw).step_by(NR) {
+                    let cols = (hw - n0).min(NR);
+                    pack_input_panel(image, in_shape, s, wo, n0, cols, &mut panel);
+                    let mut r0 = 0;
+                    while r0 < block_rows {
+                        let tile_rows = (block_rows - r0).min(MR);
+                        let a = |r: usize| &weights[(c0 + r0 + r) * ci..][..ci];
+                        let bias = TileBias::Rows(&self.bias[c0 + r0..c0 + r0 + tile_rows]);
+                        let out_rows = &mut out_block[r0 * hw..(r0 + tile_rows) * hw];
+                        let res = res_image.map(|res| &res[(c0 + r0) * hw..(c0 + r0 + tile_rows) * hw]);
+                        dispatch_tile(tile_rows, a, &panel, bias, res, hw, n0, cols, relu, out_rows);
+                        r0 += tile_rows;
+                    }
+                }
+            };
+            run_blocks(out_image, block * hw, task);
+        }
+    }
+}
+
+/// Runs `task` on each `chunk`-long block of `out`, in parallel when there is more than one.
+fn run_blocks(out: &mut [f32], chunk: usize, task: impl Fn((usize, &mut [f32])) + Sync + Send) {
+    if out.len() > chunk && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(chunk).enumerate().for_each(task);
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(task);
+    }
+}
+
+/// Gathers output pixels n0..n0+cols of one NCHW image (input pixels at stride `s`) into a
+/// [ci][32] panel, zero past `cols`.
+fn pack_input_panel(image: &[f32], shape: Shape, s: usize, wo: usize, n0: usize, cols: usize, panel: &mut [f32x16]) {
+    let flat: &mut [f32] = bytemuck::cast_slice_mut(panel);
+    let plane = shape.h * shape.w;
+    for (c, dst) in flat.chunks_exact_mut(NR).enumerate() {
+        let src = &image[c * plane..(c + 1) * plane];
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = if j < cols {
+                let p = n0 + j;
+                src[p / wo * s * shape.w + p % wo * s]
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// Computes one tile of `rows` (1..=MR) rows: row r reads `a(r)` and writes
+/// `out_rows[r * row_len + n0..][..cols]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dispatch_tile<'a>(
+    rows: usize,
+    a: impl Fn(usize) -> &'a [f32],
+    panel: &[f32x16],
+    bias: TileBias<'_>,
+    residual: Option<&[f32]>,
+    row_len: usize,
+    n0: usize,
+    cols: usize,
+    relu: bool,
+    out_rows: &mut [f32],
+) {
+    fn tile<'a, const R: usize>(
+        a: impl Fn(usize) -> &'a [f32],
+        panel: &[f32x16],
+        bias: TileBias<'_>,
+        residual: Option<&[f32]>,
+        row_len: usize,
+        n0: usize,
+        cols: usize,
+        relu: bool,
+        out_rows: &mut [f32],
+    ) {
+        let a_rows: [&[f32]; R] = std::array::from_fn(&a);
+        let acc: Tile<R> = accumulate(&a_rows, panel);
+        let res: Option<[&[f32]; R]> = residual.map(|res| std::array::from_fn(|r| &res[r * row_len + n0..]));
+        let mut it = out_rows.chunks_exact_mut(row_len);
+        let mut out: [&mut [f32]; R] = std::array::from_fn(|_| &mut it.next().expect("tile row")[n0..]);
+        store_tile(&acc, bias, res.as_ref(), relu, &mut out, cols);
+    }
+    const _: () = assert!(MR == 6, "dispatch_tile lists tiles of 1..=6 rows");
+    match rows {
+        6 => tile::<6>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+        5 => tile::<5>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+        4 => tile::<4>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+        3 => tile::<3>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+        2 => tile::<2>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+        _ => tile::<1>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+    }
+}

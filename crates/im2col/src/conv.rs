@@ -3,8 +3,7 @@
 use crate::im2col::{im2col_nchw, im2col_nhwc, ImageDims};
 use crate::matmul::{matmul, MatMut, MatRef, MatrixShape};
 use convkit_tensor::{
-    checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView,
-    TensorViewMut, Window,
+    checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
 };
 
 /// Default bound of the im2col scratch: output rows are lowered in tiles of at most this
@@ -53,8 +52,7 @@ impl Im2colConv {
                         for ky in 0..filter.kh {
                             for kx in 0..filter.kw {
                                 let row = (ky * filter.kw + kx) * filter.ci + ci;
-                                p[row * filter.co + co] =
-                                    weights[co * k + (ci * filter.kh + ky) * filter.kw + kx];
+                                p[row * filter.co + co] = weights[co * k + (ci * filter.kh + ky) * filter.kw + kx];
                             }
                         }
                     }
@@ -104,10 +102,7 @@ impl Im2colConv {
     /// Scratch floats [`Im2colConv::forward`] needs for an input of shape `input`.
     pub fn scratch_len(&self, input: Shape) -> Result<usize> {
         let out = self.output_shape(input)?;
-        checked_product(
-            "im2col scratch",
-            &[self.tile_rows(out), out.w, self.filter.reduction_len()],
-        )
+        checked_product("im2col scratch", &[self.tile_rows(out), out.w, self.filter.reduction_len()])
     }
 
     /// output = epilogue(conv(input) + bias). `scratch` must hold [`Im2colConv::scratch_len`]
@@ -120,10 +115,7 @@ impl Im2colConv {
         scratch: &mut AlignedVec,
     ) -> Result<()> {
         let out_shape = self.output_shape(input.shape())?;
-        for (what, got) in [
-            ("input layout", input.layout()),
-            ("output layout", output.layout()),
-        ] {
+        for (what, got) in [("input layout", input.layout()), ("output layout", output.layout())] {
             if got != self.layout {
                 return Err(Error::mismatch(
                     format!("{what} of a conv prepared for {}", self.layout),
@@ -133,11 +125,7 @@ impl Im2colConv {
             }
         }
         if output.shape() != out_shape {
-            return Err(Error::mismatch(
-                "conv output shape",
-                out_shape,
-                output.shape(),
-            ));
+            return Err(Error::mismatch("conv output shape", out_shape, output.shape()));
         }
         epilogue.check(out_shape, self.layout)?;
         let need = self.scratch_len(input.shape())?;
@@ -145,11 +133,7 @@ impl Im2colConv {
             scratch.resize(need);
         }
         let in_shape = input.shape();
-        let dims = ImageDims {
-            h: in_shape.h,
-            w: in_shape.w,
-            c: in_shape.c,
-        };
+        let dims = ImageDims { h: in_shape.h, w: in_shape.w, c: in_shape.c };
         let tile = self.tile_rows(out_shape);
         let (co, k) = (self.filter.co, self.filter.reduction_len());
         let (ho, wo) = (out_shape.h, out_shape.w);
@@ -175,18 +159,9 @@ impl Im2colConv {
                             }
                         }
                         matmul(
-                            MatMut {
-                                data: d,
-                                shape: MatrixShape::row_major(pixels, co),
-                            },
-                            MatRef {
-                                data: col,
-                                shape: MatrixShape::row_major(pixels, k),
-                            },
-                            MatRef {
-                                data: &self.weights,
-                                shape: MatrixShape::row_major(k, co),
-                            },
+                            MatMut { data: d, shape: MatrixShape::row_major(pixels, co) },
+                            MatRef { data: col, shape: MatrixShape::row_major(pixels, k) },
+                            MatRef { data: &self.weights, shape: MatrixShape::row_major(k, co) },
                             true,
                             true,
                         )?;
@@ -205,35 +180,19 @@ impl Im2colConv {
                                 d.iter_mut().zip(r).for_each(|(d, r)| *d += r);
                             }
                         }
-                        let dst_shape = MatrixShape {
-                            rows: co,
-                            cols: pixels,
-                            row_stride: ho * wo,
-                            col_stride: 1,
-                        };
+                        let dst_shape = MatrixShape { rows: co, cols: pixels, row_stride: ho * wo, col_stride: 1 };
                         let last = (co - 1) * ho * wo + pixels;
                         let d = &mut dst[start..start + last];
                         matmul(
-                            MatMut {
-                                data: &mut *d,
-                                shape: dst_shape,
-                            },
-                            MatRef {
-                                data: &self.weights,
-                                shape: MatrixShape::row_major(co, k),
-                            },
-                            MatRef {
-                                data: col,
-                                shape: MatrixShape::row_major(k, pixels),
-                            },
+                            MatMut { data: &mut *d, shape: dst_shape },
+                            MatRef { data: &self.weights, shape: MatrixShape::row_major(co, k) },
+                            MatRef { data: col, shape: MatrixShape::row_major(k, pixels) },
                             true,
                             true,
                         )?;
                         if epilogue.relu {
                             for c in 0..co {
-                                d[c * ho * wo..c * ho * wo + pixels]
-                                    .iter_mut()
-                                    .for_each(|v| *v = v.max(0.0));
+                                d[c * ho * wo..c * ho * wo + pixels].iter_mut().for_each(|v| *v = v.max(0.0));
                             }
                         }
                     }

@@ -14,17 +14,8 @@ pub struct ImageDims {
 
 /// The input index along one axis read by output `o`, tap `k`, or None in padding.
 #[inline]
-fn source(
-    o: usize,
-    k: usize,
-    stride: usize,
-    dilation: usize,
-    pad: usize,
-    len: usize,
-) -> Option<usize> {
-    (o * stride + k * dilation)
-        .checked_sub(pad)
-        .filter(|&i| i < len)
+fn source(o: usize, k: usize, stride: usize, dilation: usize, pad: usize, len: usize) -> Option<usize> {
+    (o * stride + k * dilation).checked_sub(pad).filter(|&i| i < len)
 }
 
 fn check(
@@ -44,17 +35,11 @@ fn check(
     }
     let (ho, wo) = window.output_hw(dims.h, dims.w)?;
     if rows.start > rows.end || rows.end > ho {
-        return Err(Error::invalid(format!(
-            "im2col output rows {rows:?} outside 0..{ho}"
-        )));
+        return Err(Error::invalid(format!("im2col output rows {rows:?} outside 0..{ho}")));
     }
     let need = rows.len() * wo * row_len;
     if out_len < need {
-        return Err(Error::mismatch(
-            "im2col scratch length",
-            format!("at least {need}"),
-            out_len,
-        ));
+        return Err(Error::mismatch("im2col scratch length", format!("at least {need}"), out_len));
     }
     Ok((ho, wo))
 }
@@ -62,13 +47,7 @@ fn check(
 /// NHWC im2col: one matrix row per output position of `rows` (row-major over oy, ox),
 /// each row kh*kw*c long in (ky, kx, c) order, so every tap is a contiguous copy of c
 /// channels. Writes `rows.len() * wo * kh*kw*c` values to the front of `out`.
-pub fn im2col_nhwc(
-    image: &[f32],
-    dims: ImageDims,
-    window: &Window,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<()> {
+pub fn im2col_nhwc(image: &[f32], dims: ImageDims, window: &Window, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
     let (kh, kw) = window.kernel;
     let c = dims.c;
     let k_len = kh * kw * c;
@@ -95,8 +74,7 @@ pub fn im2col_nhwc(
                     taps[..first * c].fill(0.0);
                     if last > first {
                         let start = base + first - px;
-                        taps[first * c..last * c]
-                            .copy_from_slice(&in_row[start * c..(start + last - first) * c]);
+                        taps[first * c..last * c].copy_from_slice(&in_row[start * c..(start + last - first) * c]);
                     }
                     taps[last * c..].fill(0.0);
                 } else {
@@ -116,13 +94,7 @@ pub fn im2col_nhwc(
 
 /// NCHW im2col, the classic layout: a (c*kh*kw) x (rows.len()*wo) row-major matrix,
 /// row index (c, ky, kx), column index (oy, ox) over the output rows `rows`.
-pub fn im2col_nchw(
-    image: &[f32],
-    dims: ImageDims,
-    window: &Window,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<()> {
+pub fn im2col_nchw(image: &[f32], dims: ImageDims, window: &Window, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
     let (kh, kw) = window.kernel;
     let k_len = kh * kw * dims.c;
     let (_, wo) = check(image, dims, window, &rows, out.len(), k_len)?;

@@ -19,12 +19,7 @@ pub struct MatrixShape {
 impl MatrixShape {
     /// A contiguous row-major matrix.
     pub const fn row_major(rows: usize, cols: usize) -> Self {
-        MatrixShape {
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        MatrixShape { rows, cols, row_stride: cols, col_stride: 1 }
     }
 
     /// Checks that a buffer of `len` elements holds every element.
@@ -34,16 +29,9 @@ impl MatrixShape {
         }
         let last = (self.rows - 1)
             .checked_mul(self.row_stride)
-            .and_then(|r| {
-                (self.cols - 1)
-                    .checked_mul(self.col_stride)
-                    .and_then(|c| r.checked_add(c))
-            })
+            .and_then(|r| (self.cols - 1).checked_mul(self.col_stride).and_then(|c| r.checked_add(c)))
             .ok_or_else(|| Error::overflow(format!("{what} matrix extent {self:?}")))?;
-        if last >= len
-            || self.row_stride > isize::MAX as usize
-            || self.col_stride > isize::MAX as usize
-        {
+        if last >= len || self.row_stride > isize::MAX as usize || self.col_stride > isize::MAX as usize {
             return Err(Error::mismatch(
                 format!("{what} buffer length for {self:?}"),
                 format!("more than {last}"),
@@ -70,13 +58,7 @@ pub struct MatMut<'a> {
 
 /// dst = lhs * rhs, or dst += lhs * rhs when `accumulate`; dst is m x n, lhs m x k, rhs
 /// k x n. Runs on the current rayon pool's threads when `parallel`.
-pub fn matmul(
-    dst: MatMut<'_>,
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    accumulate: bool,
-    parallel: bool,
-) -> Result<()> {
+pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool, parallel: bool) -> Result<()> {
     let (dst, dst_shape) = (dst.data, dst.shape);
     let (lhs, lhs_shape) = (lhs.data, lhs.shape);
     let (rhs, rhs_shape) = (rhs.data, rhs.shape);
@@ -85,10 +67,7 @@ pub fn matmul(
         return Err(Error::mismatch(
             "matmul operand shapes (dst m x n, lhs m x k, rhs k x n)",
             format!("dst {m}x{n}, rhs {k}x{n}"),
-            format!(
-                "dst {}x{}, rhs {}x{}",
-                dst_shape.rows, dst_shape.cols, rhs_shape.rows, rhs_shape.cols
-            ),
+            format!("dst {}x{}, rhs {}x{}", dst_shape.rows, dst_shape.cols, rhs_shape.rows, rhs_shape.cols),
         ));
     }
     dst_shape.check("dst", dst.len())?;

@@ -29,10 +29,7 @@ pub enum PoolKind {
 pub fn output_shape(input: Shape, window: Window) -> Result<Shape> {
     input.validate()?;
     if window.dilation != (1, 1) {
-        return Err(Error::invalid(format!(
-            "pooling supports dilation 1 only, got {:?}",
-            window.dilation
-        )));
+        return Err(Error::invalid(format!("pooling supports dilation 1 only, got {:?}", window.dilation)));
     }
     let (kh, kw) = window.kernel;
     if window.padding.0 * 2 > kh || window.padding.1 * 2 > kw {
@@ -55,18 +52,10 @@ pub fn pool2d_into(
 ) -> Result<()> {
     let out_shape = output_shape(input.shape(), window)?;
     if output.shape() != out_shape {
-        return Err(Error::mismatch(
-            "pool output shape",
-            out_shape,
-            output.shape(),
-        ));
+        return Err(Error::mismatch("pool output shape", out_shape, output.shape()));
     }
     if output.layout() != input.layout() {
-        return Err(Error::mismatch(
-            "pool output layout",
-            input.layout(),
-            output.layout(),
-        ));
+        return Err(Error::mismatch("pool output layout", input.layout(), output.layout()));
     }
     let geom = Geometry::new(input.shape(), out_shape, window, kind);
     let parallel = out_shape.numel()? >= PARALLEL_MIN_OUTPUTS;
@@ -79,17 +68,9 @@ pub fn pool2d_into(
                 pool_row_nhwc(&geom, input.image(n), oy, out);
             };
             if parallel {
-                output
-                    .data_mut()
-                    .par_chunks_mut(row_len)
-                    .enumerate()
-                    .for_each(run);
+                output.data_mut().par_chunks_mut(row_len).enumerate().for_each(run);
             } else {
-                output
-                    .data_mut()
-                    .chunks_mut(row_len)
-                    .enumerate()
-                    .for_each(run);
+                output.data_mut().chunks_mut(row_len).enumerate().for_each(run);
             }
         }
         Layout::Nchw => {
@@ -99,17 +80,9 @@ pub fn pool2d_into(
                 pool_plane_nchw(&geom, &src[plane * plane_in..(plane + 1) * plane_in], out);
             };
             if parallel {
-                output
-                    .data_mut()
-                    .par_chunks_mut(plane_out)
-                    .enumerate()
-                    .for_each(run);
+                output.data_mut().par_chunks_mut(plane_out).enumerate().for_each(run);
             } else {
-                output
-                    .data_mut()
-                    .chunks_mut(plane_out)
-                    .enumerate()
-                    .for_each(run);
+                output.data_mut().chunks_mut(plane_out).enumerate().for_each(run);
             }
         }
     }
@@ -129,11 +102,7 @@ pub fn max_pool2d(input: TensorView<'_>, window: Window) -> Result<Tensor> {
 }
 
 /// Average pooling into a new tensor.
-pub fn avg_pool2d(
-    input: TensorView<'_>,
-    window: Window,
-    count_include_pad: bool,
-) -> Result<Tensor> {
+pub fn avg_pool2d(input: TensorView<'_>, window: Window, count_include_pad: bool) -> Result<Tensor> {
     pool2d(input, window, PoolKind::Average { count_include_pad })
 }
 
@@ -142,11 +111,7 @@ pub fn global_avg_pool_into(input: TensorView<'_>, output: &mut [f32]) -> Result
     let s = input.shape();
     s.validate()?;
     if output.len() != s.n * s.c {
-        return Err(Error::mismatch(
-            "global average pool output length (n*c)",
-            s.n * s.c,
-            output.len(),
-        ));
+        return Err(Error::mismatch("global average pool output length (n*c)", s.n * s.c, output.len()));
     }
     let hw = s.h * s.w;
     let scale = 1.0 / hw as f32;
@@ -209,12 +174,7 @@ struct Span {
 
 impl Geometry {
     fn new(input: Shape, output: Shape, window: Window, kind: PoolKind) -> Self {
-        Geometry {
-            input,
-            output,
-            window,
-            kind,
-        }
+        Geometry { input, output, window, kind }
     }
 
     fn span(o: usize, kernel: usize, stride: usize, pad: usize, len: usize) -> Span {
@@ -228,35 +188,19 @@ impl Geometry {
     }
 
     fn row_span(&self, oy: usize) -> Span {
-        Self::span(
-            oy,
-            self.window.kernel.0,
-            self.window.stride.0,
-            self.window.padding.0,
-            self.input.h,
-        )
+        Self::span(oy, self.window.kernel.0, self.window.stride.0, self.window.padding.0, self.input.h)
     }
 
     fn col_span(&self, ox: usize) -> Span {
-        Self::span(
-            ox,
-            self.window.kernel.1,
-            self.window.stride.1,
-            self.window.padding.1,
-            self.input.w,
-        )
+        Self::span(ox, self.window.kernel.1, self.window.stride.1, self.window.padding.1, self.input.w)
     }
 
     /// The factor an average multiplies its sum by (1 for max).
     fn scale(&self, ys: Span, xs: Span) -> f32 {
         match self.kind {
             PoolKind::Max => 1.0,
-            PoolKind::Average {
-                count_include_pad: true,
-            } => 1.0 / (ys.padded_len * xs.padded_len) as f32,
-            PoolKind::Average {
-                count_include_pad: false,
-            } => 1.0 / ((ys.hi - ys.lo) * (xs.hi - xs.lo)) as f32,
+            PoolKind::Average { count_include_pad: true } => 1.0 / (ys.padded_len * xs.padded_len) as f32,
+            PoolKind::Average { count_include_pad: false } => 1.0 / ((ys.hi - ys.lo) * (xs.hi - xs.lo)) as f32,
         }
     }
 }
@@ -280,14 +224,7 @@ fn pool_row_nhwc(g: &Geometry, image: &[f32], oy: usize, out: &mut [f32]) {
                     acc = if is_max { acc.max(v) } else { acc + v };
                 }
             }
-            store16(
-                &mut dst[c0..],
-                if is_max {
-                    acc
-                } else {
-                    acc * f32x16::splat(scale)
-                },
-            );
+            store16(&mut dst[c0..], if is_max { acc } else { acc * f32x16::splat(scale) });
             c0 += LANES;
         }
         for ch in c0..c {

@@ -48,14 +48,7 @@ pub fn conv2d(
 }
 
 /// The input position read by kernel tap (ky, kx) of output (oy, ox), or None in padding.
-fn input_pos(
-    window: &Window,
-    s: Shape,
-    oy: usize,
-    ox: usize,
-    ky: usize,
-    kx: usize,
-) -> Option<(usize, usize)> {
+fn input_pos(window: &Window, s: Shape, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
     let iy = (oy * window.stride.0 + ky * window.dilation.0).checked_sub(window.padding.0)?;
     let ix = (ox * window.stride.1 + kx * window.dilation.1).checked_sub(window.padding.1)?;
     (iy < s.h && ix < s.w).then_some((iy, ix))
@@ -66,59 +59,47 @@ pub fn max_pool2d(input: TensorView<'_>, window: Window) -> Result<Tensor> {
     let s = input.shape();
     s.validate()?;
     let (ho, wo) = window.output_hw(s.h, s.w)?;
-    Tensor::from_fn(
-        Shape::new(s.n, s.c, ho, wo),
-        input.layout(),
-        |n, c, oy, ox| {
-            let mut m = f32::NEG_INFINITY;
-            for ky in 0..window.kernel.0 {
-                for kx in 0..window.kernel.1 {
-                    if let Some((iy, ix)) = input_pos(&window, s, oy, ox, ky, kx) {
-                        m = m.max(input.get(n, c, iy, ix));
-                    }
+    Tensor::from_fn(Shape::new(s.n, s.c, ho, wo), input.layout(), |n, c, oy, ox| {
+        let mut m = f32::NEG_INFINITY;
+        for ky in 0..window.kernel.0 {
+            for kx in 0..window.kernel.1 {
+                if let Some((iy, ix)) = input_pos(&window, s, oy, ox, ky, kx) {
+                    m = m.max(input.get(n, c, iy, ix));
                 }
             }
-            m
-        },
-    )
+        }
+        m
+    })
 }
 
 /// Average pooling with PyTorch/ONNX semantics. With `count_include_pad` the divisor is
 /// the window clipped to the padded input (so ceil-mode overhang is not counted);
 /// without, it is the number of input elements the window covers.
-pub fn avg_pool2d(
-    input: TensorView<'_>,
-    window: Window,
-    count_include_pad: bool,
-) -> Result<Tensor> {
+pub fn avg_pool2d(input: TensorView<'_>, window: Window, count_include_pad: bool) -> Result<Tensor> {
     let s = input.shape();
     s.validate()?;
     let (ho, wo) = window.output_hw(s.h, s.w)?;
     let (ph, pw) = window.padding;
-    Tensor::from_fn(
-        Shape::new(s.n, s.c, ho, wo),
-        input.layout(),
-        |n, c, oy, ox| {
-            let mut sum = 0.0f64;
-            let mut count = 0usize;
-            for ky in 0..window.kernel.0 {
-                for kx in 0..window.kernel.1 {
-                    if let Some((iy, ix)) = input_pos(&window, s, oy, ox, ky, kx) {
-                        sum += input.get(n, c, iy, ix) as f64;
-                        count += 1;
-                    }
+    Tensor::from_fn(Shape::new(s.n, s.c, ho, wo), input.layout(), |n, c, oy, ox| {
+        let mut sum = 0.0f64;
+        let mut count = 0usize;
+        for ky in 0..window.kernel.0 {
+            for kx in 0..window.kernel.1 {
+                if let Some((iy, ix)) = input_pos(&window, s, oy, ox, ky, kx) {
+                    sum += input.get(n, c, iy, ix) as f64;
+                    count += 1;
                 }
             }
-            if count_include_pad {
-                let y0 = oy * window.stride.0;
-                let x0 = ox * window.stride.1;
-                let y1 = (y0 + window.kernel.0).min(s.h + 2 * ph);
-                let x1 = (x0 + window.kernel.1).min(s.w + 2 * pw);
-                count = (y1 - y0) * (x1 - x0);
-            }
-            (sum / count as f64) as f32
-        },
-    )
+        }
+        if count_include_pad {
+            let y0 = oy * window.stride.0;
+            let x0 = ox * window.stride.1;
+            let y1 = (y0 + window.kernel.0).min(s.h + 2 * ph);
+            let x1 = (x0 + window.kernel.1).min(s.w + 2 * pw);
+            count = (y1 - y0) * (x1 - x0);
+        }
+        (sum / count as f64) as f32
+    })
 }
 
 /// Mean over h and w: returns [n, c] row-major.
@@ -182,10 +163,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let b = b.to_layout(a.layout());
     let mut out = a.clone();
-    out.data_mut()
-        .iter_mut()
-        .zip(b.data())
-        .for_each(|(x, y)| *x += *y);
+    out.data_mut().iter_mut().zip(b.data()).for_each(|(x, y)| *x += *y);
     Ok(out)
 }
 
@@ -226,9 +204,7 @@ pub fn compare(
                     if !within {
                         count += 1;
                         if bad.len() < 8 {
-                            bad.push(format!(
-                                "(n={n}, c={c}, h={h}, w={w}): got {g}, want {e}, tol {tol}"
-                            ));
+                            bad.push(format!("(n={n}, c={c}, h={h}, w={w}): got {g}, want {e}, tol {tol}"));
                         }
                     }
                 }
@@ -238,11 +214,7 @@ pub fn compare(
     if count == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "{count} of {} elements wrong, first: {}",
-            got.data().len(),
-            bad.join("; ")
-        ))
+        Err(format!("{count} of {} elements wrong, first: {}", got.data().len(), bad.join("; ")))
     }
 }
 
@@ -256,20 +228,10 @@ mod tests {
     #[test]
     fn conv2d_by_hand() {
         // 1x1x3x3 input 1..9, 2x2 all-ones kernel, stride 1, no padding: window sums.
-        let x = Tensor::from_slice(
-            Shape::new(1, 1, 3, 3),
-            Layout::Nchw,
-            &[1., 2., 3., 4., 5., 6., 7., 8., 9.],
-        )
-        .unwrap();
-        let y = conv2d(
-            x.view(),
-            &[1.0; 4],
-            FilterShape::new(1, 1, 2, 2),
-            Some(&[0.5]),
-            Window::square(2, 1, 0),
-        )
-        .unwrap();
+        let x =
+            Tensor::from_slice(Shape::new(1, 1, 3, 3), Layout::Nchw, &[1., 2., 3., 4., 5., 6., 7., 8., 9.]).unwrap();
+        let y =
+            conv2d(x.view(), &[1.0; 4], FilterShape::new(1, 1, 2, 2), Some(&[0.5]), Window::square(2, 1, 0)).unwrap();
         assert_eq!(y.data(), &[12.5, 16.5, 24.5, 28.5]);
     }
 
@@ -278,25 +240,14 @@ mod tests {
         let x = Tensor::from_slice(Shape::new(1, 1, 2, 2), Layout::Nhwc, &[4.0; 4]).unwrap();
         let w = Window::square(3, 1, 1);
         // Corner window covers 4 real + 5 padded cells.
-        assert_eq!(
-            avg_pool2d(x.view(), w, true).unwrap().get(0, 0, 0, 0),
-            16.0 / 9.0
-        );
+        assert_eq!(avg_pool2d(x.view(), w, true).unwrap().get(0, 0, 0, 0), 16.0 / 9.0);
         assert_eq!(avg_pool2d(x.view(), w, false).unwrap().get(0, 0, 0, 0), 4.0);
     }
 
     #[test]
     fn ceil_mode_average_excludes_overhang() {
-        let x = Tensor::from_fn(Shape::new(1, 1, 3, 3), Layout::Nchw, |_, _, h, w| {
-            (h * 3 + w) as f32
-        })
-        .unwrap();
-        let y = avg_pool2d(
-            x.view(),
-            Window::square(2, 2, 0).with_ceil_mode(true),
-            false,
-        )
-        .unwrap();
+        let x = Tensor::from_fn(Shape::new(1, 1, 3, 3), Layout::Nchw, |_, _, h, w| (h * 3 + w) as f32).unwrap();
+        let y = avg_pool2d(x.view(), Window::square(2, 2, 0).with_ceil_mode(true), false).unwrap();
         assert_eq!(y.shape(), Shape::new(1, 1, 2, 2));
         assert_eq!(y.get(0, 0, 1, 1), 8.0);
         assert_eq!(y.get(0, 0, 0, 1), (2.0 + 5.0) / 2.0);

@@ -4,11 +4,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Two things that must agree do not: `what` names them.
-    ShapeMismatch {
-        what: String,
-        expected: String,
-        got: String,
-    },
+    ShapeMismatch { what: String, expected: String, got: String },
     /// An argument that is invalid on its own (zero size, kernel larger than the input, ...).
     InvalidArgument(String),
     /// A size whose arithmetic does not fit in `usize`.
@@ -16,16 +12,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn mismatch(
-        what: impl Into<String>,
-        expected: impl fmt::Display,
-        got: impl fmt::Display,
-    ) -> Self {
-        Error::ShapeMismatch {
-            what: what.into(),
-            expected: expected.to_string(),
-            got: got.to_string(),
-        }
+    pub fn mismatch(what: impl Into<String>, expected: impl fmt::Display, got: impl fmt::Display) -> Self {
+        Error::ShapeMismatch { what: what.into(), expected: expected.to_string(), got: got.to_string() }
     }
 
     pub fn invalid(msg: impl Into<String>) -> Self {
@@ -40,11 +28,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::ShapeMismatch {
-                what,
-                expected,
-                got,
-            } => write!(f, "{what}: expected {expected}, got {got}"),
+            Error::ShapeMismatch { what, expected, got } => write!(f, "{what}: expected {expected}, got {got}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::Overflow(msg) => write!(f, "size overflow: {msg}"),
         }
@@ -58,8 +42,6 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Product of sizes with overflow reported as an error naming `what`.
 pub fn checked_product(what: &str, dims: &[usize]) -> Result<usize> {
     dims.iter().try_fold(1usize, |acc, &d| {
-        acc.checked_mul(d).ok_or_else(|| {
-            Error::overflow(format!("{what} {dims:?} has more than usize::MAX elements"))
-        })
+        acc.checked_mul(d).ok_or_else(|| Error::overflow(format!("{what} {dims:?} has more than usize::MAX elements")))
     })
 }

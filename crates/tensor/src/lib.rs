@@ -20,11 +20,7 @@ pub use window::Window;
 /// Checks that an optional per-channel vector (bias) has `expected` entries.
 pub fn check_channels(what: &str, expected: usize, got: usize) -> Result<()> {
     if expected != got {
-        return Err(Error::mismatch(
-            what,
-            format!("{expected} channels"),
-            format!("{got}"),
-        ));
+        return Err(Error::mismatch(what, format!("{expected} channels"), format!("{got}")));
     }
     Ok(())
 }
@@ -45,10 +41,7 @@ mod tests {
     #[test]
     fn layout_round_trip_when_c_equals_h_equals_w() {
         let shape = Shape::new(2, 3, 3, 3);
-        let t = Tensor::from_fn(shape, Layout::Nchw, |n, c, h, w| {
-            (n * 1000 + c * 100 + h * 10 + w) as f32
-        })
-        .unwrap();
+        let t = Tensor::from_fn(shape, Layout::Nchw, |n, c, h, w| (n * 1000 + c * 100 + h * 10 + w) as f32).unwrap();
         let nhwc = t.to_layout(Layout::Nhwc);
         assert_eq!(nhwc.layout(), Layout::Nhwc);
         assert_eq!(nhwc.get(1, 2, 0, 1), 1201.0);
@@ -81,16 +74,10 @@ pub struct Epilogue<'a> {
 }
 
 impl<'a> Epilogue<'a> {
-    pub const NONE: Epilogue<'static> = Epilogue {
-        residual: None,
-        relu: false,
-    };
+    pub const NONE: Epilogue<'static> = Epilogue { residual: None, relu: false };
 
     pub fn relu() -> Self {
-        Epilogue {
-            residual: None,
-            relu: true,
-        }
+        Epilogue { residual: None, relu: true }
     }
 
     /// Checks that the residual, if any, has the output's shape and layout.

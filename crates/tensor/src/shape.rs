@@ -31,11 +31,7 @@ pub struct Shape {
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[n={}, c={}, h={}, w={}]",
-            self.n, self.c, self.h, self.w
-        )
+        write!(f, "[n={}, c={}, h={}, w={}]", self.n, self.c, self.h, self.w)
     }
 }
 
@@ -61,18 +57,8 @@ impl Shape {
     /// Element strides (n, c, h, w) of a contiguous tensor of this shape in `layout`.
     pub fn strides(&self, layout: Layout) -> Strides {
         match layout {
-            Layout::Nchw => Strides {
-                n: self.c * self.h * self.w,
-                c: self.h * self.w,
-                h: self.w,
-                w: 1,
-            },
-            Layout::Nhwc => Strides {
-                n: self.h * self.w * self.c,
-                c: 1,
-                h: self.w * self.c,
-                w: self.c,
-            },
+            Layout::Nchw => Strides { n: self.c * self.h * self.w, c: self.h * self.w, h: self.w, w: 1 },
+            Layout::Nhwc => Strides { n: self.h * self.w * self.c, c: 1, h: self.w * self.c, w: self.c },
         }
     }
 
@@ -110,11 +96,7 @@ pub struct FilterShape {
 
 impl fmt::Display for FilterShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[co={}, ci={}, kh={}, kw={}]",
-            self.co, self.ci, self.kh, self.kw
-        )
+        write!(f, "[co={}, ci={}, kh={}, kw={}]", self.co, self.ci, self.kh, self.kw)
     }
 }
 
@@ -132,25 +114,15 @@ impl FilterShape {
     /// that `bias`, if given, holds co.
     pub fn check(&self, weights: &[f32], bias: Option<&[f32]>) -> Result<()> {
         if self.co == 0 || self.ci == 0 || self.kh == 0 || self.kw == 0 {
-            return Err(Error::invalid(format!(
-                "filter shape {self} has a zero-size dim"
-            )));
+            return Err(Error::invalid(format!("filter shape {self} has a zero-size dim")));
         }
         let len = checked_product("filter shape", &[self.co, self.ci, self.kh, self.kw])?;
         if weights.len() != len {
-            return Err(Error::mismatch(
-                format!("weight length for filter {self}"),
-                len,
-                weights.len(),
-            ));
+            return Err(Error::mismatch(format!("weight length for filter {self}"), len, weights.len()));
         }
         if let Some(b) = bias {
             if b.len() != self.co {
-                return Err(Error::mismatch(
-                    format!("bias length for filter {self}"),
-                    self.co,
-                    b.len(),
-                ));
+                return Err(Error::mismatch(format!("bias length for filter {self}"), self.co, b.len()));
             }
         }
         Ok(())
@@ -160,11 +132,7 @@ impl FilterShape {
     pub fn check_input(&self, input: Shape) -> Result<()> {
         input.validate()?;
         if input.c != self.ci {
-            return Err(Error::mismatch(
-                format!("input channels of {input} for filter {self}"),
-                self.ci,
-                input.c,
-            ));
+            return Err(Error::mismatch(format!("input channels of {input} for filter {self}"), self.ci, input.c));
         }
         Ok(())
     }

@@ -20,10 +20,7 @@ pub struct AlignedVec {
 impl AlignedVec {
     /// A zero-filled buffer of `len` floats.
     pub fn zeros(len: usize) -> Self {
-        AlignedVec {
-            lines: vec![Line([0.0; 16]); len.div_ceil(16)],
-            len,
-        }
+        AlignedVec { lines: vec![Line([0.0; 16]); len.div_ceil(16)], len }
     }
 
     pub fn from_slice(values: &[f32]) -> Self {
@@ -70,9 +67,7 @@ impl AlignedVec {
 
 impl std::fmt::Debug for AlignedVec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedVec")
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("AlignedVec").field("len", &self.len).finish()
     }
 }
 

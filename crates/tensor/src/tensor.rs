@@ -29,11 +29,7 @@ pub struct TensorViewMut<'a> {
 fn check_len(shape: Shape, len: usize) -> Result<()> {
     let numel = shape.numel()?;
     if numel != len {
-        return Err(Error::mismatch(
-            format!("buffer length for tensor of shape {shape}"),
-            numel,
-            len,
-        ));
+        return Err(Error::mismatch(format!("buffer length for tensor of shape {shape}"), numel, len));
     }
     Ok(())
 }
@@ -41,19 +37,11 @@ fn check_len(shape: Shape, len: usize) -> Result<()> {
 impl Tensor {
     pub fn zeros(shape: Shape, layout: Layout) -> Result<Self> {
         let numel = shape.numel()?;
-        Ok(Tensor {
-            shape,
-            layout,
-            data: AlignedVec::zeros(numel),
-        })
+        Ok(Tensor { shape, layout, data: AlignedVec::zeros(numel) })
     }
 
     /// A tensor whose element (n, c, h, w) is `f(n, c, h, w)`, whatever the layout.
-    pub fn from_fn(
-        shape: Shape,
-        layout: Layout,
-        mut f: impl FnMut(usize, usize, usize, usize) -> f32,
-    ) -> Result<Self> {
+    pub fn from_fn(shape: Shape, layout: Layout, mut f: impl FnMut(usize, usize, usize, usize) -> f32) -> Result<Self> {
         let mut t = Self::zeros(shape, layout)?;
         let s = shape.strides(layout);
         for n in 0..shape.n {
@@ -70,11 +58,7 @@ impl Tensor {
 
     pub fn from_slice(shape: Shape, layout: Layout, data: &[f32]) -> Result<Self> {
         check_len(shape, data.len())?;
-        Ok(Tensor {
-            shape,
-            layout,
-            data: AlignedVec::from_slice(data),
-        })
+        Ok(Tensor { shape, layout, data: AlignedVec::from_slice(data) })
     }
 
     pub fn shape(&self) -> Shape {
@@ -90,18 +74,10 @@ impl Tensor {
         &mut self.data
     }
     pub fn view(&self) -> TensorView<'_> {
-        TensorView {
-            shape: self.shape,
-            layout: self.layout,
-            data: &self.data,
-        }
+        TensorView { shape: self.shape, layout: self.layout, data: &self.data }
     }
     pub fn view_mut(&mut self) -> TensorViewMut<'_> {
-        TensorViewMut {
-            shape: self.shape,
-            layout: self.layout,
-            data: &mut self.data,
-        }
+        TensorViewMut { shape: self.shape, layout: self.layout, data: &mut self.data }
     }
     pub fn strides(&self) -> Strides {
         self.shape.strides(self.layout)
@@ -119,11 +95,7 @@ impl Tensor {
 impl<'a> TensorView<'a> {
     pub fn new(shape: Shape, layout: Layout, data: &'a [f32]) -> Result<Self> {
         check_len(shape, data.len())?;
-        Ok(TensorView {
-            shape,
-            layout,
-            data,
-        })
+        Ok(TensorView { shape, layout, data })
     }
     pub fn shape(&self) -> Shape {
         self.shape
@@ -147,31 +119,19 @@ impl<'a> TensorView<'a> {
         &self.data[n * len..(n + 1) * len]
     }
     pub fn to_layout(&self, layout: Layout) -> Tensor {
-        let mut out = Tensor {
-            shape: self.shape,
-            layout,
-            data: AlignedVec::zeros(self.data.len()),
-        };
+        let mut out = Tensor { shape: self.shape, layout, data: AlignedVec::zeros(self.data.len()) };
         convert_layout(self, &mut out.view_mut());
         out
     }
     pub fn to_tensor(&self) -> Tensor {
-        Tensor {
-            shape: self.shape,
-            layout: self.layout,
-            data: AlignedVec::from_slice(self.data),
-        }
+        Tensor { shape: self.shape, layout: self.layout, data: AlignedVec::from_slice(self.data) }
     }
 }
 
 impl<'a> TensorViewMut<'a> {
     pub fn new(shape: Shape, layout: Layout, data: &'a mut [f32]) -> Result<Self> {
         check_len(shape, data.len())?;
-        Ok(TensorViewMut {
-            shape,
-            layout,
-            data,
-        })
+        Ok(TensorViewMut { shape, layout, data })
     }
     pub fn shape(&self) -> Shape {
         self.shape
@@ -189,11 +149,7 @@ impl<'a> TensorViewMut<'a> {
         self.data
     }
     pub fn as_view(&self) -> TensorView<'_> {
-        TensorView {
-            shape: self.shape,
-            layout: self.layout,
-            data: self.data,
-        }
+        TensorView { shape: self.shape, layout: self.layout, data: self.data }
     }
 }
 

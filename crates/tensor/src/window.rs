@@ -18,13 +18,7 @@ pub struct Window {
 impl Window {
     /// Square kernel `k`, stride `s`, padding `p`, no dilation, floor mode.
     pub const fn square(k: usize, s: usize, p: usize) -> Self {
-        Window {
-            kernel: (k, k),
-            stride: (s, s),
-            padding: (p, p),
-            dilation: (1, 1),
-            ceil_mode: false,
-        }
+        Window { kernel: (k, k), stride: (s, s), padding: (p, p), dilation: (1, 1), ceil_mode: false }
     }
 
     pub const fn with_ceil_mode(mut self, ceil_mode: bool) -> Self {
@@ -35,22 +29,8 @@ impl Window {
     /// Output (height, width) for an input of `h` x `w`.
     pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         Ok((
-            self.output_len(
-                "height",
-                h,
-                self.kernel.0,
-                self.stride.0,
-                self.padding.0,
-                self.dilation.0,
-            )?,
-            self.output_len(
-                "width",
-                w,
-                self.kernel.1,
-                self.stride.1,
-                self.padding.1,
-                self.dilation.1,
-            )?,
+            self.output_len("height", h, self.kernel.0, self.stride.0, self.padding.0, self.dilation.0)?,
+            self.output_len("width", w, self.kernel.1, self.stride.1, self.padding.1, self.dilation.1)?,
         ))
     }
 
@@ -74,12 +54,11 @@ impl Window {
             )));
         }
         let overflow = || {
-            Error::overflow(format!("window arithmetic along {axis} (input {input}, padding {pad}, kernel {kernel}, dilation {dilation})"))
+            Error::overflow(format!(
+                "window arithmetic along {axis} (input {input}, padding {pad}, kernel {kernel}, dilation {dilation})"
+            ))
         };
-        let padded = pad
-            .checked_mul(2)
-            .and_then(|p2| input.checked_add(p2))
-            .ok_or_else(overflow)?;
+        let padded = pad.checked_mul(2).and_then(|p2| input.checked_add(p2)).ok_or_else(overflow)?;
         let span = (kernel - 1).checked_mul(dilation).ok_or_else(overflow)? + 1;
         if span > padded {
             return Err(Error::invalid(format!(
@@ -87,11 +66,7 @@ impl Window {
             )));
         }
         let room = padded - span;
-        let mut out = if self.ceil_mode {
-            room.div_ceil(stride) + 1
-        } else {
-            room / stride + 1
-        };
+        let mut out = if self.ceil_mode { room.div_ceil(stride) + 1 } else { room / stride + 1 };
         if self.ceil_mode && (out - 1) * stride >= input + pad {
             out -= 1;
         }
@@ -105,14 +80,8 @@ mod tests {
 
     #[test]
     fn resnet_shapes() {
-        assert_eq!(
-            Window::square(7, 2, 3).output_hw(224, 224).unwrap(),
-            (112, 112)
-        );
-        assert_eq!(
-            Window::square(3, 2, 1).output_hw(112, 112).unwrap(),
-            (56, 56)
-        );
+        assert_eq!(Window::square(7, 2, 3).output_hw(224, 224).unwrap(), (112, 112));
+        assert_eq!(Window::square(3, 2, 1).output_hw(112, 112).unwrap(), (56, 56));
         assert_eq!(Window::square(1, 2, 0).output_hw(56, 56).unwrap(), (28, 28));
     }
 
@@ -129,18 +98,12 @@ mod tests {
     #[test]
     fn kernel_larger_than_input_is_an_error() {
         let e = Window::square(5, 1, 0).output_hw(3, 8).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("larger than the padded input height"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("larger than the padded input height"), "{e}");
     }
 
     #[test]
     fn huge_padding_is_an_overflow_error() {
-        let e = Window::square(3, 1, usize::MAX / 2 + 1)
-            .output_hw(3, 3)
-            .unwrap_err();
+        let e = Window::square(3, 1, usize::MAX / 2 + 1).output_hw(3, 3).unwrap_err();
         assert!(matches!(e, Error::Overflow(_)), "{e}");
     }
 }

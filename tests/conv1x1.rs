@@ -1,0 +1,112 @@
+//! Direct 1x1 convolution against the f64 reference: M, K, N around the SIMD width and
+//! tile sizes, stride 1 and 2, with and without residual and ReLU, both layouts.
+
+mod common;
+
+use common::*;
+use convkit_conv1x1::Conv1x1;
+use convkit_reference as reference;
+use convkit_tensor::{Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use proptest::prelude::*;
+
+/// Channel counts: edge values around 16/32/64 lanes, and anything in 1..=70.
+fn channels() -> impl Strategy<Value = usize> {
+    prop_oneof![proptest::sample::select(&[1usize, 15, 16, 17, 31, 33, 63, 64, 65][..]), 1usize..=70]
+}
+
+fn problem() -> impl Strategy<Value = ConvProblem> {
+    (
+        1usize..=3,
+        channels(),
+        channels(),
+        1usize..=2,
+        1usize..=17,
+        1usize..=17,
+        layout(),
+        any::<(bool, bool, bool, u64)>(),
+    )
+        .prop_map(|(n, ci, co, s, h, w, layout, flags)| ConvProblem {
+            input: Shape::new(n, ci, h, w),
+            layout,
+            filter: FilterShape::new(co, ci, 1, 1),
+            window: Window::square(1, s, 0),
+            bias: flags.0,
+            residual: flags.1,
+            relu: flags.2,
+            seed: flags.3,
+        })
+}
+
+fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
+    let x = random_tensor(p.input, p.layout, p.seed);
+    let w = random_vec(p.filter.co * p.filter.ci, p.seed ^ 1);
+    let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
+    let conv = Conv1x1::new(&w, p.filter, b.as_deref(), p.window.stride.0, p.layout).unwrap();
+    let out_shape = conv.output_shape(p.input).unwrap();
+    let residual = p.residual.then(|| random_tensor(out_shape, p.layout, p.seed ^ 3));
+    let mut out = Tensor::from_slice(out_shape, p.layout, &random_vec(out_shape.numel().unwrap(), 9)).unwrap();
+    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), relu: p.relu };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue)).unwrap();
+    let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
+    (out, want, mag)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn conv1x1_matches_reference(p in problem()) {
+        let (got, want, mag) = run(&p, 2);
+        reference::compare(&got, &want, &mag, REL_TOL, ABS_TOL).map_err(TestCaseError::fail)?;
+    }
+
+    /// 1 and 2 threads give the same bits.
+    #[test]
+    fn conv1x1_is_thread_count_invariant(p in problem()) {
+        let (one, _, _) = run(&p, 1);
+        let (two, _, _) = run(&p, 2);
+        let same = one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        prop_assert!(same, "1-thread and 2-thread outputs differ for {:?}", p);
+    }
+}
+
+/// Large M (several tasks and tiles) at the ResNet stride-2 shortcut shape, both layouts.
+#[test]
+fn strided_shortcut_shape() {
+    for layout in [Layout::Nhwc, Layout::Nchw] {
+        let p = ConvProblem {
+            input: Shape::new(1, 67, 29, 28),
+            layout,
+            filter: FilterShape::new(129, 67, 1, 1),
+            window: Window::square(1, 2, 0),
+            bias: true,
+            residual: true,
+            relu: true,
+            seed: 5,
+        };
+        let (got, want, mag) = run(&p, 2);
+        reference::compare(&got, &want, &mag, REL_TOL, ABS_TOL).unwrap();
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let w = vec![0.0; 8 * 4];
+    let e = Conv1x1::new(&w, FilterShape::new(8, 4, 3, 3), None, 1, Layout::Nhwc).unwrap_err();
+    assert!(e.to_string().contains("weight length"), "{e}");
+    let e = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), Some(&[0.0; 7]), 1, Layout::Nhwc).unwrap_err();
+    assert!(e.to_string().contains("bias length"), "{e}");
+    let conv = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), None, 1, Layout::Nhwc).unwrap();
+    let x = Tensor::zeros(Shape::new(1, 5, 2, 2), Layout::Nhwc).unwrap();
+    let mut y = Tensor::zeros(Shape::new(1, 8, 2, 2), Layout::Nhwc).unwrap();
+    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
+    assert!(e.to_string().contains("input channels"), "{e}");
+    let x = Tensor::zeros(Shape::new(1, 4, 2, 2), Layout::Nchw).unwrap();
+    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
+    assert!(e.to_string().contains("input layout"), "{e}");
+    let x = Tensor::zeros(Shape::new(1, 4, 2, 2), Layout::Nhwc).unwrap();
+    let mut y = Tensor::zeros(Shape::new(1, 8, 2, 3), Layout::Nhwc).unwrap();
+    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
+    assert!(e.to_string().contains("output shape"), "{e}");
+}
