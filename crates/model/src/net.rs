@@ -1,0 +1,407 @@
+//! The built network: BN folded into packed conv weights, and the NHWC forward pass.
+
+use crate::spec::{BlockSpec, ConvKind, ConvSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
+use crate::weights::Weights;
+use crate::ModelError;
+use convkit_conv1x1::Conv1x1;
+use convkit_im2col::Im2colConv;
+use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
+use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut};
+use std::time::Instant;
+
+/// Batch-norm epsilon of torchvision and timm.
+pub const BN_EPS: f32 = 1e-5;
+
+/// What a profiled step was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// Layout conversion of the input into the NHWC arena.
+    Input,
+    Conv(ConvKind),
+    MaxPool,
+    AvgPool,
+    GlobalPool,
+    Fc,
+}
+
+impl StepKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepKind::Input => "input",
+            StepKind::Conv(ConvKind::Stem) => "stem",
+            StepKind::Conv(ConvKind::Conv1x1) => "1x1",
+            StepKind::Conv(ConvKind::Conv3x3) => "3x3",
+            StepKind::MaxPool => "maxpool",
+            StepKind::AvgPool => "avgpool",
+            StepKind::GlobalPool => "gap",
+            StepKind::Fc => "fc",
+        }
+    }
+}
+
+/// One step of a profiled forward pass.
+#[derive(Debug, Clone)]
+pub struct StepTiming {
+    pub name: String,
+    pub kind: StepKind,
+    /// "direct" (1x1 path), "im2col" or "" for non-conv steps.
+    pub path: &'static str,
+    pub input: Shape,
+    pub output: Shape,
+    pub macs: u64,
+    pub seconds: f64,
+    /// im2col scratch bytes of this step (0 for direct convs and pools).
+    pub scratch_bytes: usize,
+}
+
+enum ConvOp {
+    Direct(Conv1x1),
+    Im2col(Im2colConv),
+}
+
+struct ConvLayer {
+    name: String,
+    kind: ConvKind,
+    op: ConvOp,
+}
+
+impl ConvLayer {
+    /// Folds BN into the conv and packs it for its kernel.
+    fn build(spec: &ConvSpec, weights: &Weights) -> Result<Self, ModelError> {
+        let w = &weights.get(&format!("{}.weight", spec.conv))?.data;
+        let bn = |s: &str| weights.get(&format!("{}.{s}", spec.bn)).map(|t| &t.data);
+        let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
+        let per_out = spec.ci * spec.kernel * spec.kernel;
+        let mut folded = w.clone();
+        let mut bias = vec![0.0; spec.co];
+        for o in 0..spec.co {
+            let scale = gamma[o] / (var[o] + BN_EPS).sqrt();
+            folded[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= scale);
+            bias[o] = beta[o] - mean[o] * scale;
+        }
+        let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
+        let op = if spec.kernel == 1 {
+            ConvOp::Direct(Conv1x1::new(&folded, filter, Some(&bias), spec.stride, Layout::Nhwc)?)
+        } else {
+            ConvOp::Im2col(Im2colConv::new(&folded, filter, Some(&bias), spec.window(), Layout::Nhwc)?)
+        };
+        Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, op })
+    }
+
+    fn output_shape(&self, input: Shape) -> Result<Shape, Error> {
+        match &self.op {
+            ConvOp::Direct(c) => c.output_shape(input),
+            ConvOp::Im2col(c) => c.output_shape(input),
+        }
+    }
+}
+
+struct Block {
+    conv1: ConvLayer,
+    conv2: ConvLayer,
+    conv3: ConvLayer,
+    /// (average pool first, conv).
+    downsample: Option<(bool, ConvLayer)>,
+}
+
+/// Arena of one forward pass: activation buffers that grow to the largest activation on
+/// the first call for a batch size and are reused after, and the im2col scratch.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    bufs: [AlignedVec; 6],
+    scratch: AlignedVec,
+    features: AlignedVec,
+    logits: AlignedVec,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes held by the arena.
+    pub fn bytes(&self) -> usize {
+        4 * (self.bufs.iter().map(AlignedVec::capacity).sum::<usize>()
+            + self.scratch.capacity()
+            + self.features.capacity()
+            + self.logits.capacity())
+    }
+}
+
+/// Buffer roles in the arena.
+const X: usize = 0; // block input
+const Y: usize = 1; // block output
+const T1: usize = 2;
+const T2: usize = 3;
+const SHORT: usize = 4;
+const POOLED: usize = 5;
+
+/// A ResNet ready to run: BN folded, weights packed once.
+pub struct ResNet {
+    spec: ResNetSpec,
+    net: NetSpec,
+    stem: Vec<ConvLayer>,
+    blocks: Vec<Block>,
+    fc: Conv1x1,
+}
+
+impl std::fmt::Debug for ResNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResNet").field("spec", &self.spec).finish()
+    }
+}
+
+/// Records steps when profiling; free otherwise.
+struct Recorder<'a> {
+    steps: Option<&'a mut Vec<StepTiming>>,
+    start: Instant,
+}
+
+impl Recorder<'_> {
+    fn begin(&mut self) {
+        if self.steps.is_some() {
+            self.start = Instant::now();
+        }
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn end(
+        &mut self,
+        name: &str,
+        kind: StepKind,
+        path: &'static str,
+        input: Shape,
+        output: Shape,
+        macs: u64,
+        scratch: usize,
+    ) {
+        if let Some(steps) = self.steps.as_deref_mut() {
+            steps.push(StepTiming {
+                name: name.to_string(),
+                kind,
+                path,
+                input,
+                output,
+                macs,
+                seconds: self.start.elapsed().as_secs_f64(),
+                scratch_bytes: scratch,
+            });
+        }
+    }
+}
+
+/// Takes distinct buffers: `src`, an optional `other` (residual), and `dst` grown to `len`.
+fn split_bufs(
+    bufs: &mut [AlignedVec; 6],
+    src: usize,
+    other: Option<usize>,
+    dst: usize,
+    len: usize,
+) -> (&AlignedVec, Option<&AlignedVec>, &mut AlignedVec) {
+    let mut slots = bufs.each_mut().map(Some);
+    let d = slots[dst].take().expect("distinct buffers");
+    let s = slots[src].take().expect("distinct buffers");
+    let o = other.map(|i| slots[i].take().expect("distinct buffers"));
+    if d.len() != len {
+        d.resize(len);
+    }
+    (s, o.map(|o| &*o), d)
+}
+
+fn view(buf: &AlignedVec, shape: Shape) -> Result<TensorView<'_>, Error> {
+    TensorView::new(shape, Layout::Nhwc, &buf[..shape.numel()?])
+}
+
+impl ResNet {
+    /// Builds the network of `weights.spec()`: BN folded, every conv packed for its kernel.
+    pub fn new(weights: &Weights) -> Result<Self, ModelError> {
+        let spec = weights.spec();
+        let net = spec.layers();
+        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights)).collect::<Result<_, _>>()?;
+        let blocks = net
+            .blocks
+            .iter()
+            .map(|b: &BlockSpec| {
+                Ok(Block {
+                    conv1: ConvLayer::build(&b.conv1, weights)?,
+                    conv2: ConvLayer::build(&b.conv2, weights)?,
+                    conv3: ConvLayer::build(&b.conv3, weights)?,
+                    downsample: match &b.downsample {
+                        Some(d) => Some((d.pool, ConvLayer::build(&d.conv, weights)?)),
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        let fc_w = weights.get("fc.weight")?;
+        let fc_b = weights.get("fc.bias")?;
+        let fc = Conv1x1::new(
+            &fc_w.data,
+            FilterShape::new(net.classes, net.features, 1, 1),
+            Some(&fc_b.data),
+            1,
+            Layout::Nhwc,
+        )?;
+        Ok(ResNet { spec, net, stem, blocks, fc })
+    }
+
+    pub fn spec(&self) -> ResNetSpec {
+        self.spec
+    }
+    pub fn classes(&self) -> usize {
+        self.net.classes
+    }
+
+    /// Logits [n, classes] for `input` (3 channels, NCHW or NHWC). Runs on the current
+    /// rayon pool: call inside `pool.install()` to choose the threads.
+    pub fn forward<'w>(&self, input: TensorView<'_>, ws: &'w mut Workspace) -> Result<&'w [f32], ModelError> {
+        self.run(input, ws, None)
+    }
+
+    /// As [`ResNet::forward`], and appends the time of every step to `steps`.
+    pub fn forward_profiled<'w>(
+        &self,
+        input: TensorView<'_>,
+        ws: &'w mut Workspace,
+        steps: &mut Vec<StepTiming>,
+    ) -> Result<&'w [f32], ModelError> {
+        self.run(input, ws, Some(steps))
+    }
+
+    fn run<'w>(
+        &self,
+        input: TensorView<'_>,
+        ws: &'w mut Workspace,
+        steps: Option<&mut Vec<StepTiming>>,
+    ) -> Result<&'w [f32], ModelError> {
+        let mut rec = Recorder { steps, start: Instant::now() };
+        let shape = input.shape();
+        shape.validate()?;
+        if shape.c != 3 {
+            return Err(Error::mismatch("input channels (an RGB image)", 3, shape.c).into());
+        }
+        rec.begin();
+        let x = &mut ws.bufs[X];
+        x.resize(shape.numel()?);
+        match input.layout() {
+            Layout::Nhwc => x.copy_from_slice(input.data()),
+            Layout::Nchw => {
+                let hw = shape.h * shape.w;
+                for n in 0..shape.n {
+                    let dst = &mut x[n * 3 * hw..(n + 1) * 3 * hw];
+                    convkit_tensor::transpose(input.image(n), dst, 3, hw);
+                }
+            }
+        }
+        rec.end("input", StepKind::Input, "", shape, shape, 0, 0);
+
+        let mut cur = shape;
+        for layer in &self.stem {
+            cur = self.conv(layer, ws, X, None, T1, cur, true, &mut rec)?;
+            ws.bufs.swap(X, T1);
+        }
+        cur = Self::pool(ws, X, T1, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
+        ws.bufs.swap(X, T1);
+
+        for block in &self.blocks {
+            let residual = match &block.downsample {
+                Some((pool, conv)) => {
+                    let src = if *pool {
+                        let avg = PoolKind::Average { count_include_pad: false };
+                        Self::pool(ws, X, POOLED, cur, SHORTCUT_POOL, avg, &format!("{}.pool", conv.name), &mut rec)?;
+                        POOLED
+                    } else {
+                        X
+                    };
+                    let pooled = if *pool { pool_shape(cur)? } else { cur };
+                    self.conv(conv, ws, src, None, SHORT, pooled, false, &mut rec)?;
+                    SHORT
+                }
+                None => X,
+            };
+            let t = self.conv(&block.conv1, ws, X, None, T1, cur, true, &mut rec)?;
+            let t = self.conv(&block.conv2, ws, T1, None, T2, t, true, &mut rec)?;
+            cur = self.conv(&block.conv3, ws, T2, Some(residual), Y, t, true, &mut rec)?;
+            ws.bufs.swap(X, Y);
+        }
+
+        rec.begin();
+        let features = self.net.features;
+        ws.features.resize(shape.n * features);
+        global_avg_pool_into(view(&ws.bufs[X], cur)?, &mut ws.features)?;
+        let pooled = Shape::new(shape.n, features, 1, 1);
+        rec.end("avgpool", StepKind::GlobalPool, "", cur, pooled, 0, 0);
+
+        rec.begin();
+        let classes = self.net.classes;
+        ws.logits.resize(shape.n * classes);
+        let out_shape = Shape::new(shape.n, classes, 1, 1);
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut ws.logits)?;
+        self.fc.forward(TensorView::new(pooled, Layout::Nhwc, &ws.features)?, &mut out, Epilogue::NONE)?;
+        rec.end("fc", StepKind::Fc, "direct", pooled, out_shape, (shape.n * features * classes) as u64, 0);
+        Ok(&ws.logits)
+    }
+
+    /// Runs one conv from buffer `src` into `dst` (+ residual buffer), returns its output shape.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &self,
+        layer: &ConvLayer,
+        ws: &mut Workspace,
+        src: usize,
+        residual: Option<usize>,
+        dst: usize,
+        in_shape: Shape,
+        relu: bool,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Shape, ModelError> {
+        let out_shape = layer.output_shape(in_shape)?;
+        rec.begin();
+        let (s, r, d) = split_bufs(&mut ws.bufs, src, residual, dst, out_shape.numel()?);
+        let input = view(s, in_shape)?;
+        let residual = r.map(|r| view(r, out_shape)).transpose()?;
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
+        let epilogue = Epilogue { residual, relu };
+        let (path, scratch) = match &layer.op {
+            ConvOp::Direct(c) => {
+                c.forward(input, &mut out, epilogue)?;
+                ("direct", 0)
+            }
+            ConvOp::Im2col(c) => {
+                c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
+                ("im2col", 4 * c.scratch_len(in_shape)?)
+            }
+        };
+        let f = match &layer.op {
+            ConvOp::Direct(c) => c.filter(),
+            ConvOp::Im2col(c) => c.filter(),
+        };
+        let macs = (out_shape.numel()? * f.reduction_len()) as u64;
+        rec.end(&layer.name, StepKind::Conv(layer.kind), path, in_shape, out_shape, macs, scratch);
+        Ok(out_shape)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pool(
+        ws: &mut Workspace,
+        src: usize,
+        dst: usize,
+        in_shape: Shape,
+        window: convkit_tensor::Window,
+        kind: PoolKind,
+        name: &str,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Shape, ModelError> {
+        rec.begin();
+        let out_shape = convkit_pool::output_shape(in_shape, window)?;
+        let (s, _, d) = split_bufs(&mut ws.bufs, src, None, dst, out_shape.numel()?);
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
+        pool2d_into(view(s, in_shape)?, window, kind, &mut out)?;
+        let step = if kind == PoolKind::Max { StepKind::MaxPool } else { StepKind::AvgPool };
+        rec.end(name, step, "", in_shape, out_shape, 0, 0);
+        Ok(out_shape)
+    }
+}
+
+fn pool_shape(s: Shape) -> Result<Shape, Error> {
+    convkit_pool::output_shape(s, SHORTCUT_POOL)
+}

@@ -1,0 +1,331 @@
+//! The ResNet family of "Bag of Tricks" as data: one spec drives construction, counting,
+//! weight naming and the forward pass.
+
+use convkit_tensor::{Error, Result, Window};
+use std::fmt;
+
+/// The four ResNet-50 variants of He et al., 2018.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    A,
+    B,
+    C,
+    D,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::A, Variant::B, Variant::C, Variant::D];
+
+    /// Parses "a".."d" (any case).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "a" => Ok(Variant::A),
+            "b" => Ok(Variant::B),
+            "c" => Ok(Variant::C),
+            "d" => Ok(Variant::D),
+            other => Err(Error::invalid(format!("unknown variant '{other}': expected one of a, b, c, d"))),
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Variant::A => "A",
+            Variant::B => "B",
+            Variant::C => "C",
+            Variant::D => "D",
+        })
+    }
+}
+
+/// The stem before the first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stem {
+    /// 7x7/2 conv 3->64 (A, B).
+    Classic,
+    /// 3x3/2 3->32, 3x3 32->32, 3x3 32->64 (C, D).
+    Deep,
+}
+
+/// Where a downsampling bottleneck puts its stride.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrideAt {
+    /// On the first 1x1 conv (A).
+    First1x1,
+    /// On the 3x3 conv (B, C, D).
+    Conv3x3,
+}
+
+/// The shortcut of a block whose shape changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortcut {
+    /// 1x1 conv with the block's stride (A, B, C).
+    StridedConv,
+    /// 2x2/2 average pool (ceil mode, padding not counted) when the stride is 2, then a
+    /// 1x1 conv with stride 1 (D).
+    AvgPoolConv,
+}
+
+/// A ResNet with bottleneck blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResNetSpec {
+    pub depths: [usize; 4],
+    pub stem: Stem,
+    pub stride_at: StrideAt,
+    pub shortcut: Shortcut,
+    pub classes: usize,
+}
+
+/// Kind of a conv layer, for counting and profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConvKind {
+    Stem,
+    Conv1x1,
+    Conv3x3,
+}
+
+/// One conv layer followed by batch norm: its weight keys and geometry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Key prefix of the conv weight ("layer1.0.conv1" -> "layer1.0.conv1.weight").
+    pub conv: String,
+    /// Key prefix of its batch norm.
+    pub bn: String,
+    pub ci: usize,
+    pub co: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub kind: ConvKind,
+}
+
+impl ConvSpec {
+    pub fn window(&self) -> Window {
+        Window::square(self.kernel, self.stride, self.kernel / 2)
+    }
+    pub fn weight_len(&self) -> usize {
+        self.co * self.ci * self.kernel * self.kernel
+    }
+}
+
+/// A bottleneck block: 1x1 reduce, 3x3, 1x1 expand (+ shortcut), ReLU after the add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSpec {
+    pub name: String,
+    pub conv1: ConvSpec,
+    pub conv2: ConvSpec,
+    pub conv3: ConvSpec,
+    /// None: identity shortcut.
+    pub downsample: Option<DownsampleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownsampleSpec {
+    /// 2x2/2 ceil-mode average pool before the conv (D, stride 2 only).
+    pub pool: bool,
+    pub conv: ConvSpec,
+}
+
+/// Every layer of a network, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    pub stem: Vec<ConvSpec>,
+    pub blocks: Vec<BlockSpec>,
+    pub features: usize,
+    pub classes: usize,
+}
+
+/// The stem's max pool.
+pub const STEM_POOL: Window = Window::square(3, 2, 1);
+/// D's shortcut pool.
+pub const SHORTCUT_POOL: Window = Window::square(2, 2, 0).with_ceil_mode(true);
+
+impl ResNetSpec {
+    pub fn new(variant: Variant, depths: [usize; 4]) -> Self {
+        let (stem, stride_at, shortcut) = match variant {
+            Variant::A => (Stem::Classic, StrideAt::First1x1, Shortcut::StridedConv),
+            Variant::B => (Stem::Classic, StrideAt::Conv3x3, Shortcut::StridedConv),
+            Variant::C => (Stem::Deep, StrideAt::Conv3x3, Shortcut::StridedConv),
+            Variant::D => (Stem::Deep, StrideAt::Conv3x3, Shortcut::AvgPoolConv),
+        };
+        ResNetSpec { depths, stem, stride_at, shortcut, classes: 1000 }
+    }
+    pub fn resnet50(variant: Variant) -> Self {
+        Self::new(variant, [3, 4, 6, 3])
+    }
+    pub fn resnet101(variant: Variant) -> Self {
+        Self::new(variant, [3, 4, 23, 3])
+    }
+    pub fn resnet152(variant: Variant) -> Self {
+        Self::new(variant, [3, 8, 36, 3])
+    }
+
+    /// Every layer with its weight keys: torchvision's names for the classic stem and
+    /// strided-conv shortcut (downsample.0 conv, .1 BN), timm's for the deep stem
+    /// (conv1.0/.1/.3/.4/.6, bn1) and the pooled shortcut (downsample.1 conv, .2 BN).
+    pub fn layers(&self) -> NetSpec {
+        let conv = |conv: String, bn: String, ci, co, kernel, stride, kind| ConvSpec {
+            conv,
+            bn,
+            ci,
+            co,
+            kernel,
+            stride,
+            kind,
+        };
+        let stem = match self.stem {
+            Stem::Classic => vec![conv("conv1".into(), "bn1".into(), 3, 64, 7, 2, ConvKind::Stem)],
+            Stem::Deep => vec![
+                conv("conv1.0".into(), "conv1.1".into(), 3, 32, 3, 2, ConvKind::Stem),
+                conv("conv1.3".into(), "conv1.4".into(), 32, 32, 3, 1, ConvKind::Stem),
+                conv("conv1.6".into(), "bn1".into(), 32, 64, 3, 1, ConvKind::Stem),
+            ],
+        };
+        let mut blocks = Vec::new();
+        let mut ci = 64;
+        for (stage, &depth) in self.depths.iter().enumerate() {
+            let width = 64 << stage;
+            let co = width * 4;
+            for b in 0..depth {
+                let name = format!("layer{}.{b}", stage + 1);
+                let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+                let (s1, s2) = match self.stride_at {
+                    StrideAt::First1x1 => (stride, 1),
+                    StrideAt::Conv3x3 => (1, stride),
+                };
+                let c = |i: usize, ci, co, k, s, kind| {
+                    conv(format!("{name}.conv{i}"), format!("{name}.bn{i}"), ci, co, k, s, kind)
+                };
+                let downsample = (b == 0).then(|| match self.shortcut {
+                    Shortcut::StridedConv => DownsampleSpec {
+                        pool: false,
+                        conv: conv(
+                            format!("{name}.downsample.0"),
+                            format!("{name}.downsample.1"),
+                            ci,
+                            co,
+                            1,
+                            stride,
+                            ConvKind::Conv1x1,
+                        ),
+                    },
+                    Shortcut::AvgPoolConv => DownsampleSpec {
+                        pool: stride == 2,
+                        conv: conv(
+                            format!("{name}.downsample.1"),
+                            format!("{name}.downsample.2"),
+                            ci,
+                            co,
+                            1,
+                            1,
+                            ConvKind::Conv1x1,
+                        ),
+                    },
+                });
+                blocks.push(BlockSpec {
+                    conv1: c(1, ci, width, 1, s1, ConvKind::Conv1x1),
+                    conv2: c(2, width, width, 3, s2, ConvKind::Conv3x3),
+                    conv3: c(3, width, co, 1, 1, ConvKind::Conv1x1),
+                    downsample,
+                    name,
+                });
+                ci = co;
+            }
+        }
+        NetSpec { stem, blocks, features: ci, classes: self.classes }
+    }
+}
+
+/// Parameter and multiply-add counts of a network at one input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Conv weights, BN weight and bias, FC weight and bias.
+    pub params: u64,
+    pub macs_1x1: u64,
+    pub macs_3x3: u64,
+    pub macs_stem: u64,
+    pub macs_fc: u64,
+}
+
+impl Counts {
+    pub fn macs(&self) -> u64 {
+        self.macs_1x1 + self.macs_3x3 + self.macs_stem + self.macs_fc
+    }
+    /// 2 FLOPs per MAC.
+    pub fn flops(&self) -> u64 {
+        2 * self.macs()
+    }
+}
+
+impl NetSpec {
+    /// Every conv in forward order.
+    pub fn convs(&self) -> impl Iterator<Item = &ConvSpec> {
+        self.stem.iter().chain(
+            self.blocks.iter().flat_map(|b| b.downsample.iter().map(|d| &d.conv).chain([&b.conv1, &b.conv2, &b.conv3])),
+        )
+    }
+
+    /// Exact counts for an input of h x w.
+    pub fn counts(&self, h: usize, w: usize) -> Result<Counts> {
+        let mut c = Counts::default();
+        let mut conv_out = |spec: &ConvSpec, hw: (usize, usize)| -> Result<(usize, usize)> {
+            let (oh, ow) = spec.window().output_hw(hw.0, hw.1)?;
+            let macs = (oh * ow * spec.weight_len()) as u64;
+            match spec.kind {
+                ConvKind::Stem => c.macs_stem += macs,
+                ConvKind::Conv1x1 => c.macs_1x1 += macs,
+                ConvKind::Conv3x3 => c.macs_3x3 += macs,
+            }
+            c.params += (spec.weight_len() + 2 * spec.co) as u64;
+            Ok((oh, ow))
+        };
+        let mut hw = (h, w);
+        for s in &self.stem {
+            hw = conv_out(s, hw)?;
+        }
+        hw = STEM_POOL.output_hw(hw.0, hw.1)?;
+        for b in &self.blocks {
+            if let Some(d) = &b.downsample {
+                let pooled = if d.pool { SHORTCUT_POOL.output_hw(hw.0, hw.1)? } else { hw };
+                conv_out(&d.conv, pooled)?;
+            }
+            let t = conv_out(&b.conv1, hw)?;
+            let t = conv_out(&b.conv2, t)?;
+            hw = conv_out(&b.conv3, t)?;
+        }
+        c.macs_fc = (self.features * self.classes) as u64;
+        c.params += (self.features * self.classes + self.classes) as u64;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resnet50_counts_at_224() {
+        let want = [
+            (Variant::A, 25_557_032, 3_857_973_248, 1_888_223_232, 118_013_952),
+            (Variant::B, 25_557_032, 4_089_184_256, 2_119_434_240, 118_013_952),
+            (Variant::C, 25_576_264, 4_328_824_832, 2_119_434_240, 357_654_528),
+            (Variant::D, 25_576_264, 4_328_824_832, 2_119_434_240, 357_654_528),
+        ];
+        for (v, params, macs, macs_1x1, stem) in want {
+            let c = ResNetSpec::resnet50(v).layers().counts(224, 224).unwrap();
+            assert_eq!(c.params, params, "{v} params");
+            assert_eq!(c.macs(), macs, "{v} MACs");
+            assert_eq!(c.macs_1x1, macs_1x1, "{v} 1x1 MACs");
+            assert_eq!(c.macs_3x3, 1_849_688_064, "{v} 3x3 MACs");
+            assert_eq!(c.macs_stem, stem, "{v} stem MACs");
+            assert_eq!(c.macs_fc, 2_048_000, "{v} fc MACs");
+        }
+    }
+
+    #[test]
+    fn deeper_resnets_from_the_same_spec() {
+        // torchvision resnet101 / resnet152 parameter counts.
+        assert_eq!(ResNetSpec::resnet101(Variant::B).layers().counts(224, 224).unwrap().params, 44_549_160);
+        assert_eq!(ResNetSpec::resnet152(Variant::B).layers().counts(224, 224).unwrap().params, 60_192_808);
+    }
+}
