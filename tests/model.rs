@@ -1,0 +1,186 @@
+//! The model against a forward pass built from `convkit_reference` kernels alone, with
+//! the same (unfolded) weights; weight files; bad input.
+
+mod common;
+
+use common::random_tensor;
+use convkit_model::{ResNet, ResNetSpec, Variant, Weights, Workspace, BN_EPS, SHORTCUT_POOL, STEM_POOL};
+use convkit_reference as reference;
+use convkit_tensor::{FilterShape, Layout, Shape, Tensor};
+
+/// conv + BN (+ relu), all from reference kernels.
+fn ref_conv_bn(x: &Tensor, w: &Weights, conv: &convkit_model::ConvSpec, relu: bool) -> Tensor {
+    let weight = &w.get(&format!("{}.weight", conv.conv)).unwrap().data;
+    let filter = FilterShape::new(conv.co, conv.ci, conv.kernel, conv.kernel);
+    let y = reference::conv2d(x.view(), weight, filter, None, conv.window()).unwrap();
+    let bn = |s: &str| w.get(&format!("{}.{s}", conv.bn)).unwrap().data.clone();
+    let (g, b, m, v) = (bn("weight"), bn("bias"), bn("running_mean"), bn("running_var"));
+    let mut out = y.clone();
+    let s = y.shape();
+    let strides = y.strides();
+    for n in 0..s.n {
+        for c in 0..s.c {
+            for h in 0..s.h {
+                for x in 0..s.w {
+                    let i = strides.offset(n, c, h, x);
+                    let val = ((y.data()[i] as f64 - m[c] as f64) / (v[c] as f64 + BN_EPS as f64).sqrt()) * g[c] as f64
+                        + b[c] as f64;
+                    out.data_mut()[i] = if relu { val.max(0.0) as f32 } else { val as f32 };
+                }
+            }
+        }
+    }
+    out
+}
+
+fn reference_forward(w: &Weights, x: &Tensor) -> Vec<f32> {
+    let net = w.spec().layers();
+    let mut h = x.clone();
+    for c in &net.stem {
+        h = ref_conv_bn(&h, w, c, true);
+    }
+    h = reference::max_pool2d(h.view(), STEM_POOL).unwrap();
+    for b in &net.blocks {
+        let shortcut = match &b.downsample {
+            Some(d) => {
+                let src =
+                    if d.pool { reference::avg_pool2d(h.view(), SHORTCUT_POOL, false).unwrap() } else { h.clone() };
+                ref_conv_bn(&src, w, &d.conv, false)
+            }
+            None => h.clone(),
+        };
+        let t = ref_conv_bn(&h, w, &b.conv1, true);
+        let t = ref_conv_bn(&t, w, &b.conv2, true);
+        let t = ref_conv_bn(&t, w, &b.conv3, false);
+        h = reference::relu(&reference::add(&t, &shortcut).unwrap());
+    }
+    let pooled = reference::global_avg_pool(h.view()).unwrap();
+    let fc_w = &w.get("fc.weight").unwrap().data;
+    let fc_b = &w.get("fc.bias").unwrap().data;
+    reference::linear(&pooled, fc_w, Some(fc_b), net.features).unwrap()
+}
+
+/// Max |got - want| over max |want|.
+fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
+}
+
+/// Also compares logits minus their per-image mean: with random weights the logits barely
+/// depend on the input, and the centred values are the sensitive part.
+fn check(variant: Variant, depths: [usize; 4], input: Shape, layout: Layout, tol: f32) {
+    let spec = ResNetSpec::new(variant, depths);
+    let w = Weights::seeded(spec, 7);
+    let model = ResNet::new(&w).unwrap();
+    let x = random_tensor(input, layout, 11);
+    let mut ws = Workspace::new();
+    let got = model.forward(x.view(), &mut ws).unwrap().to_vec();
+    let want = reference_forward(&w, &x.to_layout(Layout::Nchw));
+    let err = relative_error(&got, &want);
+    assert!(err < tol, "{variant} {depths:?} {input}: relative error {err}");
+    let centre = |v: &[f32]| -> Vec<f32> {
+        v.chunks(1000)
+            .flat_map(|row| {
+                let mean = row.iter().sum::<f32>() / row.len() as f32;
+                row.iter().map(move |x| x - mean)
+            })
+            .collect()
+    };
+    let err_c = relative_error(&centre(&got), &centre(&want));
+    assert!(err_c < 10.0 * tol, "{variant} {depths:?} {input}: centred relative error {err_c}");
+}
+
+#[test]
+fn small_resnets_match_reference_all_variants() {
+    for v in Variant::ALL {
+        check(v, [1, 1, 1, 1], Shape::new(2, 3, 64, 64), Layout::Nchw, 1e-5);
+        // Odd size: ceil-mode pooling and stride-2 edges.
+        check(v, [1, 1, 1, 1], Shape::new(1, 3, 97, 83), Layout::Nhwc, 1e-5);
+    }
+}
+
+#[test]
+fn resnet50_matches_reference() {
+    check(Variant::D, [3, 4, 6, 3], Shape::new(1, 3, 64, 64), Layout::Nchw, 1e-5);
+    check(Variant::A, [3, 4, 6, 3], Shape::new(1, 3, 61, 67), Layout::Nchw, 1e-5);
+}
+
+#[test]
+fn forward_is_thread_count_invariant() {
+    let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 2, 1, 1]), 3);
+    let model = ResNet::new(&w).unwrap();
+    let x = random_tensor(Shape::new(2, 3, 64, 64), Layout::Nchw, 5);
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut ws = Workspace::new();
+        pool.install(|| model.forward(x.view(), &mut ws).unwrap().to_vec())
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(one.iter().zip(&two).all(|(a, b)| a.to_bits() == b.to_bits()), "1 and 2 threads differ");
+}
+
+#[test]
+fn safetensors_round_trip_and_key_checks() {
+    let dir = std::env::temp_dir().join(format!("convkit-model-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_d = ResNetSpec::new(Variant::D, [1, 1, 1, 1]);
+    let w = Weights::seeded(spec_d, 1);
+    let path = dir.join("d.safetensors");
+    w.save(&path).unwrap();
+    let back = Weights::load(spec_d, &path).unwrap();
+    assert_eq!(back.tensors(), w.tensors());
+
+    // D's file under C: C expects downsample.0 (conv), finds downsample.1 with a BN's shape? No:
+    // D's downsample.1 is a conv [co, ci, 1, 1] where C expects downsample.1 to be a BN [co].
+    let e = Weights::load(ResNetSpec::new(Variant::C, [1, 1, 1, 1]), &path).unwrap_err().to_string();
+    assert!(e.contains("d.safetensors") && e.contains("downsample"), "{e}");
+    // A (classic stem) finds no conv1.weight.
+    let e = Weights::load(ResNetSpec::new(Variant::A, [1, 1, 1, 1]), &path).unwrap_err().to_string();
+    assert!(e.contains("'conv1.weight'"), "{e}");
+
+    // f16 file converts on load; an extra key is named.
+    let mut t = w.tensors().clone();
+    t.insert("extra.weight".into(), convkit_model::WeightTensor { shape: vec![1], data: vec![0.0] });
+    let e = convkit_model::Weights::from_tensors(spec_d, t).unwrap_err().to_string();
+    assert!(e.contains("extra.weight"), "{e}");
+
+    let e = Weights::load(spec_d, &dir.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("missing.safetensors"), "{e}");
+    std::fs::write(dir.join("junk.safetensors"), b"not a file").unwrap();
+    let e = Weights::load(spec_d, &dir.join("junk.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("junk.safetensors") && e.contains("not a safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn f16_weights_convert_on_load() {
+    let spec = ResNetSpec::new(Variant::B, [1, 1, 1, 1]);
+    let w = Weights::seeded(spec, 2);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
+        .tensors()
+        .iter()
+        .map(|(k, t)| {
+            (k.clone(), t.shape.clone(), t.data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
+        })
+        .collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, s, b)| {
+            (k.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap())
+        })
+        .collect();
+    let file = safetensors::serialize(views, None).unwrap();
+    let back = Weights::from_safetensors_bytes(spec, &file).unwrap();
+    let (a, b) = (&w.get("fc.weight").unwrap().data, &back.get("fc.weight").unwrap().data);
+    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-3 * x.abs().max(1e-2)));
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let model = ResNet::new(&Weights::seeded(ResNetSpec::new(Variant::A, [1, 1, 1, 1]), 1)).unwrap();
+    let mut ws = Workspace::new();
+    let x = Tensor::zeros(Shape::new(1, 4, 32, 32), Layout::Nchw).unwrap();
+    let e = model.forward(x.view(), &mut ws).unwrap_err().to_string();
+    assert!(e.contains("input channels"), "{e}");
+}
