@@ -1,1 +1,412 @@
-fn main() {}
+//! `convkit`: ResNet-50 A/B/C/D counts, benchmarks, profiles, inference and weight export.
+
+mod npy;
+
+use clap::{Args, Parser, Subcommand};
+use convkit_model::{ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
+use convkit_tensor::{Layout, Shape, Tensor, TensorView};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// f32 FMA peak of one core of this project's machine (AVX-512, 2 FMA ports, ~2.75 GHz).
+const PEAK_GFLOPS_PER_CORE: f64 = 176.0;
+
+#[derive(Parser)]
+#[command(name = "convkit", version, about = "ResNet-50 A/B/C/D (Bag of Tricks) on convkit's CPU kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parameters and multiply-adds of A, B, C, D, by kind of layer.
+    Info {
+        /// Input height and width.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+    },
+    /// Times the forward pass of each variant in alternating rounds (seeded weights).
+    Bench(BenchArgs),
+    /// Times every layer of one variant, and sums by kind of layer.
+    Profile(ProfileArgs),
+    /// Logits of an NCHW float32 .npy input, written as .npy.
+    Run {
+        #[arg(long, default_value = "d")]
+        variant: String,
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Writes seeded weights under timm/torchvision key names as safetensors.
+    Export {
+        #[arg(long, default_value = "d")]
+        variant: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Worker threads (one rayon pool, installed around every forward pass).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Input height and width.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Timed forward passes per variant.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed passes per variant first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Seed of the weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Comma-separated variants.
+    #[arg(long, default_value = "a,b,c,d")]
+    variant: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    #[arg(long, default_value = "d")]
+    variant: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { size } => info(size),
+        Command::Bench(args) => bench(&args),
+        Command::Profile(args) => profile(&args),
+        Command::Run { variant, weights, input, output, threads } => run(&variant, &weights, &input, &output, threads),
+        Command::Export { variant, seed, output } => export(&variant, seed, &output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("convkit: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), String>;
+
+fn parse_variants(list: &str) -> Result<Vec<Variant>, String> {
+    list.split(',').filter(|s| !s.trim().is_empty()).map(|s| Variant::parse(s).map_err(|e| e.to_string())).collect()
+}
+
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| format!("thread pool: {e}"))
+}
+
+fn counts(v: Variant, size: usize) -> Result<convkit_model::Counts, String> {
+    ResNetSpec::resnet50(v).layers().counts(size, size).map_err(|e| format!("input size {size}: {e}"))
+}
+
+fn info(size: usize) -> CliResult {
+    let base = counts(Variant::A, size)?.macs() as f64;
+    println!("ResNet-50 at {size}x{size} (MACs; FLOPs = 2 x MACs)");
+    println!(
+        "{:<8} {:>12} {:>8} {:>15} {:>15} {:>13} {:>11} {:>9}",
+        "variant", "params", "GMACs", "1x1 MACs", "3x3 MACs", "stem MACs", "fc MACs", "MACs/A"
+    );
+    for v in Variant::ALL {
+        let c = counts(v, size)?;
+        println!(
+            "{:<8} {:>12} {:>8.3} {:>15} {:>15} {:>13} {:>11} {:>9.3}",
+            v.to_string(),
+            c.params,
+            c.macs() as f64 / 1e9,
+            c.macs_1x1,
+            c.macs_3x3,
+            c.macs_stem,
+            c.macs_fc,
+            c.macs() as f64 / base
+        );
+    }
+    Ok(())
+}
+
+fn seeded_model(v: Variant, seed: u64) -> Result<ResNet, String> {
+    ResNet::new(&Weights::seeded(ResNetSpec::resnet50(v), seed)).map_err(|e| e.to_string())
+}
+
+fn random_input(c: &Common) -> Result<Tensor, String> {
+    let shape = Shape::new(c.batch, 3, c.size, c.size);
+    let mut s = c.seed ^ 0x5EED;
+    Tensor::from_fn(shape, Layout::Nchw, |_, _, _, _| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn progress(len: u64, hidden: bool) -> indicatif::ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}").expect("valid template"),
+    );
+    bar
+}
+
+fn bench(args: &BenchArgs) -> CliResult {
+    let c = &args.common;
+    let variants = parse_variants(&args.variant)?;
+    if variants.is_empty() || c.iters == 0 || c.batch == 0 {
+        return Err("need at least one variant, --iters >= 1 and --batch >= 1".into());
+    }
+    let pool = thread_pool(c.threads)?;
+    let x = random_input(c)?;
+    let models = variants.iter().map(|&v| seeded_model(v, c.seed)).collect::<Result<Vec<_>, _>>()?;
+    let mut spaces: Vec<Workspace> = variants.iter().map(|_| Workspace::new()).collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let bar = progress(((c.warmup + c.iters) * variants.len()) as u64, c.json);
+    bar.set_message("bench");
+    for round in 0..c.warmup + c.iters {
+        // Alternating rounds: every variant sees the same machine conditions.
+        for (i, model) in models.iter().enumerate() {
+            let start = Instant::now();
+            pool.install(|| model.forward(x.view(), &mut spaces[i])).map_err(|e| e.to_string())?;
+            if round >= c.warmup {
+                times[i].push(start.elapsed().as_secs_f64());
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let peak = PEAK_GFLOPS_PER_CORE * c.threads as f64;
+    let macs_a = counts(Variant::A, c.size)?.macs() as f64;
+    let mut rows = Vec::new();
+    for (i, &v) in variants.iter().enumerate() {
+        let macs = counts(v, c.size)?.macs() as f64 * c.batch as f64;
+        let min = times[i].iter().cloned().fold(f64::INFINITY, f64::min);
+        let med = median(&mut times[i]);
+        rows.push((v, med, min, macs));
+    }
+    let med_a = rows.iter().find(|r| r.0 == Variant::A).map(|r| r.1);
+    if c.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(v, med, min, macs)| {
+                format!(
+                    "{{\"variant\":\"{v}\",\"batch\":{},\"threads\":{},\"size\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.2},\"gflops\":{:.1},\"peak_share\":{:.3},\"macs\":{}}}",
+                    c.batch, c.threads, c.size, med * 1e3, min * 1e3, c.batch as f64 / med, 2.0 * macs / med / 1e9,
+                    2.0 * macs / med / 1e9 / peak, *macs as u64
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(","));
+        return Ok(());
+    }
+    println!(
+        "ResNet-50, batch {}, {}x{}, {} thread(s), {} alternating rounds (peak {peak:.0} GFLOP/s)",
+        c.batch, c.size, c.size, c.threads, c.iters
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "variant", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
+    );
+    for (v, med, min, macs) in &rows {
+        let gflops = 2.0 * macs / med / 1e9;
+        let ratio = med_a.map_or("-".to_string(), |a| format!("{:.3}", med / a));
+        println!(
+            "{:<8} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
+            v.to_string(),
+            med * 1e3,
+            min * 1e3,
+            c.batch as f64 / med,
+            gflops,
+            100.0 * gflops / peak,
+            ratio,
+            macs / c.batch as f64 / macs_a
+        );
+    }
+    Ok(())
+}
+
+fn profile(args: &ProfileArgs) -> CliResult {
+    let c = &args.common;
+    let variant = Variant::parse(&args.variant).map_err(|e| e.to_string())?;
+    if c.iters == 0 || c.batch == 0 {
+        return Err("--iters and --batch must be at least 1".into());
+    }
+    let pool = thread_pool(c.threads)?;
+    let x = random_input(c)?;
+    let model = seeded_model(variant, c.seed)?;
+    let mut ws = Workspace::new();
+    let mut runs: Vec<Vec<StepTiming>> = Vec::new();
+    let bar = progress((c.warmup + c.iters) as u64, c.json);
+    bar.set_message("profile");
+    for round in 0..c.warmup + c.iters {
+        let mut steps = Vec::new();
+        pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps)).map_err(|e| e.to_string())?;
+        if round >= c.warmup {
+            runs.push(steps);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    // Median time of each step over the runs.
+    let mut steps = runs[0].clone();
+    for (i, s) in steps.iter_mut().enumerate() {
+        let mut t: Vec<f64> = runs.iter().map(|r| r[i].seconds).collect();
+        s.seconds = median(&mut t);
+    }
+    let total: f64 = steps.iter().map(|s| s.seconds).sum();
+    let peak = PEAK_GFLOPS_PER_CORE * c.threads as f64;
+    let gflops = |macs: u64, secs: f64| if secs > 0.0 { 2.0 * macs as f64 / secs / 1e9 } else { 0.0 };
+    let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
+    for s in &steps {
+        let e = by_kind.entry(s.kind.label()).or_default();
+        e.0 += s.macs;
+        e.1 += s.seconds;
+        e.2 += 1;
+    }
+    if c.json {
+        let layer_items: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"name\":\"{}\",\"kind\":\"{}\",\"path\":\"{}\",\"input\":[{},{},{},{}],\"output\":[{},{},{},{}],\"macs\":{},\"ms\":{:.4},\"gflops\":{:.1},\"share\":{:.4},\"scratch_bytes\":{}}}",
+                    s.name, s.kind.label(), s.path, s.input.n, s.input.c, s.input.h, s.input.w, s.output.n, s.output.c,
+                    s.output.h, s.output.w, s.macs, s.seconds * 1e3, gflops(s.macs, s.seconds), s.seconds / total, s.scratch_bytes
+                )
+            })
+            .collect();
+        let kind_items: Vec<String> = by_kind
+            .iter()
+            .map(|(k, (m, t, n))| {
+                format!(
+                    "{{\"kind\":\"{k}\",\"layers\":{n},\"macs\":{m},\"ms\":{:.3},\"gflops\":{:.1},\"share\":{:.4}}}",
+                    t * 1e3,
+                    gflops(*m, *t),
+                    t / total
+                )
+            })
+            .collect();
+        println!(
+            "{{\"variant\":\"{variant}\",\"batch\":{},\"threads\":{},\"total_ms\":{:.3},\"layers\":[{}],\"by_kind\":[{}]}}",
+            c.batch,
+            c.threads,
+            total * 1e3,
+            layer_items.join(","),
+            kind_items.join(",")
+        );
+        return Ok(());
+    }
+    println!(
+        "ResNet-50-{variant}, batch {}, {}x{}, {} thread(s), median of {} runs per layer",
+        c.batch, c.size, c.size, c.threads, c.iters
+    );
+    println!(
+        "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8} {:>8} {:>6} {:>9}",
+        "layer", "kind", "path", "input (n,c,h,w)", "output", "MACs", "ms", "GFLOP/s", "share", "scratch"
+    );
+    let shape = |s: Shape| format!("{},{},{},{}", s.n, s.c, s.h, s.w);
+    for s in &steps {
+        println!(
+            "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8.3} {:>8.1} {:>5.1}% {:>9}",
+            s.name,
+            s.kind.label(),
+            s.path,
+            shape(s.input),
+            shape(s.output),
+            s.macs,
+            s.seconds * 1e3,
+            gflops(s.macs, s.seconds),
+            100.0 * s.seconds / total,
+            if s.scratch_bytes > 0 { format!("{}K", s.scratch_bytes / 1024) } else { String::new() }
+        );
+    }
+    println!("\nby kind (peak {peak:.0} GFLOP/s):");
+    println!("{:<8} {:>7} {:>14} {:>9} {:>9} {:>7} {:>7}", "kind", "layers", "MACs", "ms", "GFLOP/s", "peak", "share");
+    for (k, (m, t, n)) in &by_kind {
+        let g = gflops(*m, *t);
+        println!(
+            "{:<8} {:>7} {:>14} {:>9.3} {:>9.1} {:>6.0}% {:>6.1}%",
+            k,
+            n,
+            m,
+            t * 1e3,
+            g,
+            100.0 * g / peak,
+            100.0 * t / total
+        );
+    }
+    let macs: u64 = steps.iter().map(|s| s.macs).sum();
+    println!("{:<8} {:>7} {:>14} {:>9.3} {:>9.1}", "total", steps.len(), macs, total * 1e3, gflops(macs, total));
+    Ok(())
+}
+
+fn run(
+    variant: &str,
+    weights: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    threads: usize,
+) -> CliResult {
+    let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
+    let (shape, values) = npy::read_f32(input)?;
+    let [n, c, h, w] = shape[..] else {
+        return Err(format!("{}: input has shape {shape:?}; expected rank 4 NCHW [n, 3, h, w]", input.display()));
+    };
+    if c != 3 {
+        return Err(format!("{}: input has {c} channels (shape {shape:?}); expected 3 (NCHW RGB)", input.display()));
+    }
+    let view = TensorView::new(Shape::new(n, c, h, w), Layout::Nchw, &values)
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    let model = ResNet::new(&Weights::load(spec, weights).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let pool = thread_pool(threads)?;
+    let mut ws = Workspace::new();
+    let logits = pool.install(|| model.forward(view, &mut ws)).map_err(|e| format!("{}: {e}", input.display()))?;
+    npy::write_f32(output, &[n, model.classes()], logits)
+}
+
+fn export(variant: &str, seed: u64, output: &std::path::Path) -> CliResult {
+    let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
+    Weights::seeded(spec, seed).save(output).map_err(|e| e.to_string())
+}
