@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// f32 FMA peak of one core of this project's machine (AVX-512, 2 FMA ports, ~2.75 GHz).
+/// Default f32 FMA peak of one core: the Intel Xeon (AVX-512, 2 FMA ports) of
+/// ../shared/ANCHORS.md. Other CPUs differ (an AMD EPYC Zen 4 here reads 117): pass
+/// --peak with what ../shared/tools/fma_canary.rs measures.
 const PEAK_GFLOPS_PER_CORE: f64 = 176.0;
 
 #[derive(Parser)]
@@ -80,6 +82,9 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column.
+    #[arg(long, default_value_t = PEAK_GFLOPS_PER_CORE)]
+    peak: f64,
 }
 
 #[derive(Args)]
@@ -218,7 +223,7 @@ fn bench(args: &BenchArgs) -> CliResult {
         }
     }
     bar.finish_and_clear();
-    let peak = PEAK_GFLOPS_PER_CORE * c.threads as f64;
+    let peak = c.peak * c.threads as f64;
     let macs_a = counts(Variant::A, c.size)?.macs() as f64;
     let mut rows = Vec::new();
     for (i, &v) in variants.iter().enumerate() {
@@ -297,7 +302,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
         s.seconds = median(&mut t);
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    let peak = PEAK_GFLOPS_PER_CORE * c.threads as f64;
+    let peak = c.peak * c.threads as f64;
     let gflops = |macs: u64, secs: f64| if secs > 0.0 { 2.0 * macs as f64 / secs / 1e9 } else { 0.0 };
     let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
     for s in &steps {

@@ -146,10 +146,28 @@ impl Conv1x1 {
         let src = input.data();
         let (ho, wo) = (out_shape.h, out_shape.w);
         let rows = out_shape.n * ho * wo;
-        // Input offset of output pixel m: strided pixels are read in place.
-        let row_offset = |m: usize| {
-            let (n, p) = (m / (ho * wo), m % (ho * wo));
-            ((n * in_shape.h + p / wo * s) * in_shape.w + p % wo * s) * ci
+        // Input offsets of the `count` rows of a tile starting at output pixel m: strided
+        // pixels are read in place. One division per tile, then steps along the output
+        // row (a division per row cost up to 40% on the K = 64 layers).
+        let tile_offsets = |m: usize, count: usize| -> [usize; MR] {
+            let mut offsets = [0; MR];
+            if s == 1 {
+                offsets.iter_mut().enumerate().take(count).for_each(|(r, o)| *o = (m + r) * ci);
+                return offsets;
+            }
+            let (mut n, p) = (m / (ho * wo), m % (ho * wo));
+            let (mut oy, mut ox) = (p / wo, p % wo);
+            for o in offsets.iter_mut().take(count) {
+                *o = ((n * in_shape.h + oy * s) * in_shape.w + ox * s) * ci;
+                ox += 1;
+                if ox == wo {
+                    (ox, oy) = (0, oy + 1);
+                    if oy == ho {
+                        (oy, n) = (0, n + 1);
+                    }
+                }
+            }
+            offsets
         };
         let block = Self::rows_per_task(rows, ci);
         let panel_len = 2 * ci;
@@ -163,7 +181,8 @@ impl Conv1x1 {
                 let mut r0 = 0;
                 while r0 < block_rows {
                     let tile_rows = (block_rows - r0).min(MR);
-                    let a = |r: usize| &src[row_offset(m0 + r0 + r)..][..ci];
+                    let offsets = tile_offsets(m0 + r0, tile_rows);
+                    let a = |r: usize| &src[offsets[r]..][..ci];
                     let out_rows = &mut out_block[r0 * co..(r0 + tile_rows) * co];
                     let res = residual.map(|res| &res[(m0 + r0) * co..(m0 + r0 + tile_rows) * co]);
                     dispatch_tile(tile_rows, a, panel, bias, res, co, n0, cols, relu, out_rows);
