@@ -124,13 +124,14 @@ impl Conv1x1 {
         Ok(())
     }
 
-    /// Rows per task: an even share of the rows for each thread, rounded to whole tiles,
-    /// and at most what keeps the task's activation rows within [`A_BLOCK_BYTES`].
+    /// Rows per task: few enough that a task's activation rows stay within
+    /// [`A_BLOCK_BYTES`], in a number of tasks that is a multiple of the thread count and
+    /// of equal size (whole tiles), so no thread is left with a remainder task.
     fn rows_per_task(rows: usize, k: usize) -> usize {
         let threads = rayon::current_num_threads().max(1);
-        let share = rows.div_ceil(threads).next_multiple_of(MR);
-        let cache = (A_BLOCK_BYTES / (k * 4).max(1)) / MR * MR;
-        share.min(cache.max(MR))
+        let cache_rows = (A_BLOCK_BYTES / (k * 4).max(1)).max(MR);
+        let tasks = rows.div_ceil(cache_rows).next_multiple_of(threads);
+        rows.div_ceil(tasks).next_multiple_of(MR)
     }
 
     fn forward_nhwc(
