@@ -103,19 +103,7 @@ impl Conv1x1 {
     /// output = epilogue(conv(input) + bias), on the current rayon pool.
     pub fn forward(&self, input: TensorView<'_>, output: &mut TensorViewMut<'_>, epilogue: Epilogue<'_>) -> Result<()> {
         let out_shape = self.output_shape(input.shape())?;
-        for (what, got) in [("input layout", input.layout()), ("output layout", output.layout())] {
-            if got != self.layout {
-                return Err(Error::mismatch(
-                    format!("{what} of a 1x1 conv prepared for {}", self.layout),
-                    self.layout,
-                    got,
-                ));
-            }
-        }
-        if output.shape() != out_shape {
-            return Err(Error::mismatch("1x1 conv output shape", out_shape, output.shape()));
-        }
-        epilogue.check(out_shape, self.layout)?;
+        epilogue.check_conv_call("1x1 conv", self.layout, &input, output, out_shape)?;
         let residual = epilogue.residual.map(|r| r.data());
         match self.layout {
             Layout::Nhwc => self.forward_nhwc(input, out_shape, output.data_mut(), residual, epilogue.relu),

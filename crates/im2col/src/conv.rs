@@ -115,19 +115,7 @@ impl Im2colConv {
         scratch: &mut AlignedVec,
     ) -> Result<()> {
         let out_shape = self.output_shape(input.shape())?;
-        for (what, got) in [("input layout", input.layout()), ("output layout", output.layout())] {
-            if got != self.layout {
-                return Err(Error::mismatch(
-                    format!("{what} of a conv prepared for {}", self.layout),
-                    self.layout,
-                    got,
-                ));
-            }
-        }
-        if output.shape() != out_shape {
-            return Err(Error::mismatch("conv output shape", out_shape, output.shape()));
-        }
-        epilogue.check(out_shape, self.layout)?;
+        epilogue.check_conv_call("conv", self.layout, &input, output, out_shape)?;
         let need = self.scratch_len(input.shape())?;
         if scratch.len() < need {
             scratch.resize(need);

@@ -80,6 +80,28 @@ impl<'a> Epilogue<'a> {
         Epilogue { residual: None, relu: true }
     }
 
+    /// Checks a conv call: input and output in the `layout` the conv was prepared for, the
+    /// output of shape `expected`, and the residual (if any) like the output. `conv` names
+    /// the kind of conv in messages.
+    pub fn check_conv_call(
+        &self,
+        conv: &str,
+        layout: Layout,
+        input: &TensorView<'_>,
+        output: &TensorViewMut<'_>,
+        expected: Shape,
+    ) -> Result<()> {
+        for (what, got) in [("input layout", input.layout()), ("output layout", output.layout())] {
+            if got != layout {
+                return Err(Error::mismatch(format!("{what} of a {conv} prepared for {layout}"), layout, got));
+            }
+        }
+        if output.shape() != expected {
+            return Err(Error::mismatch(format!("{conv} output shape"), expected, output.shape()));
+        }
+        self.check(expected, layout)
+    }
+
     /// Checks that the residual, if any, has the output's shape and layout.
     pub fn check(&self, output: Shape, layout: Layout) -> Result<()> {
         if let Some(r) = &self.residual {
