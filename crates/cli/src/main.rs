@@ -1,5 +1,6 @@
 //! `convkit`: ResNet-50 A/B/C/D counts, benchmarks, profiles, inference and weight export.
 
+mod classify;
 mod npy;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +46,18 @@ enum Command {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Top-5 ImageNet classes of JPEG/PNG images (resize 256, center crop 224).
+    Classify {
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value = "d")]
+        variant: String,
+        #[arg(long)]
+        weights: PathBuf,
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -111,6 +124,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(&args),
         Command::Profile(args) => profile(&args),
         Command::Run { variant, weights, input, output, threads } => run(&variant, &weights, &input, &output, threads),
+        Command::Classify { images, variant, weights, threads } => classify(&images, &variant, &weights, threads),
         Command::Export { variant, seed, output } => export(&variant, seed, &output),
     };
     match result {
@@ -394,7 +408,7 @@ fn run(
     output: &std::path::Path,
     threads: usize,
 ) -> CliResult {
-    let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
+    Variant::parse(variant).map_err(|e| e.to_string())?;
     let (shape, values) = npy::read_f32(input)?;
     let [n, c, h, w] = shape[..] else {
         return Err(format!("{}: input has shape {shape:?}; expected rank 4 NCHW [n, 3, h, w]", input.display()));
@@ -404,7 +418,7 @@ fn run(
     }
     let view = TensorView::new(Shape::new(n, c, h, w), Layout::Nchw, &values)
         .map_err(|e| format!("{}: {e}", input.display()))?;
-    let model = ResNet::new(&Weights::load(spec, weights).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let model = load_model(variant, weights)?;
     let pool = thread_pool(threads)?;
     let mut ws = Workspace::new();
     let logits = pool.install(|| model.forward(view, &mut ws)).map_err(|e| format!("{}: {e}", input.display()))?;
@@ -414,4 +428,30 @@ fn run(
 fn export(variant: &str, seed: u64, output: &std::path::Path) -> CliResult {
     let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
     Weights::seeded(spec, seed).save(output).map_err(|e| e.to_string())
+}
+
+fn load_model(variant: &str, weights: &std::path::Path) -> Result<ResNet, String> {
+    let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
+    ResNet::new(&Weights::load(spec, weights).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+}
+
+fn classify(images: &[PathBuf], variant: &str, weights: &std::path::Path, threads: usize) -> CliResult {
+    let mut batch = Vec::with_capacity(images.len() * 3 * classify::CROP * classify::CROP);
+    for path in images {
+        batch.extend(classify::preprocess(path)?);
+    }
+    let model = load_model(variant, weights)?;
+    let shape = Shape::new(images.len(), 3, classify::CROP, classify::CROP);
+    let view = TensorView::new(shape, Layout::Nchw, &batch).map_err(|e| e.to_string())?;
+    let pool = thread_pool(threads)?;
+    let mut ws = Workspace::new();
+    let logits = pool.install(|| model.forward(view, &mut ws)).map_err(|e| e.to_string())?;
+    let names = classify::class_names();
+    for (path, row) in images.iter().zip(logits.chunks(model.classes())) {
+        println!("{}:", path.display());
+        for (class, p) in classify::top_k(row, 5) {
+            println!("  {:>6.2}%  {:>3}  {}", 100.0 * p, class, names.get(class).copied().unwrap_or("?"));
+        }
+    }
+    Ok(())
 }

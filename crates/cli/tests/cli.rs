@@ -1,0 +1,108 @@
+//! The `convkit` binary end to end: export, run, classify, and one-line errors.
+
+#[path = "../src/npy.rs"]
+#[allow(dead_code)]
+mod npy;
+
+use convkit_model::{ResNet, ResNetSpec, Variant, Weights, Workspace};
+use convkit_tensor::{Layout, Shape, TensorView};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn convkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convkit")).args(args).output().expect("run convkit")
+}
+
+/// Fails unless the command failed with one `convkit: error:` line naming `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("convkit: error:") && err.contains(needle), "want '{needle}' in: {err}");
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("convkit-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn export_run_classify_and_errors() {
+    let dir = temp_dir("e2e");
+    let weights = dir.join("d.safetensors");
+    let out = convkit(&["export", "--variant", "d", "--seed", "3", "-o", s(&weights)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // run: logits equal the library's forward on the same weights and input.
+    let shape = Shape::new(2, 3, 64, 48);
+    let input: Vec<f32> = (0..shape.numel().unwrap()).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let x = dir.join("x.npy");
+    npy::write_f32(&x, &[2, 3, 64, 48], &input).unwrap();
+    let logits = dir.join("logits.npy");
+    let out = convkit(&["run", "--variant", "d", "--weights", s(&weights), "--input", s(&x), "--output", s(&logits)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (got_shape, got) = npy::read_f32(&logits).unwrap();
+    assert_eq!(got_shape, vec![2, 1000]);
+    let model = ResNet::new(&Weights::load(ResNetSpec::resnet50(Variant::D), &weights).unwrap()).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut ws = Workspace::new();
+    let view = TensorView::new(shape, Layout::Nchw, &input).unwrap();
+    let want = pool.install(|| model.forward(view, &mut ws).unwrap().to_vec());
+    assert_eq!(got, want);
+
+    // classify: five classes per image.
+    let img = dir.join("img.png");
+    image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])).save(&img).unwrap();
+    let out = convkit(&["classify", s(&img), s(&img), "--variant", "d", "--weights", s(&weights)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| l.contains('%')).count(), 10, "{text}");
+
+    // errors, one line each
+    assert_one_line_error(
+        &convkit(&["run", "--variant", "e", "--weights", "w", "--input", "x", "--output", "y"]),
+        "unknown variant 'e'",
+    );
+    assert_one_line_error(&convkit(&["bench", "--variant", "a,z"]), "unknown variant 'z'");
+    let missing = dir.join("missing.safetensors");
+    let out = convkit(&["run", "--weights", s(&missing), "--input", s(&x), "--output", s(&logits)]);
+    assert_one_line_error(&out, "missing.safetensors");
+    let out = convkit(&["run", "--variant", "a", "--weights", s(&weights), "--input", s(&x), "--output", s(&logits)]);
+    assert_one_line_error(&out, "conv1.weight");
+    let rank3 = dir.join("rank3.npy");
+    npy::write_f32(&rank3, &[3, 4, 4], &[0.0; 48]).unwrap();
+    let out = convkit(&["run", "--weights", s(&weights), "--input", s(&rank3), "--output", s(&logits)]);
+    assert_one_line_error(&out, "expected rank 4");
+    let f64_npy = dir.join("f64.npy");
+    let mut bytes = std::fs::read(&x).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"<f4'").unwrap();
+    bytes[at + 1..at + 3].copy_from_slice(b"f8");
+    std::fs::write(&f64_npy, bytes).unwrap();
+    let out = convkit(&["run", "--weights", s(&weights), "--input", s(&f64_npy), "--output", s(&logits)]);
+    assert_one_line_error(&out, "expected float32");
+    let junk = dir.join("junk.jpg");
+    std::fs::write(&junk, b"no").unwrap();
+    assert_one_line_error(&convkit(&["classify", s(&junk), "--weights", s(&weights)]), "junk.jpg");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn info_and_small_bench() {
+    let out = convkit(&["info"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("25557032") && text.contains("25576264"), "{text}");
+    let out = convkit(&["bench", "--variant", "a,d", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with('[') && text.contains("\"variant\":\"D\"") && text.contains("median_ms"), "{text}");
+    let out = convkit(&["profile", "--variant", "b", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"by_kind\""));
+}
