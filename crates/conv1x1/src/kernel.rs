@@ -11,16 +11,16 @@ pub const NR: usize = 2 * LANES;
 
 pub type Tile<const R: usize> = [[f32x16; 2]; R];
 
-/// acc[r] = sum_k a_rows[r][k] * panel[k] over k < `panel.len() / 2`.
+/// acc[r] += sum_k a_rows[r][k] * panel[k] over k < `panel.len() / 2`.
 ///
-/// `panel` holds the packed weights of one 32-column panel: for each k, two vectors.
-/// Every `a_rows[r]` must hold at least that many values (asserted once, outside the loop,
-/// so the loop itself carries no bounds checks after optimisation).
+/// `panel` holds packed weights of one 32-column panel: for each k, two vectors. Every
+/// `a_rows[r]` must hold at least that many values (they are re-sliced to that length once,
+/// outside the loop, so the loop carries no bounds checks after optimisation). A KxK conv
+/// calls this once per kernel row with the accumulators still in registers.
 #[inline(always)]
-pub fn accumulate<const R: usize>(a_rows: &[&[f32]; R], panel: &[f32x16]) -> Tile<R> {
+pub fn accumulate<const R: usize>(acc: &mut Tile<R>, a_rows: &[&[f32]; R], panel: &[f32x16]) {
     let k = panel.len() / 2;
     let rows: [&[f32]; R] = std::array::from_fn(|r| &a_rows[r][..k]);
-    let mut acc = [[f32x16::ZERO; 2]; R];
     for (kk, b) in panel.chunks_exact(2).enumerate() {
         let (b0, b1) = (b[0], b[1]);
         for r in 0..R {
@@ -29,7 +29,6 @@ pub fn accumulate<const R: usize>(a_rows: &[&[f32]; R], panel: &[f32x16]) -> Til
             acc[r][1] = a.mul_add(b1, acc[r][1]);
         }
     }
-    acc
 }
 
 /// Where the bias of a tile comes from.

@@ -14,13 +14,22 @@
 //!
 //! The NCHW entry point computes out[co, hw] = W[co, ci] * in[ci, hw] per image: the
 //! weights are the broadcast operand and 32-pixel panels of the input are packed per call.
+//!
+//! [`DirectConv`] runs KxK convolutions over NHWC on the same microkernel: an output
+//! pixel's reduction is kh runs of kw*ci contiguous input values (one per kernel row) in
+//! a zero-padded copy of the input, so there is no im2col matrix and no GEMM packing.
 
+mod direct;
 pub mod kernel;
+mod nhwc;
+
+pub use direct::DirectConv;
 
 use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;
 use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut};
 use kernel::{accumulate, store_tile, Tile, TileBias, MR, NR};
+use nhwc::{pack_panels, NhwcConv};
 use rayon::prelude::*;
 
 /// Bytes of activation rows (MC x K) a task keeps hot in L2 (2 MiB per core here) while
@@ -64,17 +73,7 @@ impl Conv1x1 {
             padded_bias[..co].copy_from_slice(b);
         }
         let packed = match layout {
-            Layout::Nhwc => {
-                let mut p = vec![f32x16::zeroed(); panels * ci * 2];
-                let flat: &mut [f32] = bytemuck::cast_slice_mut(&mut p);
-                for o in 0..co {
-                    let (panel, col) = (o / NR, o % NR);
-                    for i in 0..ci {
-                        flat[(panel * ci + i) * NR + col] = weights[o * ci + i];
-                    }
-                }
-                p
-            }
+            Layout::Nhwc => pack_panels(weights, filter),
             Layout::Nchw => {
                 let mut p = vec![f32x16::zeroed(); (co * ci).div_ceil(16)];
                 bytemuck::cast_slice_mut::<f32x16, f32>(&mut p)[..co * ci].copy_from_slice(weights);
@@ -112,16 +111,6 @@ impl Conv1x1 {
         Ok(())
     }
 
-    /// Rows per task: few enough that a task's activation rows stay within
-    /// [`A_BLOCK_BYTES`], in a number of tasks that is a multiple of the thread count and
-    /// of equal size (whole tiles), so no thread is left with a remainder task.
-    fn rows_per_task(rows: usize, k: usize) -> usize {
-        let threads = rayon::current_num_threads().max(1);
-        let cache_rows = (A_BLOCK_BYTES / (k * 4).max(1)).max(MR);
-        let tasks = rows.div_ceil(cache_rows).next_multiple_of(threads);
-        rows.div_ceil(tasks).next_multiple_of(MR)
-    }
-
     fn forward_nhwc(
         &self,
         input: TensorView<'_>,
@@ -130,56 +119,19 @@ impl Conv1x1 {
         residual: Option<&[f32]>,
         relu: bool,
     ) {
-        let (ci, co, s) = (self.ci, self.co, self.stride);
         let in_shape = input.shape();
-        let src = input.data();
-        let (ho, wo) = (out_shape.h, out_shape.w);
-        let rows = out_shape.n * ho * wo;
-        // Input offsets of the `count` rows of a tile starting at output pixel m: strided
-        // pixels are read in place. One division per tile, then steps along the output
-        // row (a division per row cost up to 40% on the K = 64 layers).
-        let tile_offsets = |m: usize, count: usize| -> [usize; MR] {
-            let mut offsets = [0; MR];
-            if s == 1 {
-                offsets.iter_mut().enumerate().take(count).for_each(|(r, o)| *o = (m + r) * ci);
-                return offsets;
-            }
-            let (mut n, p) = (m / (ho * wo), m % (ho * wo));
-            let (mut oy, mut ox) = (p / wo, p % wo);
-            for o in offsets.iter_mut().take(count) {
-                *o = ((n * in_shape.h + oy * s) * in_shape.w + ox * s) * ci;
-                ox += 1;
-                if ox == wo {
-                    (ox, oy) = (0, oy + 1);
-                    if oy == ho {
-                        (oy, n) = (0, n + 1);
-                    }
-                }
-            }
-            offsets
+        let conv = NhwcConv {
+            src: input.data(),
+            src_h: in_shape.h,
+            src_w: in_shape.w,
+            ci: self.ci,
+            kernel: (1, 1),
+            stride: self.stride,
+            out: out_shape,
+            panels: &self.weights,
+            bias: &self.bias,
         };
-        let block = Self::rows_per_task(rows, ci);
-        let panel_len = 2 * ci;
-        let task = |(t, out_block): (usize, &mut [f32])| {
-            let m0 = t * block;
-            let block_rows = out_block.len() / co;
-            for (p, panel) in self.weights.chunks_exact(panel_len).enumerate() {
-                let n0 = p * NR;
-                let cols = (co - n0).min(NR);
-                let bias = TileBias::Columns(&self.bias[n0..n0 + NR]);
-                let mut r0 = 0;
-                while r0 < block_rows {
-                    let tile_rows = (block_rows - r0).min(MR);
-                    let offsets = tile_offsets(m0 + r0, tile_rows);
-                    let a = |r: usize| &src[offsets[r]..][..ci];
-                    let out_rows = &mut out_block[r0 * co..(r0 + tile_rows) * co];
-                    let res = residual.map(|res| &res[(m0 + r0) * co..(m0 + r0 + tile_rows) * co]);
-                    dispatch_tile(tile_rows, a, panel, bias, res, co, n0, cols, relu, out_rows);
-                    r0 += tile_rows;
-                }
-            }
-        };
-        run_blocks(out, block * co, task);
+        conv.run(out, residual, relu);
     }
 
     fn forward_nchw(
@@ -195,7 +147,7 @@ impl Conv1x1 {
         let (ho, wo) = (out_shape.h, out_shape.w);
         let hw = ho * wo;
         let weights: &[f32] = &bytemuck::cast_slice(&self.weights)[..co * ci];
-        let block = Self::rows_per_task(co, ci);
+        let block = rows_per_task(co, ci);
         let image_len = co * hw;
         for n in 0..out_shape.n {
             let image = input.image(n);
@@ -211,11 +163,17 @@ impl Conv1x1 {
                     let mut r0 = 0;
                     while r0 < block_rows {
                         let tile_rows = (block_rows - r0).min(MR);
-                        let a = |r: usize| &weights[(c0 + r0 + r) * ci..][..ci];
-                        let bias = TileBias::Rows(&self.bias[c0 + r0..c0 + r0 + tile_rows]);
+                        let a = |r: usize, _| &weights[(c0 + r0 + r) * ci..][..ci];
+                        let to = TileOut {
+                            bias: TileBias::Rows(&self.bias[c0 + r0..c0 + r0 + tile_rows]),
+                            residual: res_image.map(|res| &res[(c0 + r0) * hw..(c0 + r0 + tile_rows) * hw]),
+                            row_len: hw,
+                            n0,
+                            cols,
+                            relu,
+                        };
                         let out_rows = &mut out_block[r0 * hw..(r0 + tile_rows) * hw];
-                        let res = res_image.map(|res| &res[(c0 + r0) * hw..(c0 + r0 + tile_rows) * hw]);
-                        dispatch_tile(tile_rows, a, &panel, bias, res, hw, n0, cols, relu, out_rows);
+                        dispatch_tile(tile_rows, a, 1, &panel, to, out_rows);
                         r0 += tile_rows;
                     }
                 }
@@ -226,7 +184,7 @@ impl Conv1x1 {
 }
 
 /// Runs `task` on each `chunk`-long block of `out`, in parallel when there is more than one.
-fn run_blocks(out: &mut [f32], chunk: usize, task: impl Fn((usize, &mut [f32])) + Sync + Send) {
+pub(crate) fn run_blocks(out: &mut [f32], chunk: usize, task: impl Fn((usize, &mut [f32])) + Sync + Send) {
     if out.len() > chunk && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(chunk).enumerate().for_each(task);
     } else {
@@ -252,47 +210,66 @@ fn pack_input_panel(image: &[f32], shape: Shape, s: usize, wo: usize, n0: usize,
     }
 }
 
-/// Computes one tile of `rows` (1..=MR) rows: row r reads `a(r)` and writes
-/// `out_rows[r * row_len + n0..][..cols]`.
-#[allow(clippy::too_many_arguments)]
+/// Rows per task: few enough that a task's activation rows stay within
+/// [`A_BLOCK_BYTES`], in a number of tasks that is a multiple of the thread count and
+/// of equal size (whole tiles), so no thread is left with a remainder task.
+fn rows_per_task(rows: usize, k: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let cache_rows = (A_BLOCK_BYTES / (k * 4).max(1)).max(MR);
+    let tasks = rows.div_ceil(cache_rows).next_multiple_of(threads);
+    rows.div_ceil(tasks).next_multiple_of(MR)
+}
+
+/// Where a tile's results go: the epilogue and the destination columns.
+#[derive(Clone, Copy)]
+pub(crate) struct TileOut<'a> {
+    pub bias: TileBias<'a>,
+    /// Residual rows laid out like the output rows.
+    pub residual: Option<&'a [f32]>,
+    /// Distance between consecutive output rows.
+    pub row_len: usize,
+    /// First column of the tile, and how many of its 32 columns exist.
+    pub n0: usize,
+    pub cols: usize,
+    pub relu: bool,
+}
+
+/// Computes one tile of `rows` (1..=MR) rows over `segments` equal parts of the panel:
+/// row r reads `a(r, segment)` for each part, and writes `out_rows[r * row_len + n0..][..cols]`.
 #[inline(always)]
-fn dispatch_tile<'a>(
+pub(crate) fn dispatch_tile<'a>(
     rows: usize,
-    a: impl Fn(usize) -> &'a [f32],
+    a: impl Fn(usize, usize) -> &'a [f32],
+    segments: usize,
     panel: &[f32x16],
-    bias: TileBias<'_>,
-    residual: Option<&[f32]>,
-    row_len: usize,
-    n0: usize,
-    cols: usize,
-    relu: bool,
+    to: TileOut<'_>,
     out_rows: &mut [f32],
 ) {
     fn tile<'a, const R: usize>(
-        a: impl Fn(usize) -> &'a [f32],
+        a: impl Fn(usize, usize) -> &'a [f32],
+        segments: usize,
         panel: &[f32x16],
-        bias: TileBias<'_>,
-        residual: Option<&[f32]>,
-        row_len: usize,
-        n0: usize,
-        cols: usize,
-        relu: bool,
+        to: TileOut<'_>,
         out_rows: &mut [f32],
     ) {
-        let a_rows: [&[f32]; R] = std::array::from_fn(&a);
-        let acc: Tile<R> = accumulate(&a_rows, panel);
-        let res: Option<[&[f32]; R]> = residual.map(|res| std::array::from_fn(|r| &res[r * row_len + n0..]));
-        let mut it = out_rows.chunks_exact_mut(row_len);
-        let mut out: [&mut [f32]; R] = std::array::from_fn(|_| &mut it.next().expect("tile row")[n0..]);
-        store_tile(&acc, bias, res.as_ref(), relu, &mut out, cols);
+        let mut acc: Tile<R> = [[f32x16::ZERO; 2]; R];
+        let seg_len = panel.len() / segments;
+        for (seg, part) in panel.chunks_exact(seg_len).enumerate() {
+            let a_rows: [&[f32]; R] = std::array::from_fn(|r| a(r, seg));
+            accumulate(&mut acc, &a_rows, part);
+        }
+        let res: Option<[&[f32]; R]> = to.residual.map(|res| std::array::from_fn(|r| &res[r * to.row_len + to.n0..]));
+        let mut it = out_rows.chunks_mut(to.row_len);
+        let mut out: [&mut [f32]; R] = std::array::from_fn(|_| &mut it.next().expect("tile row")[to.n0..]);
+        store_tile(&acc, to.bias, res.as_ref(), to.relu, &mut out, to.cols);
     }
     const _: () = assert!(MR == 6, "dispatch_tile lists tiles of 1..=6 rows");
     match rows {
-        6 => tile::<6>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
-        5 => tile::<5>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
-        4 => tile::<4>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
-        3 => tile::<3>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
-        2 => tile::<2>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
-        _ => tile::<1>(a, panel, bias, residual, row_len, n0, cols, relu, out_rows),
+        6 => tile::<6>(a, segments, panel, to, out_rows),
+        5 => tile::<5>(a, segments, panel, to, out_rows),
+        4 => tile::<4>(a, segments, panel, to, out_rows),
+        3 => tile::<3>(a, segments, panel, to, out_rows),
+        2 => tile::<2>(a, segments, panel, to, out_rows),
+        _ => tile::<1>(a, segments, panel, to, out_rows),
     }
 }

@@ -1,0 +1,132 @@
+//! KxK convolution over NHWC on the 1x1 microkernel, without im2col.
+
+use crate::kernel::NR;
+use crate::nhwc::{pack_panels, NhwcConv};
+use convkit_tensor::simd::f32x16;
+use convkit_tensor::{
+    checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
+};
+
+/// A KxK convolution (any stride, zero padding, dilation 1) over NHWC activations.
+///
+/// Each output pixel's reduction is kh runs of kw*ci contiguous values of a zero-padded
+/// copy of the input (in caller scratch, `(h + 2p) * (w + 2p) * ci` floats per image; none
+/// when the padding is 0), accumulated in registers by the 6x32 microkernel. Compared with
+/// im2col + GEMM this copies the input once instead of kh*kw times and packs nothing per call.
+#[derive(Debug, Clone)]
+pub struct DirectConv {
+    filter: FilterShape,
+    window: Window,
+    panels: Vec<f32x16>,
+    bias: AlignedVec,
+}
+
+impl DirectConv {
+    /// Packs OIHW `weights` and `bias` (zeros if None) for `window`.
+    pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>, window: Window) -> Result<Self> {
+        filter.check(weights, bias)?;
+        if window.kernel != (filter.kh, filter.kw) {
+            return Err(Error::mismatch(
+                format!("window kernel for filter {filter}"),
+                format!("({}, {})", filter.kh, filter.kw),
+                format!("{:?}", window.kernel),
+            ));
+        }
+        if window.dilation != (1, 1) || window.ceil_mode {
+            return Err(Error::invalid(format!(
+                "direct convolution takes dilation 1 and no ceil mode, got dilation {:?}, ceil mode {}",
+                window.dilation, window.ceil_mode
+            )));
+        }
+        if window.stride.0 == 0 || window.stride.0 != window.stride.1 {
+            return Err(Error::invalid(format!("direct convolution takes one stride >= 1, got {:?}", window.stride)));
+        }
+        let mut padded_bias = AlignedVec::zeros(filter.co.div_ceil(NR) * NR);
+        if let Some(b) = bias {
+            padded_bias[..filter.co].copy_from_slice(b);
+        }
+        Ok(DirectConv { filter, window, panels: pack_panels(weights, filter), bias: padded_bias })
+    }
+
+    pub fn filter(&self) -> FilterShape {
+        self.filter
+    }
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    pub fn output_shape(&self, input: Shape) -> Result<Shape> {
+        self.filter.check_input(input)?;
+        let (h, w) = self.window.output_hw(input.h, input.w)?;
+        Ok(Shape::new(input.n, self.filter.co, h, w))
+    }
+
+    /// Scratch floats [`DirectConv::forward`] needs: the padded input (0 without padding).
+    pub fn scratch_len(&self, input: Shape) -> Result<usize> {
+        let (ph, pw) = self.window.padding;
+        if (ph, pw) == (0, 0) {
+            return Ok(0);
+        }
+        let overflow = || Error::overflow(format!("padded input of {input}"));
+        let h = input.h.checked_add(2 * ph).ok_or_else(overflow)?;
+        let w = input.w.checked_add(2 * pw).ok_or_else(overflow)?;
+        checked_product("direct conv scratch", &[input.n, h, w, input.c])
+    }
+
+    /// output = epilogue(conv(input) + bias), NHWC, on the current rayon pool. `scratch`
+    /// is grown to [`DirectConv::scratch_len`] if shorter.
+    pub fn forward(
+        &self,
+        input: TensorView<'_>,
+        output: &mut TensorViewMut<'_>,
+        epilogue: Epilogue<'_>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        let out_shape = self.output_shape(input.shape())?;
+        epilogue.check_conv_call("direct conv", Layout::Nhwc, &input, output, out_shape)?;
+        let s = input.shape();
+        let (ph, pw) = self.window.padding;
+        let (src, src_h, src_w) = if (ph, pw) == (0, 0) {
+            (input.data(), s.h, s.w)
+        } else {
+            let len = self.scratch_len(s)?;
+            if scratch.len() < len {
+                scratch.resize(len);
+            }
+            let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
+            pad_nhwc(input.data(), s, (ph, pw), &mut scratch[..len]);
+            (&scratch[..len], hp, wp)
+        };
+        let conv = NhwcConv {
+            src,
+            src_h,
+            src_w,
+            ci: s.c,
+            kernel: self.window.kernel,
+            stride: self.window.stride.0,
+            out: out_shape,
+            panels: &self.panels,
+            bias: &self.bias,
+        };
+        conv.run(output.data_mut(), epilogue.residual.map(|r| r.data()), epilogue.relu);
+        Ok(())
+    }
+}
+
+/// Copies NHWC `src` into `dst` of (h + 2ph) x (w + 2pw) per image with zero borders.
+fn pad_nhwc(src: &[f32], s: Shape, (ph, pw): (usize, usize), dst: &mut [f32]) {
+    let c = s.c;
+    let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
+    let row = s.w * c;
+    for (image, out) in src.chunks_exact(s.h * row).zip(dst.chunks_exact_mut(hp * wp * c)) {
+        let (top, rest) = out.split_at_mut(ph * wp * c);
+        top.fill(0.0);
+        let (middle, bottom) = rest.split_at_mut(s.h * wp * c);
+        bottom.fill(0.0);
+        for (src_row, dst_row) in image.chunks_exact(row).zip(middle.chunks_exact_mut(wp * c)) {
+            dst_row[..pw * c].fill(0.0);
+            dst_row[pw * c..pw * c + row].copy_from_slice(src_row);
+            dst_row[pw * c + row..].fill(0.0);
+        }
+    }
+}
