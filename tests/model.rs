@@ -4,7 +4,7 @@
 mod common;
 
 use common::random_tensor;
-use convkit_model::{ResNet, ResNetSpec, Variant, Weights, Workspace, BN_EPS, SHORTCUT_POOL, STEM_POOL};
+use convkit_model::{KxkPath, ResNet, ResNetSpec, Variant, Weights, Workspace, BN_EPS, SHORTCUT_POOL, STEM_POOL};
 use convkit_reference as reference;
 use convkit_tensor::{FilterShape, Layout, Shape, Tensor};
 
@@ -70,9 +70,13 @@ fn relative_error(got: &[f32], want: &[f32]) -> f32 {
 /// Also compares logits minus their per-image mean: with random weights the logits barely
 /// depend on the input, and the centred values are the sensitive part.
 fn check(variant: Variant, depths: [usize; 4], input: Shape, layout: Layout, tol: f32) {
+    check_path(variant, depths, input, layout, tol, KxkPath::Direct)
+}
+
+fn check_path(variant: Variant, depths: [usize; 4], input: Shape, layout: Layout, tol: f32, kxk: KxkPath) {
     let spec = ResNetSpec::new(variant, depths);
     let w = Weights::seeded(spec, 7);
-    let model = ResNet::new(&w).unwrap();
+    let model = ResNet::with_kxk_path(&w, kxk).unwrap();
     let x = random_tensor(input, layout, 11);
     let mut ws = Workspace::new();
     let got = model.forward(x.view(), &mut ws).unwrap().to_vec();
@@ -97,6 +101,13 @@ fn small_resnets_match_reference_all_variants() {
         check(v, [1, 1, 1, 1], Shape::new(2, 3, 64, 64), Layout::Nchw, 1e-5);
         // Odd size: ceil-mode pooling and stride-2 edges.
         check(v, [1, 1, 1, 1], Shape::new(1, 3, 97, 83), Layout::Nhwc, 1e-5);
+    }
+}
+
+#[test]
+fn im2col_path_matches_reference() {
+    for v in [Variant::A, Variant::D] {
+        check_path(v, [1, 1, 1, 1], Shape::new(1, 3, 97, 83), Layout::Nchw, 1e-5, KxkPath::Im2col);
     }
 }
 

@@ -4,7 +4,7 @@ mod classify;
 mod npy;
 
 use clap::{Args, Parser, Subcommand};
-use convkit_model::{ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
+use convkit_model::{KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
 use convkit_tensor::{Layout, Shape, Tensor, TensorView};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -95,6 +95,10 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// How KxK convs run: direct (the 1x1 microkernel, default) or im2col (+ gemm); bench
+    /// takes a comma-separated list and times every path in the same rounds.
+    #[arg(long, default_value = "direct")]
+    kxk: String,
     /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column.
     #[arg(long, default_value_t = PEAK_GFLOPS_PER_CORE)]
     peak: f64,
@@ -177,8 +181,17 @@ fn info(size: usize) -> CliResult {
     Ok(())
 }
 
-fn seeded_model(v: Variant, seed: u64) -> Result<ResNet, String> {
-    ResNet::new(&Weights::seeded(ResNetSpec::resnet50(v), seed)).map_err(|e| e.to_string())
+fn kxk_path(name: &str) -> Result<KxkPath, String> {
+    match name {
+        "direct" => Ok(KxkPath::Direct),
+        "im2col" => Ok(KxkPath::Im2col),
+        other => Err(format!("unknown --kxk '{other}': expected direct or im2col")),
+    }
+}
+
+fn seeded_model(v: Variant, c: &Common) -> Result<ResNet, String> {
+    let weights = Weights::seeded(ResNetSpec::resnet50(v), c.seed);
+    ResNet::with_kxk_path(&weights, kxk_path(&c.kxk)?).map_err(|e| e.to_string())
 }
 
 fn random_input(c: &Common) -> Result<Tensor, String> {
@@ -215,19 +228,28 @@ fn progress(len: u64, hidden: bool) -> indicatif::ProgressBar {
 fn bench(args: &BenchArgs) -> CliResult {
     let c = &args.common;
     let variants = parse_variants(&args.variant)?;
-    if variants.is_empty() || c.iters == 0 || c.batch == 0 {
-        return Err("need at least one variant, --iters >= 1 and --batch >= 1".into());
+    let paths: Vec<&str> = c.kxk.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if variants.is_empty() || paths.is_empty() || c.iters == 0 || c.batch == 0 {
+        return Err("need at least one variant and --kxk path, --iters >= 1 and --batch >= 1".into());
+    }
+    // Every (KxK path, variant) pair is timed in the same alternating rounds.
+    let mut cases = Vec::new();
+    for path in &paths {
+        let kxk = kxk_path(path)?;
+        for &v in &variants {
+            let model = ResNet::with_kxk_path(&Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
+                .map_err(|e| e.to_string())?;
+            cases.push((*path, v, model));
+        }
     }
     let pool = thread_pool(c.threads)?;
     let x = random_input(c)?;
-    let models = variants.iter().map(|&v| seeded_model(v, c.seed)).collect::<Result<Vec<_>, _>>()?;
-    let mut spaces: Vec<Workspace> = variants.iter().map(|_| Workspace::new()).collect();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let bar = progress(((c.warmup + c.iters) * variants.len()) as u64, c.json);
+    let mut spaces: Vec<Workspace> = cases.iter().map(|_| Workspace::new()).collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let bar = progress(((c.warmup + c.iters) * cases.len()) as u64, c.json);
     bar.set_message("bench");
     for round in 0..c.warmup + c.iters {
-        // Alternating rounds: every variant sees the same machine conditions.
-        for (i, model) in models.iter().enumerate() {
+        for (i, (_, _, model)) in cases.iter().enumerate() {
             let start = Instant::now();
             pool.install(|| model.forward(x.view(), &mut spaces[i])).map_err(|e| e.to_string())?;
             if round >= c.warmup {
@@ -240,19 +262,19 @@ fn bench(args: &BenchArgs) -> CliResult {
     let peak = c.peak * c.threads as f64;
     let macs_a = counts(Variant::A, c.size)?.macs() as f64;
     let mut rows = Vec::new();
-    for (i, &v) in variants.iter().enumerate() {
-        let macs = counts(v, c.size)?.macs() as f64 * c.batch as f64;
+    for (i, (path, v, _)) in cases.iter().enumerate() {
+        let macs = counts(*v, c.size)?.macs() as f64 * c.batch as f64;
         let min = times[i].iter().cloned().fold(f64::INFINITY, f64::min);
         let med = median(&mut times[i]);
-        rows.push((v, med, min, macs));
+        rows.push((*path, *v, med, min, macs));
     }
-    let med_a = rows.iter().find(|r| r.0 == Variant::A).map(|r| r.1);
+    let time_of_a = |path: &str| rows.iter().find(|r| r.0 == path && r.1 == Variant::A).map(|r| r.2);
     if c.json {
         let items: Vec<String> = rows
             .iter()
-            .map(|(v, med, min, macs)| {
+            .map(|(path, v, med, min, macs)| {
                 format!(
-                    "{{\"variant\":\"{v}\",\"batch\":{},\"threads\":{},\"size\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.2},\"gflops\":{:.1},\"peak_share\":{:.3},\"macs\":{}}}",
+                    "{{\"variant\":\"{v}\",\"kxk\":\"{path}\",\"batch\":{},\"threads\":{},\"size\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.2},\"gflops\":{:.1},\"peak_share\":{:.3},\"macs\":{}}}",
                     c.batch, c.threads, c.size, med * 1e3, min * 1e3, c.batch as f64 / med, 2.0 * macs / med / 1e9,
                     2.0 * macs / med / 1e9 / peak, *macs as u64
                 )
@@ -266,15 +288,16 @@ fn bench(args: &BenchArgs) -> CliResult {
         c.batch, c.size, c.size, c.threads, c.iters
     );
     println!(
-        "{:<8} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
-        "variant", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
+        "{:<8} {:<7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "variant", "kxk", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
     );
-    for (v, med, min, macs) in &rows {
+    for (path, v, med, min, macs) in &rows {
         let gflops = 2.0 * macs / med / 1e9;
-        let ratio = med_a.map_or("-".to_string(), |a| format!("{:.3}", med / a));
+        let ratio = time_of_a(path).map_or("-".to_string(), |a| format!("{:.3}", med / a));
         println!(
-            "{:<8} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
+            "{:<8} {:<7} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
             v.to_string(),
+            path,
             med * 1e3,
             min * 1e3,
             c.batch as f64 / med,
@@ -295,7 +318,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
     }
     let pool = thread_pool(c.threads)?;
     let x = random_input(c)?;
-    let model = seeded_model(variant, c.seed)?;
+    let model = seeded_model(variant, c)?;
     let mut ws = Workspace::new();
     let mut runs: Vec<Vec<StepTiming>> = Vec::new();
     let bar = progress((c.warmup + c.iters) as u64, c.json);

@@ -1,14 +1,14 @@
 //! ResNet-50 A, B, C and D of "Bag of Tricks for Image Classification with CNNs"
 //! (He et al., 2018), and depths 101/152, from one [`ResNetSpec`]: exact parameter and
 //! MAC counts, seeded or safetensors weights under timm/torchvision names, and an NHWC
-//! forward pass with BN folded, 1x1 convs on the direct SIMD path and KxK convs on
-//! im2col + gemm, residual add and ReLU fused into the last conv of each block.
+//! forward pass with BN folded, 1x1 and KxK convs on the direct SIMD microkernel (KxK
+//! optionally on im2col + gemm, [`KxkPath`]), residual add and ReLU fused into the last conv of each block.
 
 mod net;
 mod spec;
 mod weights;
 
-pub use net::{ResNet, StepKind, StepTiming, Workspace, BN_EPS};
+pub use net::{KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS};
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,
     SHORTCUT_POOL, STEM_POOL,

@@ -3,7 +3,7 @@
 use crate::spec::{BlockSpec, ConvKind, ConvSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
 use crate::weights::Weights;
 use crate::ModelError;
-use convkit_conv1x1::Conv1x1;
+use convkit_conv1x1::{Conv1x1, DirectConv};
 use convkit_im2col::Im2colConv;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
 use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut};
@@ -54,8 +54,20 @@ pub struct StepTiming {
     pub scratch_bytes: usize,
 }
 
+/// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KxkPath {
+    /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy. Measured faster on
+    /// every ResNet-50 KxK layer but stage 4 on two threads (docs/results.md).
+    #[default]
+    Direct,
+    /// im2col + the `gemm` crate: the formulation of the paper's argument.
+    Im2col,
+}
+
 enum ConvOp {
     Direct(Conv1x1),
+    DirectKxk(DirectConv),
     Im2col(Im2colConv),
 }
 
@@ -67,7 +79,7 @@ struct ConvLayer {
 
 impl ConvLayer {
     /// Folds BN into the conv and packs it for its kernel.
-    fn build(spec: &ConvSpec, weights: &Weights) -> Result<Self, ModelError> {
+    fn build(spec: &ConvSpec, weights: &Weights, kxk: KxkPath) -> Result<Self, ModelError> {
         let w = &weights.get(&format!("{}.weight", spec.conv))?.data;
         let bn = |s: &str| weights.get(&format!("{}.{s}", spec.bn)).map(|t| &t.data);
         let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
@@ -82,6 +94,8 @@ impl ConvLayer {
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
         let op = if spec.kernel == 1 {
             ConvOp::Direct(Conv1x1::new(&folded, filter, Some(&bias), spec.stride, Layout::Nhwc)?)
+        } else if kxk == KxkPath::Direct {
+            ConvOp::DirectKxk(DirectConv::new(&folded, filter, Some(&bias), spec.window())?)
         } else {
             ConvOp::Im2col(Im2colConv::new(&folded, filter, Some(&bias), spec.window(), Layout::Nhwc)?)
         };
@@ -91,6 +105,7 @@ impl ConvLayer {
     fn output_shape(&self, input: Shape) -> Result<Shape, Error> {
         match &self.op {
             ConvOp::Direct(c) => c.output_shape(input),
+            ConvOp::DirectKxk(c) => c.output_shape(input),
             ConvOp::Im2col(c) => c.output_shape(input),
         }
     }
@@ -100,8 +115,14 @@ struct Block {
     conv1: ConvLayer,
     conv2: ConvLayer,
     conv3: ConvLayer,
-    /// (average pool first, conv).
-    downsample: Option<(bool, ConvLayer)>,
+    downsample: Option<Downsample>,
+}
+
+struct Downsample {
+    /// Step name of the 2x2 average pool before the conv (D), if any: made at build time
+    /// so the forward pass formats nothing.
+    pool: Option<String>,
+    conv: ConvLayer,
 }
 
 /// Arena of one forward pass: activation buffers that grow to the largest activation on
@@ -214,19 +235,27 @@ fn view(buf: &AlignedVec, shape: Shape) -> Result<TensorView<'_>, Error> {
 impl ResNet {
     /// Builds the network of `weights.spec()`: BN folded, every conv packed for its kernel.
     pub fn new(weights: &Weights) -> Result<Self, ModelError> {
+        Self::with_kxk_path(weights, KxkPath::default())
+    }
+
+    /// As [`ResNet::new`], with the KxK convs on `kxk`.
+    pub fn with_kxk_path(weights: &Weights, kxk: KxkPath) -> Result<Self, ModelError> {
         let spec = weights.spec();
         let net = spec.layers();
-        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights)).collect::<Result<_, _>>()?;
+        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk)).collect::<Result<_, _>>()?;
         let blocks = net
             .blocks
             .iter()
             .map(|b: &BlockSpec| {
                 Ok(Block {
-                    conv1: ConvLayer::build(&b.conv1, weights)?,
-                    conv2: ConvLayer::build(&b.conv2, weights)?,
-                    conv3: ConvLayer::build(&b.conv3, weights)?,
+                    conv1: ConvLayer::build(&b.conv1, weights, kxk)?,
+                    conv2: ConvLayer::build(&b.conv2, weights, kxk)?,
+                    conv3: ConvLayer::build(&b.conv3, weights, kxk)?,
                     downsample: match &b.downsample {
-                        Some(d) => Some((d.pool, ConvLayer::build(&d.conv, weights)?)),
+                        Some(d) => Some(Downsample {
+                            pool: d.pool.then(|| format!("{}.pool", d.conv.conv)),
+                            conv: ConvLayer::build(&d.conv, weights, kxk)?,
+                        }),
                         None => None,
                     },
                 })
@@ -304,16 +333,15 @@ impl ResNet {
 
         for block in &self.blocks {
             let residual = match &block.downsample {
-                Some((pool, conv)) => {
-                    let src = if *pool {
-                        let avg = PoolKind::Average { count_include_pad: false };
-                        Self::pool(ws, X, POOLED, cur, SHORTCUT_POOL, avg, &format!("{}.pool", conv.name), &mut rec)?;
-                        POOLED
-                    } else {
-                        X
+                Some(Downsample { pool, conv }) => {
+                    let (src, src_shape) = match pool {
+                        Some(name) => {
+                            let avg = PoolKind::Average { count_include_pad: false };
+                            (POOLED, Self::pool(ws, X, POOLED, cur, SHORTCUT_POOL, avg, name, &mut rec)?)
+                        }
+                        None => (X, cur),
                     };
-                    let pooled = if *pool { pool_shape(cur)? } else { cur };
-                    self.conv(conv, ws, src, None, SHORT, pooled, false, &mut rec)?;
+                    self.conv(conv, ws, src, None, SHORT, src_shape, false, &mut rec)?;
                     SHORT
                 }
                 None => X,
@@ -366,6 +394,10 @@ impl ResNet {
                 c.forward(input, &mut out, epilogue)?;
                 ("direct", 0)
             }
+            ConvOp::DirectKxk(c) => {
+                c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
+                ("direct", 4 * c.scratch_len(in_shape)?)
+            }
             ConvOp::Im2col(c) => {
                 c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
                 ("im2col", 4 * c.scratch_len(in_shape)?)
@@ -373,6 +405,7 @@ impl ResNet {
         };
         let f = match &layer.op {
             ConvOp::Direct(c) => c.filter(),
+            ConvOp::DirectKxk(c) => c.filter(),
             ConvOp::Im2col(c) => c.filter(),
         };
         let macs = (out_shape.numel()? * f.reduction_len()) as u64;
@@ -400,8 +433,4 @@ impl ResNet {
         rec.end(name, step, "", in_shape, out_shape, 0, 0);
         Ok(out_shape)
     }
-}
-
-fn pool_shape(s: Shape) -> Result<Shape, Error> {
-    convkit_pool::output_shape(s, SHORTCUT_POOL)
 }
