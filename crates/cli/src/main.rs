@@ -337,6 +337,8 @@ fn profile(args: &ProfileArgs) -> CliResult {
     for (i, s) in steps.iter_mut().enumerate() {
         let mut t: Vec<f64> = runs.iter().map(|r| r[i].seconds).collect();
         s.seconds = median(&mut t);
+        let mut t: Vec<f64> = runs.iter().map(|r| r[i].lowering_seconds).collect();
+        s.lowering_seconds = median(&mut t);
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
     let peak = c.peak * c.threads as f64;
@@ -353,9 +355,9 @@ fn profile(args: &ProfileArgs) -> CliResult {
             .iter()
             .map(|s| {
                 format!(
-                    "{{\"name\":\"{}\",\"kind\":\"{}\",\"path\":\"{}\",\"input\":[{},{},{},{}],\"output\":[{},{},{},{}],\"macs\":{},\"ms\":{:.4},\"gflops\":{:.1},\"share\":{:.4},\"scratch_bytes\":{}}}",
+                    "{{\"name\":\"{}\",\"kind\":\"{}\",\"path\":\"{}\",\"input\":[{},{},{},{}],\"output\":[{},{},{},{}],\"macs\":{},\"ms\":{:.4},\"gflops\":{:.1},\"share\":{:.4},\"scratch_bytes\":{},\"im2col_ms\":{:.4}}}",
                     s.name, s.kind.label(), s.path, s.input.n, s.input.c, s.input.h, s.input.w, s.output.n, s.output.c,
-                    s.output.h, s.output.w, s.macs, s.seconds * 1e3, gflops(s.macs, s.seconds), s.seconds / total, s.scratch_bytes
+                    s.output.h, s.output.w, s.macs, s.seconds * 1e3, gflops(s.macs, s.seconds), s.seconds / total, s.scratch_bytes, s.lowering_seconds * 1e3
                 )
             })
             .collect();
@@ -385,13 +387,13 @@ fn profile(args: &ProfileArgs) -> CliResult {
         c.batch, c.size, c.size, c.threads, c.iters
     );
     println!(
-        "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8} {:>8} {:>6} {:>9}",
-        "layer", "kind", "path", "input (n,c,h,w)", "output", "MACs", "ms", "GFLOP/s", "share", "scratch"
+        "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8} {:>8} {:>6} {:>9} {:>9}",
+        "layer", "kind", "path", "input (n,c,h,w)", "output", "MACs", "ms", "GFLOP/s", "share", "scratch", "im2col ms"
     );
     let shape = |s: Shape| format!("{},{},{},{}", s.n, s.c, s.h, s.w);
     for s in &steps {
         println!(
-            "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8.3} {:>8.1} {:>5.1}% {:>9}",
+            "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8.3} {:>8.1} {:>5.1}% {:>9} {:>9}",
             s.name,
             s.kind.label(),
             s.path,
@@ -401,7 +403,8 @@ fn profile(args: &ProfileArgs) -> CliResult {
             s.seconds * 1e3,
             gflops(s.macs, s.seconds),
             100.0 * s.seconds / total,
-            if s.scratch_bytes > 0 { format!("{}K", s.scratch_bytes / 1024) } else { String::new() }
+            if s.scratch_bytes > 0 { format!("{}K", s.scratch_bytes / 1024) } else { String::new() },
+            if s.path == "im2col" { format!("{:.3}", s.lowering_seconds * 1e3) } else { String::new() }
         );
     }
     println!("\nby kind (peak {peak:.0} GFLOP/s):");
@@ -421,6 +424,10 @@ fn profile(args: &ProfileArgs) -> CliResult {
     }
     let macs: u64 = steps.iter().map(|s| s.macs).sum();
     println!("{:<8} {:>7} {:>14} {:>9.3} {:>9.1}", "total", steps.len(), macs, total * 1e3, gflops(macs, total));
+    let lowering: f64 = steps.iter().map(|s| s.lowering_seconds).sum();
+    if lowering > 0.0 {
+        println!("im2col copies: {:.3} ms, {:.1}% of the total", lowering * 1e3, 100.0 * lowering / total);
+    }
     Ok(())
 }
 

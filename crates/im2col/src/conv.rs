@@ -5,6 +5,7 @@ use crate::matmul::{matmul, MatMut, MatRef, MatrixShape};
 use convkit_tensor::{
     checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
 };
+use std::time::{Duration, Instant};
 
 /// Default bound of the im2col scratch: output rows are lowered in tiles of at most this
 /// many bytes (at least one output row), so scratch stays near L2 size whatever the image.
@@ -114,6 +115,19 @@ impl Im2colConv {
         epilogue: Epilogue<'_>,
         scratch: &mut AlignedVec,
     ) -> Result<()> {
+        self.forward_timed(input, output, epilogue, scratch).map(|_| ())
+    }
+
+    /// As [`Im2colConv::forward`], and returns the time spent lowering (im2col copies),
+    /// the rest being GEMM and epilogue: what a profile needs to show the cost of im2col.
+    pub fn forward_timed(
+        &self,
+        input: TensorView<'_>,
+        output: &mut TensorViewMut<'_>,
+        epilogue: Epilogue<'_>,
+        scratch: &mut AlignedVec,
+    ) -> Result<Duration> {
+        let mut lowering = Duration::ZERO;
         let out_shape = self.output_shape(input.shape())?;
         epilogue.check_conv_call("conv", self.layout, &input, output, out_shape)?;
         let need = self.scratch_len(input.shape())?;
@@ -136,7 +150,9 @@ impl Im2colConv {
                 let col = &mut scratch[..pixels * k];
                 match self.layout {
                     Layout::Nhwc => {
+                        let start = Instant::now();
                         im2col_nhwc(image, dims, &self.window, rows.clone(), col)?;
+                        lowering += start.elapsed();
                         let range = oy0 * wo * co..(oy0 * wo + pixels) * co;
                         let d = &mut dst[range.clone()];
                         for (px, d) in d.chunks_exact_mut(co).enumerate() {
@@ -158,7 +174,9 @@ impl Im2colConv {
                         }
                     }
                     Layout::Nchw => {
+                        let start = Instant::now();
                         im2col_nchw(image, dims, &self.window, rows.clone(), col)?;
+                        lowering += start.elapsed();
                         let start = oy0 * wo;
                         for c in 0..co {
                             let d = &mut dst[c * ho * wo + start..c * ho * wo + start + pixels];
@@ -187,6 +205,6 @@ impl Im2colConv {
                 }
             }
         }
-        Ok(())
+        Ok(lowering)
     }
 }

@@ -50,8 +50,11 @@ pub struct StepTiming {
     pub output: Shape,
     pub macs: u64,
     pub seconds: f64,
-    /// im2col scratch bytes of this step (0 for direct convs and pools).
+    /// Scratch bytes of this step: the im2col matrix tile, or the padded input of a direct
+    /// KxK conv (0 for 1x1 convs and pools).
     pub scratch_bytes: usize,
+    /// Of `seconds`, the time spent in im2col copies (im2col path only).
+    pub lowering_seconds: f64,
 }
 
 /// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
@@ -176,6 +179,8 @@ impl std::fmt::Debug for ResNet {
 struct Recorder<'a> {
     steps: Option<&'a mut Vec<StepTiming>>,
     start: Instant,
+    /// im2col time of the step under way.
+    lowering: f64,
 }
 
 impl Recorder<'_> {
@@ -205,6 +210,7 @@ impl Recorder<'_> {
                 macs,
                 seconds: self.start.elapsed().as_secs_f64(),
                 scratch_bytes: scratch,
+                lowering_seconds: std::mem::take(&mut self.lowering),
             });
         }
     }
@@ -302,7 +308,7 @@ impl ResNet {
         ws: &'w mut Workspace,
         steps: Option<&mut Vec<StepTiming>>,
     ) -> Result<&'w [f32], ModelError> {
-        let mut rec = Recorder { steps, start: Instant::now() };
+        let mut rec = Recorder { steps, start: Instant::now(), lowering: 0.0 };
         let shape = input.shape();
         shape.validate()?;
         if shape.c != 3 {
@@ -399,7 +405,7 @@ impl ResNet {
                 ("direct", 4 * c.scratch_len(in_shape)?)
             }
             ConvOp::Im2col(c) => {
-                c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
+                rec.lowering = c.forward_timed(input, &mut out, epilogue, &mut ws.scratch)?.as_secs_f64();
                 ("im2col", 4 * c.scratch_len(in_shape)?)
             }
         };
