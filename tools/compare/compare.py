@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Compare convkit with onnxruntime and OpenVINO on the same ResNet-50 graphs and weights.
+
+  compare.py check [--variants a,b,c,d] [--size 64] [--batch 2]
+      builds each variant's ONNX graph from the safetensors that `convkit export` writes,
+      runs onnxruntime and `convkit run` on the same .npy input, and fails unless
+      max|convkit - onnxruntime| / max|onnxruntime| <= 1e-5.
+  compare.py bench [--variants a,d] [--batch 1] [--threads 2] [--rounds 3] [--iters 10]
+      times convkit, onnxruntime and OpenVINO in alternating rounds and prints the lowest
+      median per engine and variant, and the ratios.
+
+The graph follows the "Bag of Tricks" variants exactly as convkit's ResNetSpec does, with
+the same key names (torchvision for A/B, timm's deep stem and pooled shortcut for C/D).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONVKIT = os.path.join(ROOT, "target", "release", "convkit")
+
+
+def layers(variant):
+    """Stem convs, blocks, as (conv_key, bn_key, ci, co, k, stride) - mirrors ResNetSpec::layers."""
+    deep = variant in "cd"
+    stride_on_3x3 = variant != "a"
+    pooled = variant == "d"
+    if deep:
+        stem = [("conv1.0", "conv1.1", 3, 32, 3, 2), ("conv1.3", "conv1.4", 32, 32, 3, 1), ("conv1.6", "bn1", 32, 64, 3, 1)]
+    else:
+        stem = [("conv1", "bn1", 3, 64, 7, 2)]
+    blocks = []
+    ci = 64
+    for stage, depth in enumerate([3, 4, 6, 3]):
+        width = 64 << stage
+        co = width * 4
+        for b in range(depth):
+            name = f"layer{stage + 1}.{b}"
+            stride = 2 if b == 0 and stage > 0 else 1
+            s1, s2 = (1, stride) if stride_on_3x3 else (stride, 1)
+            down = None
+            if b == 0:
+                if pooled:
+                    down = (stride == 2, (f"{name}.downsample.1", f"{name}.downsample.2", ci, co, 1, 1))
+                else:
+                    down = (False, (f"{name}.downsample.0", f"{name}.downsample.1", ci, co, 1, stride))
+            blocks.append(dict(
+                conv1=(f"{name}.conv1", f"{name}.bn1", ci, width, 1, s1),
+                conv2=(f"{name}.conv2", f"{name}.bn2", width, width, 3, s2),
+                conv3=(f"{name}.conv3", f"{name}.bn3", width, co, 1, 1),
+                down=down,
+            ))
+            ci = co
+    return stem, blocks
+
+
+def build_onnx(variant, weights):
+    nodes, inits = [], []
+    counter = [0]
+
+    def fresh(prefix):
+        counter[0] += 1
+        return f"{prefix}_{counter[0]}"
+
+    def init(name):
+        inits.append(numpy_helper.from_array(weights[name].astype(np.float32), name))
+        return name
+
+    def conv_bn(x, spec, relu):
+        conv, bn, ci, co, k, s = spec
+        y = fresh(conv)
+        nodes.append(helper.make_node("Conv", [x, init(conv + ".weight")], [y], kernel_shape=[k, k],
+                                      strides=[s, s], pads=[k // 2] * 4))
+        z = fresh(bn)
+        nodes.append(helper.make_node("BatchNormalization", [y] + [init(f"{bn}.{p}") for p in
+                                      ("weight", "bias", "running_mean", "running_var")], [z], epsilon=1e-5))
+        if relu:
+            r = fresh("relu")
+            nodes.append(helper.make_node("Relu", [z], [r]))
+            return r
+        return z
+
+    stem, blocks = layers(variant)
+    h = "x"
+    for spec in stem:
+        h = conv_bn(h, spec, True)
+    p = fresh("maxpool")
+    nodes.append(helper.make_node("MaxPool", [h], [p], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    h = p
+    for b in blocks:
+        short = h
+        if b["down"] is not None:
+            pool, spec = b["down"]
+            src = h
+            if pool:
+                src = fresh("avgpool")
+                nodes.append(helper.make_node("AveragePool", [h], [src], kernel_shape=[2, 2], strides=[2, 2],
+                                              ceil_mode=1, count_include_pad=0))
+            short = conv_bn(src, spec, False)
+        t = conv_bn(h, b["conv1"], True)
+        t = conv_bn(t, b["conv2"], True)
+        t = conv_bn(t, b["conv3"], False)
+        s = fresh("add")
+        nodes.append(helper.make_node("Add", [t, short], [s]))
+        h = fresh("relu")
+        nodes.append(helper.make_node("Relu", [s], [h]))
+    g, f = fresh("gap"), fresh("flat")
+    nodes.append(helper.make_node("GlobalAveragePool", [h], [g]))
+    nodes.append(helper.make_node("Flatten", [g], [f], axis=1))
+    nodes.append(helper.make_node("Gemm", [f, init("fc.weight"), init("fc.bias")], ["logits"], transB=1))
+    graph = helper.make_graph(
+        nodes, f"resnet50{variant}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 1000])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def run(cmd):
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{res.stderr}")
+    return res.stdout
+
+
+def write_npy(path, arr):
+    np.save(path, np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def ort_session(model, threads):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ov_model(model, threads):
+    import openvino as ov
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY"})
+    return compiled
+
+
+def check(args, tmp):
+    worst = 0.0
+    for v in args.variants.split(","):
+        wpath = os.path.join(tmp, f"{v}.safetensors")
+        run([CONVKIT, "export", "--variant", v, "--seed", "1", "-o", wpath])
+        model = build_onnx(v, load_file(wpath))
+        x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, args.size, args.size + 7)).astype(np.float32)
+        xpath, ypath = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+        write_npy(xpath, x)
+        run([CONVKIT, "run", "--variant", v, "--weights", wpath, "--input", xpath, "--output", ypath])
+        got = np.load(ypath)
+        want = ort_session(model, 2).run(None, {"x": x})[0]
+        rel = float(np.abs(got - want).max() / np.abs(want).max())
+        gc, wc = got - got.mean(1, keepdims=True), want - want.mean(1, keepdims=True)
+        rel_c = float(np.abs(gc - wc).max() / np.abs(wc).max())
+        print(f"{v.upper()}: max|convkit - onnxruntime| / max|logit| = {rel:.2e}, centred logits {rel_c:.2e}")
+        worst = max(worst, rel)
+    if worst > 1e-5:
+        sys.exit(f"numerics check failed: {worst:.2e} > 1e-5")
+    print("numerics check passed")
+
+
+def bench(args, tmp):
+    variants = args.variants.split(",")
+    x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)
+    engines = {}
+    for v in variants:
+        wpath = os.path.join(tmp, f"{v}.safetensors")
+        run([CONVKIT, "export", "--variant", v, "--seed", "0", "-o", wpath])
+        model = build_onnx(v, load_file(wpath))
+        sess = ort_session(model, args.threads)
+        comp = ov_model(model, args.threads)
+        req = comp.create_infer_request()
+        engines[("onnxruntime", v)] = lambda s=sess: s.run(None, {"x": x})
+        engines[("openvino", v)] = lambda r=req: r.infer({0: x})
+    medians = {}
+    for rnd in range(args.rounds):
+        for v in variants:
+            out = run([CONVKIT, "bench", "--variant", v, "--batch", str(args.batch), "--threads", str(args.threads),
+                       "--iters", str(args.iters), "--warmup", "2", "--json"])
+            medians.setdefault(("convkit", v), []).append(json.loads(out)[0]["median_ms"])
+            for eng in ("onnxruntime", "openvino"):
+                f = engines[(eng, v)]
+                for _ in range(2):
+                    f()
+                ts = []
+                for _ in range(args.iters):
+                    t0 = time.perf_counter()
+                    f()
+                    ts.append((time.perf_counter() - t0) * 1e3)
+                medians.setdefault((eng, v), []).append(float(np.median(ts)))
+    print(f"batch {args.batch}, {args.threads} thread(s), {args.rounds} alternating rounds of {args.iters}: "
+          "lowest median ms (range of medians)")
+    print(f"{'engine':<12}" + "".join(f"{v.upper():>20}" for v in variants))
+    best = {}
+    for eng in ("convkit", "onnxruntime", "openvino"):
+        cells = []
+        for v in variants:
+            m = medians[(eng, v)]
+            best[(eng, v)] = min(m)
+            cells.append(f"{min(m):>8.1f} ({min(m):.0f}-{max(m):.0f})")
+        print(f"{eng:<12}" + "".join(f"{c:>20}" for c in cells))
+    for v in variants:
+        print(f"{v.upper()}: convkit / onnxruntime {best[('convkit', v)] / best[('onnxruntime', v)]:.3f}, "
+              f"convkit / openvino {best[('convkit', v)] / best[('openvino', v)]:.3f}")
+    if "a" in variants:
+        for eng in ("convkit", "onnxruntime", "openvino"):
+            ratios = ", ".join(f"{v.upper()}/A {best[(eng, v)] / best[(eng, 'a')]:.3f}" for v in variants if v != "a")
+            print(f"{eng}: {ratios}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check")
+    c.add_argument("--variants", default="a,b,c,d")
+    c.add_argument("--size", type=int, default=64)
+    c.add_argument("--batch", type=int, default=2)
+    b = sub.add_parser("bench")
+    b.add_argument("--variants", default="a,d")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--iters", type=int, default=10)
+    args = p.parse_args()
+    if not os.path.exists(CONVKIT):
+        sys.exit(f"{CONVKIT} not found: build it with cargo build --release -p convkit-cli")
+    with tempfile.TemporaryDirectory() as tmp:
+        (check if args.cmd == "check" else bench)(args, tmp)
+
+
+if __name__ == "__main__":
+    main()
