@@ -6,6 +6,10 @@ use convkit_tensor::simd::f32x16;
 use convkit_tensor::{
     checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
 };
+use rayon::prelude::*;
+
+/// Padded inputs below this many floats are copied on the calling thread.
+const PARALLEL_PAD_MIN: usize = 1 << 16;
 
 /// A KxK convolution (any stride, zero padding, dilation 1) over NHWC activations.
 ///
@@ -113,20 +117,27 @@ impl DirectConv {
     }
 }
 
-/// Copies NHWC `src` into `dst` of (h + 2ph) x (w + 2pw) per image with zero borders.
+/// Copies NHWC `src` into `dst` of (h + 2ph) x (w + 2pw) per image with zero borders, one
+/// padded row per task on the current rayon pool.
 fn pad_nhwc(src: &[f32], s: Shape, (ph, pw): (usize, usize), dst: &mut [f32]) {
     let c = s.c;
     let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
     let row = s.w * c;
-    for (image, out) in src.chunks_exact(s.h * row).zip(dst.chunks_exact_mut(hp * wp * c)) {
-        let (top, rest) = out.split_at_mut(ph * wp * c);
-        top.fill(0.0);
-        let (middle, bottom) = rest.split_at_mut(s.h * wp * c);
-        bottom.fill(0.0);
-        for (src_row, dst_row) in image.chunks_exact(row).zip(middle.chunks_exact_mut(wp * c)) {
-            dst_row[..pw * c].fill(0.0);
-            dst_row[pw * c..pw * c + row].copy_from_slice(src_row);
-            dst_row[pw * c + row..].fill(0.0);
+    let fill_row = |(i, dst_row): (usize, &mut [f32])| {
+        let (n, y) = (i / hp, i % hp);
+        match y.checked_sub(ph).filter(|&iy| iy < s.h) {
+            None => dst_row.fill(0.0),
+            Some(iy) => {
+                let src_row = &src[(n * s.h + iy) * row..][..row];
+                dst_row[..pw * c].fill(0.0);
+                dst_row[pw * c..pw * c + row].copy_from_slice(src_row);
+                dst_row[pw * c + row..].fill(0.0);
+            }
         }
+    };
+    if dst.len() >= PARALLEL_PAD_MIN && rayon::current_num_threads() > 1 {
+        dst.par_chunks_mut(wp * c).enumerate().for_each(fill_row);
+    } else {
+        dst.chunks_mut(wp * c).enumerate().for_each(fill_row);
     }
 }
