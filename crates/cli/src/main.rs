@@ -12,10 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// Default f32 FMA peak of one core: the Intel Xeon (AVX-512, 2 FMA ports) of
-/// ../shared/ANCHORS.md. Other CPUs differ (an AMD EPYC Zen 4 here reads 117): pass
-/// --peak with what ../shared/tools/fma_canary.rs measures.
-const PEAK_GFLOPS_PER_CORE: f64 = 176.0;
+/// Seconds of the FMA probe that sets the share-of-peak column when --peak is not given.
+const PEAK_PROBE_SECONDS: f64 = 0.3;
 
 #[derive(Parser)]
 #[command(name = "convkit", version, about = "ResNet-50 A/B/C/D (Bag of Tricks) on convkit's CPU kernels")]
@@ -99,9 +97,10 @@ struct Common {
     /// takes a comma-separated list and times every path in the same rounds.
     #[arg(long, default_value = "direct")]
     kxk: String,
-    /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column.
-    #[arg(long, default_value_t = PEAK_GFLOPS_PER_CORE)]
-    peak: f64,
+    /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column; measured on
+    /// every worker thread at once (12 FMA chains of 16 lanes) when not given.
+    #[arg(long)]
+    peak: Option<f64>,
 }
 
 #[derive(Args)]
@@ -144,6 +143,14 @@ type CliResult = Result<(), String>;
 
 fn parse_variants(list: &str) -> Result<Vec<Variant>, String> {
     list.split(',').filter(|s| !s.trim().is_empty()).map(|s| Variant::parse(s).map_err(|e| e.to_string())).collect()
+}
+
+/// Peak GFLOP/s of the pool's threads together: `--peak` per core times threads, or measured.
+fn pool_peak(c: &Common, pool: &rayon::ThreadPool) -> f64 {
+    match c.peak {
+        Some(per_core) => per_core * c.threads as f64,
+        None => pool.broadcast(|_| convkit_tensor::simd::measure_fma_gflops(PEAK_PROBE_SECONDS)).iter().sum(),
+    }
 }
 
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
@@ -259,7 +266,7 @@ fn bench(args: &BenchArgs) -> CliResult {
         }
     }
     bar.finish_and_clear();
-    let peak = c.peak * c.threads as f64;
+    let peak = pool_peak(c, &pool);
     let macs_a = counts(Variant::A, c.size)?.macs() as f64;
     let mut rows = Vec::new();
     for (i, (path, v, _)) in cases.iter().enumerate() {
@@ -341,7 +348,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
         s.lowering_seconds = median(&mut t);
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    let peak = c.peak * c.threads as f64;
+    let peak = pool_peak(c, &pool);
     let gflops = |macs: u64, secs: f64| if secs > 0.0 { 2.0 * macs as f64 / secs / 1e9 } else { 0.0 };
     let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
     for s in &steps {

@@ -30,6 +30,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fma_probe_measures_something() {
+        let g = simd::measure_fma_gflops(0.01);
+        assert!(g.is_finite() && g > 0.1, "{g}");
+    }
+
+    #[test]
     fn aligned_storage_is_aligned() {
         for len in [1, 15, 16, 17, 1000] {
             let v = AlignedVec::zeros(len);

@@ -35,3 +35,25 @@ pub fn store_partial(s: &mut [f32], v: f32x16) {
     let n = s.len();
     s.copy_from_slice(&v.as_array()[..n]);
 }
+
+/// f32 GFLOP/s this thread reaches with 12 independent 16-lane FMA chains for about
+/// `seconds`: the machine's FMA peak as `wide` compiles it here (what kernels can reach).
+pub fn measure_fma_gflops(seconds: f64) -> f64 {
+    const CHAINS: usize = 12;
+    const STEPS: usize = 4096;
+    let x = f32x16::splat(std::hint::black_box(0.999_999));
+    let y = f32x16::splat(std::hint::black_box(1e-7));
+    let mut acc = [f32x16::splat(1.0); CHAINS];
+    let start = std::time::Instant::now();
+    let mut flops = 0.0f64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..STEPS {
+            for a in acc.iter_mut() {
+                *a = a.mul_add(x, y);
+            }
+        }
+        flops += (STEPS * CHAINS * LANES * 2) as f64;
+    }
+    std::hint::black_box(acc);
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
