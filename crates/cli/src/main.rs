@@ -198,7 +198,7 @@ fn kxk_path(name: &str) -> Result<KxkPath, String> {
 
 fn seeded_model(v: Variant, c: &Common) -> Result<ResNet, String> {
     let weights = Weights::seeded(ResNetSpec::resnet50(v), c.seed);
-    ResNet::with_kxk_path(&weights, kxk_path(&c.kxk)?).map_err(|e| e.to_string())
+    ResNet::from_weights(weights, kxk_path(&c.kxk)?).map_err(|e| e.to_string())
 }
 
 fn random_input(c: &Common) -> Result<Tensor, String> {
@@ -244,7 +244,7 @@ fn bench(args: &BenchArgs) -> CliResult {
     for path in &paths {
         let kxk = kxk_path(path)?;
         for &v in &variants {
-            let model = ResNet::with_kxk_path(&Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
+            let model = ResNet::from_weights(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
                 .map_err(|e| e.to_string())?;
             cases.push((*path, v, model));
         }
@@ -469,7 +469,8 @@ fn export(variant: &str, seed: u64, output: &std::path::Path) -> CliResult {
 
 fn load_model(variant: &str, weights: &std::path::Path) -> Result<ResNet, String> {
     let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
-    ResNet::new(&Weights::load(spec, weights).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+    ResNet::from_weights(Weights::load(spec, weights).map_err(|e| e.to_string())?, KxkPath::default())
+        .map_err(|e| e.to_string())
 }
 
 fn classify(images: &[PathBuf], variant: &str, weights: &std::path::Path, threads: usize) -> CliResult {

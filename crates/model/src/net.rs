@@ -82,12 +82,11 @@ struct ConvLayer {
 
 impl ConvLayer {
     /// Folds BN into the conv and packs it for its kernel.
-    fn build(spec: &ConvSpec, weights: &Weights, kxk: KxkPath) -> Result<Self, ModelError> {
-        let w = &weights.get(&format!("{}.weight", spec.conv))?.data;
-        let bn = |s: &str| weights.get(&format!("{}.{s}", spec.bn)).map(|t| &t.data);
+    fn build(spec: &ConvSpec, weights: &mut Weights, kxk: KxkPath) -> Result<Self, ModelError> {
+        let mut folded = weights.take(&format!("{}.weight", spec.conv))?.data;
+        let mut bn = |s: &str| weights.take(&format!("{}.{s}", spec.bn)).map(|t| t.data);
         let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
         let per_out = spec.ci * spec.kernel * spec.kernel;
-        let mut folded = w.clone();
         let mut bias = vec![0.0; spec.co];
         for o in 0..spec.co {
             let scale = gamma[o] / (var[o] + BN_EPS).sqrt();
@@ -246,6 +245,13 @@ impl ResNet {
 
     /// As [`ResNet::new`], with the KxK convs on `kxk`.
     pub fn with_kxk_path(weights: &Weights, kxk: KxkPath) -> Result<Self, ModelError> {
+        Self::from_weights(weights.clone(), kxk)
+    }
+
+    /// Builds from owned weights, freeing each raw tensor once it is packed: the process
+    /// then never holds the raw and the packed network in full at once.
+    pub fn from_weights(mut weights: Weights, kxk: KxkPath) -> Result<Self, ModelError> {
+        let weights = &mut weights;
         let spec = weights.spec();
         let net = spec.layers();
         let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk)).collect::<Result<_, _>>()?;
@@ -267,8 +273,8 @@ impl ResNet {
                 })
             })
             .collect::<Result<_, ModelError>>()?;
-        let fc_w = weights.get("fc.weight")?;
-        let fc_b = weights.get("fc.bias")?;
+        let fc_w = weights.take("fc.weight")?;
+        let fc_b = weights.take("fc.bias")?;
         let fc = Conv1x1::new(
             &fc_w.data,
             FilterShape::new(net.classes, net.features, 1, 1),
@@ -330,12 +336,14 @@ impl ResNet {
         rec.end("input", StepKind::Input, "", shape, shape, 0, 0);
 
         let mut cur = shape;
+        // The stem ping-pongs between the block input and output buffers, so the branch
+        // temporaries T1/T2 only ever hold the (narrower) bottleneck activations.
         for layer in &self.stem {
-            cur = self.conv(layer, ws, X, None, T1, cur, true, &mut rec)?;
-            ws.bufs.swap(X, T1);
+            cur = self.conv(layer, ws, X, None, Y, cur, true, &mut rec)?;
+            ws.bufs.swap(X, Y);
         }
-        cur = Self::pool(ws, X, T1, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
-        ws.bufs.swap(X, T1);
+        cur = Self::pool(ws, X, Y, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
+        ws.bufs.swap(X, Y);
 
         for block in &self.blocks {
             let residual = match &block.downsample {

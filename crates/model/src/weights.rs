@@ -195,6 +195,12 @@ impl Weights {
         self.tensors.get(key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
     }
 
+    /// Removes and returns the tensor under `key`, so a model built from owned weights
+    /// frees each raw tensor as soon as it is packed.
+    pub fn take(&mut self, key: &str) -> Result<WeightTensor, ModelError> {
+        self.tensors.remove(key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
+    }
+
     pub fn tensors(&self) -> &BTreeMap<String, WeightTensor> {
         &self.tensors
     }
