@@ -23,7 +23,7 @@ fn problem() -> impl Strategy<Value = ConvProblem> {
         1usize..=17,
         1usize..=17,
         layout(),
-        any::<(bool, bool, bool, u64)>(),
+        any::<(bool, bool, bool, bool, u64)>(),
     )
         .prop_map(|(n, ci, co, s, h, w, layout, flags)| ConvProblem {
             input: Shape::new(n, ci, h, w),
@@ -33,7 +33,8 @@ fn problem() -> impl Strategy<Value = ConvProblem> {
             bias: flags.0,
             residual: flags.1,
             relu: flags.2,
-            seed: flags.3,
+            accumulate: flags.3,
+            seed: flags.4,
         })
 }
 
@@ -44,8 +45,8 @@ fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
     let conv = Conv1x1::new(&w, p.filter, b.as_deref(), p.window.stride.0, p.layout).unwrap();
     let out_shape = conv.output_shape(p.input).unwrap();
     let residual = p.residual.then(|| random_tensor(out_shape, p.layout, p.seed ^ 3));
-    let mut out = Tensor::from_slice(out_shape, p.layout, &random_vec(out_shape.numel().unwrap(), 9)).unwrap();
-    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), relu: p.relu };
+    let mut out = prior_output(out_shape, p.layout);
+    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), accumulate: p.accumulate, relu: p.relu };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue)).unwrap();
     let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
@@ -83,6 +84,7 @@ fn strided_shortcut_shape() {
             bias: true,
             residual: true,
             relu: true,
+            accumulate: true,
             seed: 5,
         };
         let (got, want, mag) = run(&p, 2);

@@ -15,10 +15,10 @@ fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
     let conv = DirectConv::new(&w, p.filter, b.as_deref(), p.window).unwrap();
     let out_shape = conv.output_shape(p.input).unwrap();
     let residual = p.residual.then(|| random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3));
-    let mut out = Tensor::from_slice(out_shape, Layout::Nhwc, &random_vec(out_shape.numel().unwrap(), 9)).unwrap();
+    let mut out = prior_output(out_shape, Layout::Nhwc);
     // Scratch holding stale values: the padding must be rewritten every call.
     let mut scratch = AlignedVec::from_slice(&vec![f32::NAN; conv.scratch_len(p.input).unwrap()]);
-    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), relu: p.relu };
+    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), accumulate: p.accumulate, relu: p.relu };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch)).unwrap();
     let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
@@ -53,6 +53,7 @@ fn resnet_stem_shapes() {
             bias: true,
             residual: false,
             relu: true,
+            accumulate: false,
             seed: 1,
         };
         let (got, want, mag) = run(&prob, 2);

@@ -45,7 +45,7 @@ fn conv_residual_shape_mismatch() {
     let x = Tensor::zeros(Shape::new(1, 3, 8, 8), Layout::Nhwc).unwrap();
     let mut y = Tensor::zeros(Shape::new(1, 4, 6, 6), Layout::Nhwc).unwrap();
     let r = Tensor::zeros(Shape::new(1, 4, 6, 5), Layout::Nhwc).unwrap();
-    let ep = Epilogue { residual: Some(r.view()), relu: false };
+    let ep = Epilogue { residual: Some(r.view()), ..Epilogue::NONE };
     let e = err_text(conv(3, Layout::Nhwc).forward(x.view(), &mut y.view_mut(), ep, &mut AlignedVec::zeros(0)));
     assert!(e.contains("residual shape"), "{e}");
 }

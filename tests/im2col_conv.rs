@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use convkit_im2col::{im2col_nchw, im2col_nhwc, Im2colConv, ImageDims};
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Epilogue, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Epilogue, Layout, Shape, Window};
 use proptest::prelude::*;
 
 fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCaseError> {
@@ -17,9 +17,9 @@ fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCase
         Im2colConv::new(&w, p.filter, b.as_deref(), p.window, p.layout).unwrap().with_scratch_bytes(scratch_bytes);
     let out_shape = conv.output_shape(p.input).unwrap();
     let residual = p.residual.then(|| random_tensor(out_shape, p.layout, p.seed ^ 3));
-    let mut out = Tensor::from_slice(out_shape, p.layout, &random_vec(out_shape.numel().unwrap(), 7)).unwrap();
+    let mut out = prior_output(out_shape, p.layout);
     let mut scratch = AlignedVec::zeros(0);
-    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), relu: p.relu };
+    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), accumulate: p.accumulate, relu: p.relu };
     conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch).unwrap();
     let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
     reference::compare(&out, &want, &mag, REL_TOL, ABS_TOL).map_err(TestCaseError::fail)
@@ -81,6 +81,7 @@ fn conv_with_c_equal_h_equal_w_in_both_layouts() {
         bias: true,
         residual: true,
         relu: true,
+        accumulate: true,
         seed: 42,
     };
     run_im2col_conv(&p, 1 << 20).unwrap();

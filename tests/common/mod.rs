@@ -44,6 +44,8 @@ pub struct ConvProblem {
     pub window: Window,
     pub bias: bool,
     pub residual: bool,
+    /// Add the output's prior contents (`Epilogue::accumulate`).
+    pub accumulate: bool,
     pub relu: bool,
     pub seed: u64,
 }
@@ -64,7 +66,7 @@ pub fn conv_problem(
         proptest::sample::select(strides),
         0..=max_pad,
         layout(),
-        any::<(bool, bool, bool, u64)>(),
+        any::<(bool, bool, bool, bool, u64)>(),
     )
         .prop_flat_map(move |(n, ci, co, k, s, p, layout, flags)| {
             let macs_per_px = n * ci * co * k * k;
@@ -79,7 +81,8 @@ pub fn conv_problem(
                 bias: flags.0,
                 residual: flags.1,
                 relu: flags.2,
-                seed: flags.3,
+                accumulate: flags.3,
+                seed: flags.4,
             })
         })
 }
@@ -89,8 +92,14 @@ pub fn conv_problem(
 pub const REL_TOL: f32 = 1e-5;
 pub const ABS_TOL: f32 = 1e-6;
 
-/// The reference result of a conv problem (conv + bias, + residual, relu) and the
-/// magnitude bound of each output.
+/// The output buffer a conv test starts from: values the kernel must overwrite, or add
+/// to when the problem accumulates.
+pub fn prior_output(shape: Shape, layout: Layout) -> Tensor {
+    random_tensor(shape, layout, 9)
+}
+
+/// The reference result of a conv problem (conv + bias, + residual, + prior output when
+/// accumulating, relu) and the magnitude bound of each output.
 pub fn reference_conv(
     p: &ConvProblem,
     x: &Tensor,
@@ -106,6 +115,11 @@ pub fn reference_conv(
     if let Some(r) = residual {
         want = reference::add(&want, r).unwrap();
         mag = reference::add(&mag, &reference::abs(r)).unwrap();
+    }
+    if p.accumulate {
+        let prior = prior_output(want.shape(), want.layout());
+        want = reference::add(&want, &prior).unwrap();
+        mag = reference::add(&mag, &reference::abs(&prior)).unwrap();
     }
     if p.relu {
         want = reference::relu(&want);

@@ -8,6 +8,9 @@
   compare.py bench [--variants a,d] [--batch 1] [--threads 2] [--rounds 3] [--iters 10]
       times convkit, onnxruntime and OpenVINO in alternating rounds and prints the lowest
       median per engine and variant, and the ratios.
+  compare.py memory [--variant d] [--batch 1] [--threads 2]
+      peak resident memory of the whole process (/usr/bin/time -v) running 5 forward
+      passes, per engine, median of 3 processes; and of Python with each engine imported.
 
 The graph follows the "Bag of Tricks" variants exactly as convkit's ResNetSpec does, with
 the same key names (torchvision for A/B, timm's deep stem and pooled shortcut for C/D).
@@ -225,6 +228,57 @@ def bench(args, tmp):
             print(f"{eng}: {ratios}")
 
 
+ENGINE_SCRIPT = """
+import sys, numpy as np
+engine, path, batch, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 224, 224)).astype(np.float32)
+if engine == "onnxruntime":
+    import onnxruntime as ort
+    if runs:
+        o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+        s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+        for _ in range(runs): s.run(None, {"x": x})
+else:
+    import openvino as ov
+    if runs:
+        core = ov.Core()
+        c = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        r = c.create_infer_request()
+        for _ in range(runs): r.infer({0: x})
+"""
+
+
+def peak_rss_mib(cmd):
+    res = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{res.stderr[-2000:]}")
+    for line in res.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            return int(line.split(":")[1]) / 1024
+    sys.exit("no 'Maximum resident set size' in /usr/bin/time output")
+
+
+def memory(args, tmp):
+    v = args.variant
+    wpath = os.path.join(tmp, f"{v}.safetensors")
+    run([CONVKIT, "export", "--variant", v, "--seed", "0", "-o", wpath])
+    onnx_path = os.path.join(tmp, f"{v}.onnx")
+    onnx.save(build_onnx(v, load_file(wpath)), onnx_path)
+    b, t = str(args.batch), str(args.threads)
+    cmds = {
+        "convkit": [CONVKIT, "bench", "--variant", v, "--batch", b, "--threads", t, "--iters", "5", "--warmup", "0",
+                    "--peak", "1"],
+        "onnxruntime": [sys.executable, "-c", ENGINE_SCRIPT, "onnxruntime", onnx_path, b, t, "5"],
+        "openvino": [sys.executable, "-c", ENGINE_SCRIPT, "openvino", onnx_path, b, t, "5"],
+        "python + onnxruntime import": [sys.executable, "-c", ENGINE_SCRIPT, "onnxruntime", onnx_path, b, t, "0"],
+        "python + openvino import": [sys.executable, "-c", ENGINE_SCRIPT, "openvino", onnx_path, b, t, "0"],
+    }
+    print(f"peak RSS, ResNet-50-{v.upper()}, batch {b}, {t} thread(s), 5 forward passes (median of 3 processes)")
+    for name, cmd in cmds.items():
+        print(f"{name:<30} {float(np.median([peak_rss_mib(cmd) for _ in range(3)])):8.0f} MiB")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -238,11 +292,15 @@ def main():
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--iters", type=int, default=10)
+    m = sub.add_parser("memory")
+    m.add_argument("--variant", default="d")
+    m.add_argument("--batch", type=int, default=1)
+    m.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if not os.path.exists(CONVKIT):
         sys.exit(f"{CONVKIT} not found: build it with cargo build --release -p convkit-cli")
     with tempfile.TemporaryDirectory() as tmp:
-        (check if args.cmd == "check" else bench)(args, tmp)
+        {"check": check, "bench": bench, "memory": memory}[args.cmd](args, tmp)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ impl DirectConv {
             panels: &self.panels,
             bias: &self.bias,
         };
-        conv.run(output.data_mut(), epilogue.residual.map(|r| r.data()), epilogue.relu);
+        conv.run(output.data_mut(), &epilogue);
         Ok(())
     }
 }

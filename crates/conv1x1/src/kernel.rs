@@ -40,13 +40,14 @@ pub enum TileBias<'a> {
     Rows(&'a [f32]),
 }
 
-/// Adds bias and residual, applies ReLU and stores the first `cols` columns of each row
+/// Adds bias, residual and (`accumulate`) the prior output, applies ReLU and stores the first `cols` columns of each row
 /// of the tile. `out[r]` and `residual[r]` are the destination rows (at least `cols` long).
 #[inline(always)]
 pub fn store_tile<const R: usize>(
     acc: &Tile<R>,
     bias: TileBias<'_>,
     residual: Option<&[&[f32]; R]>,
+    accumulate: bool,
     relu: bool,
     out: &mut [&mut [f32]; R],
     cols: usize,
@@ -65,6 +66,9 @@ pub fn store_tile<const R: usize>(
             };
             if let Some(res) = residual {
                 v += if n == LANES { load16(&res[r][lo..]) } else { load_partial(&res[r][lo..lo + n]) };
+            }
+            if accumulate {
+                v += if n == LANES { load16(&out[r][lo..]) } else { load_partial(&out[r][lo..lo + n]) };
             }
             if relu {
                 v = v.max(zero);

@@ -103,22 +103,14 @@ impl Conv1x1 {
     pub fn forward(&self, input: TensorView<'_>, output: &mut TensorViewMut<'_>, epilogue: Epilogue<'_>) -> Result<()> {
         let out_shape = self.output_shape(input.shape())?;
         epilogue.check_conv_call("1x1 conv", self.layout, &input, output, out_shape)?;
-        let residual = epilogue.residual.map(|r| r.data());
         match self.layout {
-            Layout::Nhwc => self.forward_nhwc(input, out_shape, output.data_mut(), residual, epilogue.relu),
-            Layout::Nchw => self.forward_nchw(input, out_shape, output.data_mut(), residual, epilogue.relu),
+            Layout::Nhwc => self.forward_nhwc(input, out_shape, output.data_mut(), &epilogue),
+            Layout::Nchw => self.forward_nchw(input, out_shape, output.data_mut(), &epilogue),
         }
         Ok(())
     }
 
-    fn forward_nhwc(
-        &self,
-        input: TensorView<'_>,
-        out_shape: Shape,
-        out: &mut [f32],
-        residual: Option<&[f32]>,
-        relu: bool,
-    ) {
+    fn forward_nhwc(&self, input: TensorView<'_>, out_shape: Shape, out: &mut [f32], epilogue: &Epilogue<'_>) {
         let in_shape = input.shape();
         let conv = NhwcConv {
             src: input.data(),
@@ -131,17 +123,10 @@ impl Conv1x1 {
             panels: &self.weights,
             bias: &self.bias,
         };
-        conv.run(out, residual, relu);
+        conv.run(out, epilogue);
     }
 
-    fn forward_nchw(
-        &self,
-        input: TensorView<'_>,
-        out_shape: Shape,
-        out: &mut [f32],
-        residual: Option<&[f32]>,
-        relu: bool,
-    ) {
+    fn forward_nchw(&self, input: TensorView<'_>, out_shape: Shape, out: &mut [f32], epilogue: &Epilogue<'_>) {
         let (ci, co, s) = (self.ci, self.co, self.stride);
         let in_shape = input.shape();
         let (ho, wo) = (out_shape.h, out_shape.w);
@@ -152,7 +137,7 @@ impl Conv1x1 {
         for n in 0..out_shape.n {
             let image = input.image(n);
             let out_image = &mut out[n * image_len..(n + 1) * image_len];
-            let res_image = residual.map(|r| &r[n * image_len..(n + 1) * image_len]);
+            let res_image = epilogue.residual.map(|r| &r.data()[n * image_len..(n + 1) * image_len]);
             let task = |(t, out_block): (usize, &mut [f32])| {
                 let c0 = t * block;
                 let block_rows = out_block.len() / hw;
@@ -170,7 +155,8 @@ impl Conv1x1 {
                             row_len: hw,
                             n0,
                             cols,
-                            relu,
+                            accumulate: epilogue.accumulate,
+                            relu: epilogue.relu,
                         };
                         let out_rows = &mut out_block[r0 * hw..(r0 + tile_rows) * hw];
                         dispatch_tile(tile_rows, a, 1, &panel, to, out_rows);
@@ -231,6 +217,8 @@ pub(crate) struct TileOut<'a> {
     /// First column of the tile, and how many of its 32 columns exist.
     pub n0: usize,
     pub cols: usize,
+    /// Add the output's prior contents.
+    pub accumulate: bool,
     pub relu: bool,
 }
 
@@ -261,7 +249,7 @@ pub(crate) fn dispatch_tile<'a>(
         let res: Option<[&[f32]; R]> = to.residual.map(|res| std::array::from_fn(|r| &res[r * to.row_len + to.n0..]));
         let mut it = out_rows.chunks_mut(to.row_len);
         let mut out: [&mut [f32]; R] = std::array::from_fn(|_| &mut it.next().expect("tile row")[to.n0..]);
-        store_tile(&acc, to.bias, res.as_ref(), to.relu, &mut out, to.cols);
+        store_tile(&acc, to.bias, res.as_ref(), to.accumulate, to.relu, &mut out, to.cols);
     }
     const _: () = assert!(MR == 6, "dispatch_tile lists tiles of 1..=6 rows");
     match rows {

@@ -5,7 +5,7 @@ use crate::kernel::{TileBias, MR, NR};
 use crate::{dispatch_tile, rows_per_task, run_blocks, TileOut};
 use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;
-use convkit_tensor::{FilterShape, Shape};
+use convkit_tensor::{Epilogue, FilterShape, Shape};
 
 /// Packs OIHW weights into 32-column panels: panel p holds, for each k in (ky, kx, ci)
 /// order, output channels 32p..32p+32 as two vectors (zeros past co).
@@ -69,9 +69,10 @@ impl NhwcConv<'_> {
         offsets
     }
 
-    /// out[m, co] = act(sum + bias [+ residual]) for every output pixel m, in parallel on
+    /// out[m, co] = act(sum + bias [+ residual] [+ prior out]) for every output pixel m, in parallel on
     /// the current rayon pool over blocks of output rows.
-    pub fn run(&self, out: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+    pub fn run(&self, out: &mut [f32], epilogue: &Epilogue<'_>) {
+        let residual = epilogue.residual.map(|r| r.data());
         let (kh, kw) = self.kernel;
         let co = self.out.c;
         let k = kh * kw * self.ci;
@@ -95,7 +96,8 @@ impl NhwcConv<'_> {
                         row_len: co,
                         n0,
                         cols: (co - n0).min(NR),
-                        relu,
+                        accumulate: epilogue.accumulate,
+                        relu: epilogue.relu,
                     };
                     dispatch_tile(tile_rows, a, kh, panel, to, &mut out_block[r0 * co..(r0 + tile_rows) * co]);
                     r0 += tile_rows;

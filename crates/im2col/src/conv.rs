@@ -156,7 +156,11 @@ impl Im2colConv {
                         let range = oy0 * wo * co..(oy0 * wo + pixels) * co;
                         let d = &mut dst[range.clone()];
                         for (px, d) in d.chunks_exact_mut(co).enumerate() {
-                            d.copy_from_slice(&self.bias);
+                            if epilogue.accumulate {
+                                d.iter_mut().zip(&self.bias).for_each(|(d, b)| *d += b);
+                            } else {
+                                d.copy_from_slice(&self.bias);
+                            }
                             if let Some(r) = residual {
                                 let r = &r[range.start + px * co..range.start + (px + 1) * co];
                                 d.iter_mut().zip(r).for_each(|(d, r)| *d += r);
@@ -180,7 +184,11 @@ impl Im2colConv {
                         let start = oy0 * wo;
                         for c in 0..co {
                             let d = &mut dst[c * ho * wo + start..c * ho * wo + start + pixels];
-                            d.fill(self.bias[c]);
+                            if epilogue.accumulate {
+                                d.iter_mut().for_each(|v| *v += self.bias[c]);
+                            } else {
+                                d.fill(self.bias[c]);
+                            }
                             if let Some(r) = residual {
                                 let r = &r[c * ho * wo + start..c * ho * wo + start + pixels];
                                 d.iter_mut().zip(r).for_each(|(d, r)| *d += r);

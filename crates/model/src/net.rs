@@ -131,7 +131,7 @@ struct Downsample {
 /// the first call for a batch size and are reused after, and the im2col scratch.
 #[derive(Debug, Default)]
 pub struct Workspace {
-    bufs: [AlignedVec; 6],
+    bufs: [AlignedVec; BUFFERS],
     scratch: AlignedVec,
     features: AlignedVec,
     logits: AlignedVec,
@@ -156,8 +156,17 @@ const X: usize = 0; // block input
 const Y: usize = 1; // block output
 const T1: usize = 2;
 const T2: usize = 3;
-const SHORT: usize = 4;
-const POOLED: usize = 5;
+const POOLED: usize = 4;
+const BUFFERS: usize = 5;
+
+/// What a block's last conv adds before its ReLU.
+#[derive(Clone, Copy)]
+enum BlockResidual {
+    /// The block input (identity shortcut).
+    Buffer(usize),
+    /// The projection shortcut, computed into the output buffer first: no buffer of its own.
+    InOutput,
+}
 
 /// A ResNet ready to run: BN folded, weights packed once.
 pub struct ResNet {
@@ -217,7 +226,7 @@ impl Recorder<'_> {
 
 /// Takes distinct buffers: `src`, an optional `other` (residual), and `dst` grown to `len`.
 fn split_bufs(
-    bufs: &mut [AlignedVec; 6],
+    bufs: &mut [AlignedVec; BUFFERS],
     src: usize,
     other: Option<usize>,
     dst: usize,
@@ -346,7 +355,7 @@ impl ResNet {
         ws.bufs.swap(X, Y);
 
         for block in &self.blocks {
-            let residual = match &block.downsample {
+            let shortcut = match &block.downsample {
                 Some(Downsample { pool, conv }) => {
                     let (src, src_shape) = match pool {
                         Some(name) => {
@@ -355,14 +364,14 @@ impl ResNet {
                         }
                         None => (X, cur),
                     };
-                    self.conv(conv, ws, src, None, SHORT, src_shape, false, &mut rec)?;
-                    SHORT
+                    self.conv(conv, ws, src, None, Y, src_shape, false, &mut rec)?;
+                    BlockResidual::InOutput
                 }
-                None => X,
+                None => BlockResidual::Buffer(X),
             };
             let t = self.conv(&block.conv1, ws, X, None, T1, cur, true, &mut rec)?;
             let t = self.conv(&block.conv2, ws, T1, None, T2, t, true, &mut rec)?;
-            cur = self.conv(&block.conv3, ws, T2, Some(residual), Y, t, true, &mut rec)?;
+            cur = self.conv(&block.conv3, ws, T2, Some(shortcut), Y, t, true, &mut rec)?;
             ws.bufs.swap(X, Y);
         }
 
@@ -383,14 +392,14 @@ impl ResNet {
         Ok(&ws.logits)
     }
 
-    /// Runs one conv from buffer `src` into `dst` (+ residual buffer), returns its output shape.
+    /// Runs one conv from buffer `src` into `dst` (+ shortcut), returns its output shape.
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &self,
         layer: &ConvLayer,
         ws: &mut Workspace,
         src: usize,
-        residual: Option<usize>,
+        shortcut: Option<BlockResidual>,
         dst: usize,
         in_shape: Shape,
         relu: bool,
@@ -398,11 +407,16 @@ impl ResNet {
     ) -> Result<Shape, ModelError> {
         let out_shape = layer.output_shape(in_shape)?;
         rec.begin();
-        let (s, r, d) = split_bufs(&mut ws.bufs, src, residual, dst, out_shape.numel()?);
+        let residual_buf = match shortcut {
+            Some(BlockResidual::Buffer(b)) => Some(b),
+            _ => None,
+        };
+        let (s, r, d) = split_bufs(&mut ws.bufs, src, residual_buf, dst, out_shape.numel()?);
         let input = view(s, in_shape)?;
         let residual = r.map(|r| view(r, out_shape)).transpose()?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
-        let epilogue = Epilogue { residual, relu };
+        let accumulate = matches!(shortcut, Some(BlockResidual::InOutput));
+        let epilogue = Epilogue { residual, accumulate, relu };
         let (path, scratch) = match &layer.op {
             ConvOp::Direct(c) => {
                 c.forward(input, &mut out, epilogue)?;

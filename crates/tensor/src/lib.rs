@@ -72,18 +72,20 @@ mod tests {
 
 /// What a convolution does to its output tile before storing it: the bias is always
 /// added (it lives with the packed weights), then optionally a residual of the output's
-/// shape and layout, then optionally ReLU.
+/// shape and layout, then optionally the output's own prior contents (`accumulate`, so a
+/// shortcut computed into the output buffer needs no buffer of its own), then optionally ReLU.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     pub residual: Option<TensorView<'a>>,
+    pub accumulate: bool,
     pub relu: bool,
 }
 
 impl<'a> Epilogue<'a> {
-    pub const NONE: Epilogue<'static> = Epilogue { residual: None, relu: false };
+    pub const NONE: Epilogue<'static> = Epilogue { residual: None, accumulate: false, relu: false };
 
     pub fn relu() -> Self {
-        Epilogue { residual: None, relu: true }
+        Epilogue { residual: None, accumulate: false, relu: true }
     }
 
     /// Checks a conv call: input and output in the `layout` the conv was prepared for, the
