@@ -8,11 +8,15 @@ use convkit_reference as reference;
 use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
 use proptest::prelude::*;
 
-fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
+/// `one_image_groups` bounds the scratch to one padded image: every image is its own group.
+fn run(p: &ConvProblem, threads: usize, one_image_groups: bool) -> (Tensor, Tensor, Tensor) {
     let x = random_tensor(p.input, Layout::Nhwc, p.seed);
     let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
     let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
-    let conv = DirectConv::new(&w, p.filter, b.as_deref(), p.window).unwrap();
+    let mut conv = DirectConv::new(&w, p.filter, b.as_deref(), p.window).unwrap();
+    if one_image_groups {
+        conv = conv.with_scratch_bytes(1);
+    }
     let out_shape = conv.output_shape(p.input).unwrap();
     let residual = p.residual.then(|| random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3));
     let mut out = prior_output(out_shape, Layout::Nhwc);
@@ -29,15 +33,15 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn direct_conv_matches_reference(p in conv_problem(&[1, 2, 3, 5, 7], &[1, 2, 3], 3)) {
-        let (got, want, mag) = run(&p, 2);
+    fn direct_conv_matches_reference(p in conv_problem(&[1, 2, 3, 5, 7], &[1, 2, 3], 3), groups in any::<bool>()) {
+        let (got, want, mag) = run(&p, 2, groups);
         reference::compare(&got, &want, &mag, REL_TOL, ABS_TOL).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn direct_conv_is_thread_count_invariant(p in conv_problem(&[3], &[1, 2], 1)) {
-        let (one, _, _) = run(&p, 1);
-        let (two, _, _) = run(&p, 2);
+        let (one, _, _) = run(&p, 1, false);
+        let (two, _, _) = run(&p, 2, true);
         prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
@@ -56,7 +60,7 @@ fn resnet_stem_shapes() {
             accumulate: false,
             seed: 1,
         };
-        let (got, want, mag) = run(&prob, 2);
+        let (got, want, mag) = run(&prob, 2, false);
         reference::compare(&got, &want, &mag, REL_TOL, ABS_TOL).unwrap();
     }
 }

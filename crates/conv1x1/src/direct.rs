@@ -10,6 +10,9 @@ use rayon::prelude::*;
 
 /// Padded inputs below this many floats are copied on the calling thread.
 const PARALLEL_PAD_MIN: usize = 1 << 16;
+/// Default bound of the padded-input scratch: images are padded and convolved in groups of
+/// at most this many bytes (at least one image), so scratch does not grow with the batch.
+pub const DEFAULT_PAD_SCRATCH_BYTES: usize = 4 << 20;
 
 /// A KxK convolution (any stride, zero padding, dilation 1) over NHWC activations.
 ///
@@ -23,6 +26,7 @@ pub struct DirectConv {
     window: Window,
     panels: Vec<f32x16>,
     bias: AlignedVec,
+    scratch_bytes: usize,
 }
 
 impl DirectConv {
@@ -49,7 +53,19 @@ impl DirectConv {
         if let Some(b) = bias {
             padded_bias[..filter.co].copy_from_slice(b);
         }
-        Ok(DirectConv { filter, window, panels: pack_panels(weights, filter), bias: padded_bias })
+        Ok(DirectConv {
+            filter,
+            window,
+            panels: pack_panels(weights, filter),
+            bias: padded_bias,
+            scratch_bytes: DEFAULT_PAD_SCRATCH_BYTES,
+        })
+    }
+
+    /// Changes the scratch bound (bytes; at least one padded image is always held).
+    pub fn with_scratch_bytes(mut self, bytes: usize) -> Self {
+        self.scratch_bytes = bytes;
+        self
     }
 
     pub fn filter(&self) -> FilterShape {
@@ -65,16 +81,40 @@ impl DirectConv {
         Ok(Shape::new(input.n, self.filter.co, h, w))
     }
 
-    /// Scratch floats [`DirectConv::forward`] needs: the padded input (0 without padding).
-    pub fn scratch_len(&self, input: Shape) -> Result<usize> {
+    /// The driver call over `src` (src_h x src_w images, padding included) into `out`.
+    fn nhwc<'a>(&'a self, src: &'a [f32], src_h: usize, src_w: usize, out: Shape) -> NhwcConv<'a> {
+        NhwcConv {
+            src,
+            src_h,
+            src_w,
+            ci: self.filter.ci,
+            kernel: self.window.kernel,
+            stride: self.window.stride.0,
+            out,
+            panels: &self.panels,
+            bias: &self.bias,
+        }
+    }
+
+    /// Padded floats of one image, and how many images are padded and convolved at a time:
+    /// as many as fit in the scratch bound, at least one.
+    fn padded_group(&self, input: Shape) -> Result<(usize, usize)> {
         let (ph, pw) = self.window.padding;
-        if (ph, pw) == (0, 0) {
+        let overflow = || Error::overflow(format!("padded input of {input}"));
+        let h = ph.checked_mul(2).and_then(|p| input.h.checked_add(p)).ok_or_else(overflow)?;
+        let w = pw.checked_mul(2).and_then(|p| input.w.checked_add(p)).ok_or_else(overflow)?;
+        let image = checked_product("direct conv scratch", &[h, w, input.c])?;
+        Ok((image, (self.scratch_bytes / (4 * image).max(1)).clamp(1, input.n)))
+    }
+
+    /// Scratch floats [`DirectConv::forward`] needs: padded copies of a group of images (0
+    /// without padding).
+    pub fn scratch_len(&self, input: Shape) -> Result<usize> {
+        if self.window.padding == (0, 0) {
             return Ok(0);
         }
-        let overflow = || Error::overflow(format!("padded input of {input}"));
-        let h = input.h.checked_add(2 * ph).ok_or_else(overflow)?;
-        let w = input.w.checked_add(2 * pw).ok_or_else(overflow)?;
-        checked_product("direct conv scratch", &[input.n, h, w, input.c])
+        let (image, group) = self.padded_group(input)?;
+        Ok(image * group)
     }
 
     /// output = epilogue(conv(input) + bias), NHWC, on the current rayon pool. `scratch`
@@ -90,29 +130,28 @@ impl DirectConv {
         epilogue.check_conv_call("direct conv", Layout::Nhwc, &input, output, out_shape)?;
         let s = input.shape();
         let (ph, pw) = self.window.padding;
-        let (src, src_h, src_w) = if (ph, pw) == (0, 0) {
-            (input.data(), s.h, s.w)
-        } else {
-            let len = self.scratch_len(s)?;
-            if scratch.len() < len {
-                scratch.resize(len);
-            }
-            let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
-            pad_nhwc(input.data(), s, (ph, pw), &mut scratch[..len]);
-            (&scratch[..len], hp, wp)
-        };
-        let conv = NhwcConv {
-            src,
-            src_h,
-            src_w,
-            ci: s.c,
-            kernel: self.window.kernel,
-            stride: self.window.stride.0,
-            out: out_shape,
-            panels: &self.panels,
-            bias: &self.bias,
-        };
-        conv.run(output.data_mut(), &epilogue);
+        if (ph, pw) == (0, 0) {
+            self.nhwc(input.data(), s.h, s.w, out_shape).run(output.data_mut(), &epilogue);
+            return Ok(());
+        }
+        let (padded_image, group) = self.padded_group(s)?;
+        if scratch.len() < padded_image * group {
+            scratch.resize(padded_image * group);
+        }
+        let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
+        let (in_image, out_image) = (s.image_len(), out_shape.image_len());
+        for n0 in (0..s.n).step_by(group) {
+            let images = group.min(s.n - n0);
+            let (group_in, group_out) = (Shape { n: images, ..s }, Shape { n: images, ..out_shape });
+            let padded = &mut scratch[..padded_image * images];
+            pad_nhwc(&input.data()[n0 * in_image..(n0 + images) * in_image], group_in, (ph, pw), padded);
+            let residual = epilogue
+                .residual
+                .map(|r| TensorView::new(group_out, Layout::Nhwc, &r.data()[n0 * out_image..(n0 + images) * out_image]))
+                .transpose()?;
+            let out = &mut output.data_mut()[n0 * out_image..(n0 + images) * out_image];
+            self.nhwc(padded, hp, wp, group_out).run(out, &Epilogue { residual, ..epilogue });
+        }
         Ok(())
     }
 }

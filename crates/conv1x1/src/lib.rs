@@ -23,7 +23,7 @@ mod direct;
 pub mod kernel;
 mod nhwc;
 
-pub use direct::DirectConv;
+pub use direct::{DirectConv, DEFAULT_PAD_SCRATCH_BYTES};
 
 use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;

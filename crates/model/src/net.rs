@@ -155,9 +155,9 @@ impl Workspace {
 const X: usize = 0; // block input
 const Y: usize = 1; // block output
 const T1: usize = 2;
+/// Also holds D's pooled shortcut input, which is dead before conv2 writes T2.
 const T2: usize = 3;
-const POOLED: usize = 4;
-const BUFFERS: usize = 5;
+const BUFFERS: usize = 4;
 
 /// What a block's last conv adds before its ReLU.
 #[derive(Clone, Copy)]
@@ -360,7 +360,7 @@ impl ResNet {
                     let (src, src_shape) = match pool {
                         Some(name) => {
                             let avg = PoolKind::Average { count_include_pad: false };
-                            (POOLED, Self::pool(ws, X, POOLED, cur, SHORTCUT_POOL, avg, name, &mut rec)?)
+                            (T2, Self::pool(ws, X, T2, cur, SHORTCUT_POOL, avg, name, &mut rec)?)
                         }
                         None => (X, cur),
                     };
