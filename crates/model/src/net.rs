@@ -159,15 +159,6 @@ const T1: usize = 2;
 const T2: usize = 3;
 const BUFFERS: usize = 4;
 
-/// What a block's last conv adds before its ReLU.
-#[derive(Clone, Copy)]
-enum BlockResidual {
-    /// The block input (identity shortcut).
-    Buffer(usize),
-    /// The projection shortcut, computed into the output buffer first: no buffer of its own.
-    InOutput,
-}
-
 /// A ResNet ready to run: BN folded, weights packed once.
 pub struct ResNet {
     spec: ResNetSpec,
@@ -224,22 +215,15 @@ impl Recorder<'_> {
     }
 }
 
-/// Takes distinct buffers: `src`, an optional `other` (residual), and `dst` grown to `len`.
-fn split_bufs(
-    bufs: &mut [AlignedVec; BUFFERS],
-    src: usize,
-    other: Option<usize>,
-    dst: usize,
-    len: usize,
-) -> (&AlignedVec, Option<&AlignedVec>, &mut AlignedVec) {
+/// Takes two distinct buffers: `src`, and `dst` resized to `len` (contents kept).
+fn split_bufs(bufs: &mut [AlignedVec; BUFFERS], src: usize, dst: usize, len: usize) -> (&AlignedVec, &mut AlignedVec) {
     let mut slots = bufs.each_mut().map(Some);
     let d = slots[dst].take().expect("distinct buffers");
     let s = slots[src].take().expect("distinct buffers");
-    let o = other.map(|i| slots[i].take().expect("distinct buffers"));
     if d.len() != len {
         d.resize(len);
     }
-    (s, o.map(|o| &*o), d)
+    (s, d)
 }
 
 fn view(buf: &AlignedVec, shape: Shape) -> Result<TensorView<'_>, Error> {
@@ -348,14 +332,18 @@ impl ResNet {
         // The stem ping-pongs between the block input and output buffers, so the branch
         // temporaries T1/T2 only ever hold the (narrower) bottleneck activations.
         for layer in &self.stem {
-            cur = self.conv(layer, ws, X, None, Y, cur, true, &mut rec)?;
+            cur = self.conv(layer, ws, X, Y, cur, false, true, &mut rec)?;
             ws.bufs.swap(X, Y);
         }
         cur = Self::pool(ws, X, Y, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
         ws.bufs.swap(X, Y);
 
         for block in &self.blocks {
-            let shortcut = match &block.downsample {
+            // The block's last conv adds its result to the shortcut in place
+            // (`Epilogue::accumulate`): to the block input for an identity shortcut, to the
+            // projection computed into the output buffer otherwise. Either way each output
+            // line is read and written once, and no buffer holds the shortcut alone.
+            let out = match &block.downsample {
                 Some(Downsample { pool, conv }) => {
                     let (src, src_shape) = match pool {
                         Some(name) => {
@@ -364,15 +352,17 @@ impl ResNet {
                         }
                         None => (X, cur),
                     };
-                    self.conv(conv, ws, src, None, Y, src_shape, false, &mut rec)?;
-                    BlockResidual::InOutput
+                    self.conv(conv, ws, src, Y, src_shape, false, false, &mut rec)?;
+                    Y
                 }
-                None => BlockResidual::Buffer(X),
+                None => X,
             };
-            let t = self.conv(&block.conv1, ws, X, None, T1, cur, true, &mut rec)?;
-            let t = self.conv(&block.conv2, ws, T1, None, T2, t, true, &mut rec)?;
-            cur = self.conv(&block.conv3, ws, T2, Some(shortcut), Y, t, true, &mut rec)?;
-            ws.bufs.swap(X, Y);
+            let t = self.conv(&block.conv1, ws, X, T1, cur, false, true, &mut rec)?;
+            let t = self.conv(&block.conv2, ws, T1, T2, t, false, true, &mut rec)?;
+            cur = self.conv(&block.conv3, ws, T2, out, t, true, true, &mut rec)?;
+            if out == Y {
+                ws.bufs.swap(X, Y);
+            }
         }
 
         rec.begin();
@@ -392,31 +382,26 @@ impl ResNet {
         Ok(&ws.logits)
     }
 
-    /// Runs one conv from buffer `src` into `dst` (+ shortcut), returns its output shape.
+    /// Runs one conv from buffer `src` into `dst` (adding to its contents when
+    /// `accumulate`), returns its output shape.
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &self,
         layer: &ConvLayer,
         ws: &mut Workspace,
         src: usize,
-        shortcut: Option<BlockResidual>,
         dst: usize,
         in_shape: Shape,
+        accumulate: bool,
         relu: bool,
         rec: &mut Recorder<'_>,
     ) -> Result<Shape, ModelError> {
         let out_shape = layer.output_shape(in_shape)?;
         rec.begin();
-        let residual_buf = match shortcut {
-            Some(BlockResidual::Buffer(b)) => Some(b),
-            _ => None,
-        };
-        let (s, r, d) = split_bufs(&mut ws.bufs, src, residual_buf, dst, out_shape.numel()?);
+        let (s, d) = split_bufs(&mut ws.bufs, src, dst, out_shape.numel()?);
         let input = view(s, in_shape)?;
-        let residual = r.map(|r| view(r, out_shape)).transpose()?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
-        let accumulate = matches!(shortcut, Some(BlockResidual::InOutput));
-        let epilogue = Epilogue { residual, accumulate, relu };
+        let epilogue = Epilogue { residual: None, accumulate, relu };
         let (path, scratch) = match &layer.op {
             ConvOp::Direct(c) => {
                 c.forward(input, &mut out, epilogue)?;
@@ -454,7 +439,7 @@ impl ResNet {
     ) -> Result<Shape, ModelError> {
         rec.begin();
         let out_shape = convkit_pool::output_shape(in_shape, window)?;
-        let (s, _, d) = split_bufs(&mut ws.bufs, src, None, dst, out_shape.numel()?);
+        let (s, d) = split_bufs(&mut ws.bufs, src, dst, out_shape.numel()?);
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         pool2d_into(view(s, in_shape)?, window, kind, &mut out)?;
         let step = if kind == PoolKind::Max { StepKind::MaxPool } else { StepKind::AvgPool };
