@@ -44,7 +44,7 @@ impl StepKind {
 pub struct StepTiming {
     pub name: String,
     pub kind: StepKind,
-    /// "direct" (1x1 path), "im2col" or "" for non-conv steps.
+    /// "direct" (the microkernel path, 1x1 or KxK), "im2col", or "" for non-conv steps.
     pub path: &'static str,
     pub input: Shape,
     pub output: Shape,
