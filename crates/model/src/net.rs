@@ -6,7 +6,7 @@ use crate::ModelError;
 use convkit_conv1x1::{Conv1x1, DirectConv};
 use convkit_im2col::Im2colConv;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
-use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut};
+use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut, Window};
 use std::time::Instant;
 
 /// Batch-norm epsilon of torchvision and timm.
@@ -118,7 +118,13 @@ struct Block {
     conv2: ConvLayer,
     conv3: ConvLayer,
     downsample: Option<Downsample>,
+    /// Step name of the subsampling of the identity shortcut, when the block computes its
+    /// output at every other position only (see `NetSpec::reduced_positions`).
+    subsample: Option<String>,
 }
+
+/// Reads every other pixel of every other row (a 1x1 max pool with stride 2).
+const SUBSAMPLE: Window = Window::square(1, 2, 0);
 
 struct Downsample {
     /// Step name of the 2x2 average pool before the conv (D), if any: made at build time
@@ -246,13 +252,15 @@ impl ResNet {
     pub fn from_weights(mut weights: Weights, kxk: KxkPath) -> Result<Self, ModelError> {
         let weights = &mut weights;
         let spec = weights.spec();
-        let net = spec.layers();
+        let (net, subsample) = spec.layers().reduced_positions();
         let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk)).collect::<Result<_, _>>()?;
         let blocks = net
             .blocks
             .iter()
-            .map(|b: &BlockSpec| {
+            .zip(subsample)
+            .map(|(b, subsample): (&BlockSpec, bool)| {
                 Ok(Block {
+                    subsample: subsample.then(|| format!("{}.subsample", b.name)),
                     conv1: ConvLayer::build(&b.conv1, weights, kxk)?,
                     conv2: ConvLayer::build(&b.conv2, weights, kxk)?,
                     conv3: ConvLayer::build(&b.conv3, weights, kxk)?,
@@ -355,7 +363,13 @@ impl ResNet {
                     self.conv(conv, ws, src, Y, src_shape, false, false, &mut rec)?;
                     Y
                 }
-                None => X,
+                None => match &block.subsample {
+                    Some(name) => {
+                        Self::pool(ws, X, Y, cur, SUBSAMPLE, PoolKind::Max, name, &mut rec)?;
+                        Y
+                    }
+                    None => X,
+                },
             };
             let t = self.conv(&block.conv1, ws, X, T1, cur, false, true, &mut rec)?;
             let t = self.conv(&block.conv2, ws, T1, T2, t, false, true, &mut rec)?;

@@ -265,6 +265,39 @@ impl NetSpec {
         )
     }
 
+    /// The same network computing only the outputs that are read: a block whose output
+    /// feeds only stride-2 1x1 convs (the next block's conv1 and strided shortcut, as in
+    /// A) computes its output at the even positions alone, a quarter of them: its 3x3 conv
+    /// and projection shortcut take twice their stride, and the next block's strided 1x1
+    /// convs take stride 1. Returns that network and, per block, whether it reads its
+    /// identity shortcut at every other position. Logits are unchanged; A then needs
+    /// about 10% fewer MACs. (OpenVINO does the same.)
+    pub fn reduced_positions(&self) -> (NetSpec, Vec<bool>) {
+        let mut net = self.clone();
+        let mut subsample = vec![false; net.blocks.len()];
+        for i in 0..net.blocks.len().saturating_sub(1) {
+            let next = &net.blocks[i + 1];
+            let reads_every_other = next.conv1.kernel == 1
+                && next.conv1.stride == 2
+                && next.downsample.as_ref().is_some_and(|d| !d.pool && d.conv.kernel == 1 && d.conv.stride == 2);
+            // A pooled shortcut of its own would need its pool strided too: not done.
+            let own_shortcut_strides = net.blocks[i].downsample.as_ref().is_none_or(|d| !d.pool);
+            if !reads_every_other || !own_shortcut_strides {
+                continue;
+            }
+            let next = &mut net.blocks[i + 1];
+            next.conv1.stride = 1;
+            next.downsample.as_mut().expect("checked above").conv.stride = 1;
+            let block = &mut net.blocks[i];
+            block.conv2.stride *= 2;
+            match block.downsample.as_mut() {
+                Some(d) => d.conv.stride *= 2,
+                None => subsample[i] = true,
+            }
+        }
+        (net, subsample)
+    }
+
     /// Exact counts for an input of h x w.
     pub fn counts(&self, h: usize, w: usize) -> Result<Counts> {
         let mut c = Counts::default();
@@ -319,6 +352,21 @@ mod tests {
             assert_eq!(c.macs_3x3, 1_849_688_064, "{v} 3x3 MACs");
             assert_eq!(c.macs_stem, stem, "{v} stem MACs");
             assert_eq!(c.macs_fc, 2_048_000, "{v} fc MACs");
+        }
+    }
+
+    #[test]
+    fn reduced_positions_save_a_quarter_of_the_last_blocks_in_a_only() {
+        let a = ResNetSpec::resnet50(Variant::A).layers();
+        let (reduced, subsample) = a.reduced_positions();
+        // The last block of stages 1-3 (blocks 2, 6, 12) subsample their identity shortcut.
+        let which: Vec<usize> = subsample.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i).collect();
+        assert_eq!(which, vec![2, 6, 12]);
+        let (full, less) = (a.counts(224, 224).unwrap().macs(), reduced.counts(224, 224).unwrap().macs());
+        assert_eq!(full - less, 375_717_888, "{full} - {less}");
+        for v in [Variant::B, Variant::C, Variant::D] {
+            let net = ResNetSpec::resnet50(v).layers();
+            assert_eq!(net.reduced_positions().0, net, "{v} reads every position");
         }
     }
 
