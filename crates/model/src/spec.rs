@@ -275,7 +275,8 @@ impl NetSpec {
     pub fn reduced_positions(&self) -> (NetSpec, Vec<bool>) {
         let mut net = self.clone();
         let mut subsample = vec![false; net.blocks.len()];
-        for i in 0..net.blocks.len().saturating_sub(1) {
+        let last = net.blocks.len().saturating_sub(1);
+        for (i, reads_shortcut_strided) in subsample.iter_mut().enumerate().take(last) {
             let next = &net.blocks[i + 1];
             let reads_every_other = next.conv1.kernel == 1
                 && next.conv1.stride == 2
@@ -292,7 +293,7 @@ impl NetSpec {
             block.conv2.stride *= 2;
             match block.downsample.as_mut() {
                 Some(d) => d.conv.stride *= 2,
-                None => subsample[i] = true,
+                None => *reads_shortcut_strided = true,
             }
         }
         (net, subsample)
