@@ -198,13 +198,15 @@ fn pack_input_panel(image: &[f32], shape: Shape, s: usize, wo: usize, n0: usize,
 }
 
 /// Rows per task: few enough that a task's activation rows stay within
-/// [`A_BLOCK_BYTES`], in a number of tasks that is a multiple of the thread count and
-/// of equal size (whole tiles), so no thread is left with a remainder task.
+/// [`A_BLOCK_BYTES`], in a number of tasks that is a multiple of the thread count and of
+/// equal size, so no thread is left with a remainder task. Not rounded to whole tiles:
+/// on the 7x7 layers (49 rows, 2 threads) that made tasks of 30 + 19 rows, 5 tiles where
+/// 4 and a single row do.
 fn rows_per_task(rows: usize, k: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let cache_rows = (A_BLOCK_BYTES / (k * 4).max(1)).max(MR);
     let tasks = rows.div_ceil(cache_rows).next_multiple_of(threads);
-    rows.div_ceil(tasks).next_multiple_of(MR)
+    rows.div_ceil(tasks)
 }
 
 /// Where a tile's results go: the epilogue and the destination columns.
