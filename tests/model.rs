@@ -195,3 +195,18 @@ fn bad_input_is_an_error() {
     let e = model.forward(x.view(), &mut ws).unwrap_err().to_string();
     assert!(e.contains("input channels"), "{e}");
 }
+
+#[test]
+fn batch_parallel_logits_equal_intra_op_logits() {
+    let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 2, 1]), 4);
+    let model = ResNet::new(&w).unwrap();
+    let x = random_tensor(Shape::new(3, 3, 48, 40), Layout::Nchw, 8);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut ws = Workspace::new();
+    let want = pool.install(|| model.forward(x.view(), &mut ws).unwrap().to_vec());
+    for workers in [1, 2, 4] {
+        let mut runner = convkit_model::BatchRunner::new(workers).unwrap();
+        let got = runner.forward(&model, x.view()).unwrap().to_vec();
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{workers} workers differ");
+    }
+}

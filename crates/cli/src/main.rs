@@ -4,7 +4,7 @@ mod classify;
 mod npy;
 
 use clap::{Args, Parser, Subcommand};
-use convkit_model::{KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
+use convkit_model::{BatchRunner, KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
 use convkit_tensor::{Layout, Shape, Tensor, TensorView};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -103,11 +103,22 @@ struct Common {
     peak: Option<f64>,
 }
 
+/// How a bench case spreads work over the threads.
+enum Runner {
+    /// Every layer split across the pool's threads.
+    Intra(Workspace),
+    /// Each thread runs its share of the images through the whole network.
+    Batch(BatchRunner),
+}
+
 #[derive(Args)]
 struct BenchArgs {
     /// Comma-separated variants.
     #[arg(long, default_value = "a,b,c,d")]
     variant: String,
+    /// Parallelism: intra (split each layer) and/or batch (split the images), comma-separated.
+    #[arg(long, default_value = "intra")]
+    parallel: String,
     #[command(flatten)]
     common: Common,
 }
@@ -239,26 +250,44 @@ fn bench(args: &BenchArgs) -> CliResult {
     if variants.is_empty() || paths.is_empty() || c.iters == 0 || c.batch == 0 {
         return Err("need at least one variant and --kxk path, --iters >= 1 and --batch >= 1".into());
     }
-    // Every (KxK path, variant) pair is timed in the same alternating rounds.
-    let mut cases = Vec::new();
+    let modes: Vec<&str> = args.parallel.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if let Some(bad) = modes.iter().find(|m| !matches!(**m, "intra" | "batch")) {
+        return Err(format!("unknown --parallel '{bad}': expected intra or batch"));
+    }
+    // Every (KxK path, parallel mode, variant) is timed in the same alternating rounds.
+    let mut models = Vec::new();
     for path in &paths {
         let kxk = kxk_path(path)?;
         for &v in &variants {
             let model = ResNet::from_weights(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
                 .map_err(|e| e.to_string())?;
-            cases.push((*path, v, model));
+            models.push((*path, v, model));
+        }
+    }
+    let mut cases = Vec::new();
+    for mode in &modes {
+        for (path, v, model) in &models {
+            let label = if *mode == "intra" { path.to_string() } else { format!("{path}/batch") };
+            let runner = match *mode {
+                "batch" => Runner::Batch(BatchRunner::new(c.threads).map_err(|e| e.to_string())?),
+                _ => Runner::Intra(Workspace::new()),
+            };
+            cases.push((label, *v, model, runner));
         }
     }
     let pool = thread_pool(c.threads)?;
     let x = random_input(c)?;
-    let mut spaces: Vec<Workspace> = cases.iter().map(|_| Workspace::new()).collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let bar = progress(((c.warmup + c.iters) * cases.len()) as u64, c.json);
     bar.set_message("bench");
     for round in 0..c.warmup + c.iters {
-        for (i, (_, _, model)) in cases.iter().enumerate() {
+        for (i, (_, _, model, runner)) in cases.iter_mut().enumerate() {
             let start = Instant::now();
-            pool.install(|| model.forward(x.view(), &mut spaces[i])).map_err(|e| e.to_string())?;
+            match runner {
+                Runner::Intra(ws) => pool.install(|| model.forward(x.view(), ws)).map(|_| ()),
+                Runner::Batch(r) => r.forward(model, x.view()).map(|_| ()),
+            }
+            .map_err(|e| e.to_string())?;
             if round >= c.warmup {
                 times[i].push(start.elapsed().as_secs_f64());
             }
@@ -269,11 +298,11 @@ fn bench(args: &BenchArgs) -> CliResult {
     let peak = pool_peak(c, &pool);
     let macs_a = counts(Variant::A, c.size)?.macs() as f64;
     let mut rows = Vec::new();
-    for (i, (path, v, _)) in cases.iter().enumerate() {
+    for (i, (path, v, _, _)) in cases.iter().enumerate() {
         let macs = counts(*v, c.size)?.macs() as f64 * c.batch as f64;
         let min = times[i].iter().cloned().fold(f64::INFINITY, f64::min);
         let med = median(&mut times[i]);
-        rows.push((*path, *v, med, min, macs));
+        rows.push((path.as_str(), *v, med, min, macs));
     }
     let time_of_a = |path: &str| rows.iter().find(|r| r.0 == path && r.1 == Variant::A).map(|r| r.2);
     if c.json {
@@ -295,14 +324,14 @@ fn bench(args: &BenchArgs) -> CliResult {
         c.batch, c.size, c.size, c.threads, c.iters
     );
     println!(
-        "{:<8} {:<7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
-        "variant", "kxk", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
+        "{:<8} {:<12} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "variant", "path", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
     );
     for (path, v, med, min, macs) in &rows {
         let gflops = 2.0 * macs / med / 1e9;
         let ratio = time_of_a(path).map_or("-".to_string(), |a| format!("{:.3}", med / a));
         println!(
-            "{:<8} {:<7} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
+            "{:<8} {:<12} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
             v.to_string(),
             path,
             med * 1e3,
