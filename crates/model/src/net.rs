@@ -221,15 +221,17 @@ impl Recorder<'_> {
     }
 }
 
-/// Takes two distinct buffers: `src`, and `dst` resized to `len` (contents kept).
-fn split_bufs(bufs: &mut [AlignedVec; BUFFERS], src: usize, dst: usize, len: usize) -> (&AlignedVec, &mut AlignedVec) {
+/// Takes two distinct buffers: `src`, and the first `len` floats of `dst` (contents kept).
+/// Buffers only grow (zero-filled, on the first pass for a batch size): shrinking and
+/// regrowing them would zero-fill the regrown part on every pass.
+fn split_bufs(bufs: &mut [AlignedVec; BUFFERS], src: usize, dst: usize, len: usize) -> (&AlignedVec, &mut [f32]) {
     let mut slots = bufs.each_mut().map(Some);
     let d = slots[dst].take().expect("distinct buffers");
     let s = slots[src].take().expect("distinct buffers");
-    if d.len() != len {
+    if d.len() < len {
         d.resize(len);
     }
-    (s, d)
+    (s, &mut d[..len])
 }
 
 fn view(buf: &AlignedVec, shape: Shape) -> Result<TensorView<'_>, Error> {
@@ -322,8 +324,11 @@ impl ResNet {
             return Err(Error::mismatch("input channels (an RGB image)", 3, shape.c).into());
         }
         rec.begin();
-        let x = &mut ws.bufs[X];
-        x.resize(shape.numel()?);
+        let numel = shape.numel()?;
+        if ws.bufs[X].len() < numel {
+            ws.bufs[X].resize(numel);
+        }
+        let x = &mut ws.bufs[X][..numel];
         match input.layout() {
             Layout::Nhwc => x.copy_from_slice(input.data()),
             Layout::Nchw => {
