@@ -112,3 +112,25 @@ fn errors_name_the_problem() {
     let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
     assert!(e.to_string().contains("output shape"), "{e}");
 }
+
+/// One output row (the FC layer at batch 1) takes the panel-split path.
+#[test]
+fn single_row_splits_panels() {
+    for (co, accumulate) in [(1000, false), (33, true), (16, false)] {
+        let p = ConvProblem {
+            input: Shape::new(1, 70, 1, 1),
+            layout: Layout::Nhwc,
+            filter: FilterShape::new(co, 70, 1, 1),
+            window: Window::square(1, 1, 0),
+            bias: true,
+            residual: true,
+            relu: true,
+            accumulate,
+            seed: 11,
+        };
+        for threads in [1, 2] {
+            let (got, want, mag) = run(&p, threads);
+            reference::compare(&got, &want, &mag, REL_TOL, ABS_TOL).unwrap();
+        }
+    }
+}

@@ -80,6 +80,32 @@ impl NhwcConv<'_> {
         let block = rows_per_task(rows, k);
         let row_step = self.src_w * self.ci;
         let run_len = kw * self.ci;
+        if rows == 1 {
+            // One output row (the FC layer at batch 1): split the panels instead, as
+            // contiguous column ranges of that row, so all threads stream the weights.
+            let offsets = self.tile_offsets(0, 1);
+            let per_task = self.panels.len() / (2 * k) / rayon::current_num_threads().max(1);
+            let cols_per_task = per_task.max(1) * NR;
+            let task = |(t, cols): (usize, &mut [f32])| {
+                for (j, out_cols) in cols.chunks_mut(NR).enumerate() {
+                    let n0 = t * cols_per_task + j * NR;
+                    let panel = &self.panels[n0 / NR * 2 * k..][..2 * k];
+                    let a = |_: usize, ky: usize| &self.src[offsets[0] + ky * row_step..][..run_len];
+                    let to = TileOut {
+                        bias: TileBias::Columns(&self.bias[n0..n0 + NR]),
+                        residual: residual.map(|res| &res[n0..]),
+                        row_len: out_cols.len(),
+                        n0: 0,
+                        cols: out_cols.len(),
+                        accumulate: epilogue.accumulate,
+                        relu: epilogue.relu,
+                    };
+                    dispatch_tile(1, a, kh, panel, to, out_cols);
+                }
+            };
+            run_blocks(&mut out[..co], cols_per_task, task);
+            return;
+        }
         let task = |(t, out_block): (usize, &mut [f32])| {
             let m0 = t * block;
             let block_rows = out_block.len() / co;
