@@ -33,13 +33,7 @@ impl DirectConv {
     /// Packs OIHW `weights` and `bias` (zeros if None) for `window`.
     pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>, window: Window) -> Result<Self> {
         filter.check(weights, bias)?;
-        if window.kernel != (filter.kh, filter.kw) {
-            return Err(Error::mismatch(
-                format!("window kernel for filter {filter}"),
-                format!("({}, {})", filter.kh, filter.kw),
-                format!("{:?}", window.kernel),
-            ));
-        }
+        filter.check_window(&window)?;
         if window.dilation != (1, 1) || window.ceil_mode {
             return Err(Error::invalid(format!(
                 "direct convolution takes dilation 1 and no ceil mode, got dilation {:?}, ceil mode {}",
@@ -76,9 +70,7 @@ impl DirectConv {
     }
 
     pub fn output_shape(&self, input: Shape) -> Result<Shape> {
-        self.filter.check_input(input)?;
-        let (h, w) = self.window.output_hw(input.h, input.w)?;
-        Ok(Shape::new(input.n, self.filter.co, h, w))
+        self.filter.output_shape(input, &self.window)
     }
 
     /// The driver call over `src` (src_h x src_w images, padding included) into `out`.

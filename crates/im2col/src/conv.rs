@@ -33,13 +33,7 @@ impl Im2colConv {
         layout: Layout,
     ) -> Result<Self> {
         filter.check(weights, bias)?;
-        if window.kernel != (filter.kh, filter.kw) {
-            return Err(Error::mismatch(
-                format!("window kernel for filter {filter}"),
-                format!("({}, {})", filter.kh, filter.kw),
-                format!("{:?}", window.kernel),
-            ));
-        }
+        filter.check_window(&window)?;
         if window.ceil_mode {
             return Err(Error::invalid("convolution does not take ceil mode"));
         }
@@ -89,9 +83,7 @@ impl Im2colConv {
 
     /// Output shape for an input of shape `input`.
     pub fn output_shape(&self, input: Shape) -> Result<Shape> {
-        self.filter.check_input(input)?;
-        let (h, w) = self.window.output_hw(input.h, input.w)?;
-        Ok(Shape::new(input.n, self.filter.co, h, w))
+        self.filter.output_shape(input, &self.window)
     }
 
     /// Output rows lowered per GEMM call for an output `wo` wide.

@@ -19,17 +19,9 @@ pub fn conv2d(
     window: Window,
 ) -> Result<Tensor> {
     filter.check(weights, bias)?;
-    filter.check_input(input.shape())?;
-    if window.kernel != (filter.kh, filter.kw) {
-        return Err(Error::mismatch(
-            "window kernel vs filter",
-            format!("({}, {})", filter.kh, filter.kw),
-            format!("{:?}", window.kernel),
-        ));
-    }
+    filter.check_window(&window)?;
     let s = input.shape();
-    let (ho, wo) = window.output_hw(s.h, s.w)?;
-    let out_shape = Shape::new(s.n, filter.co, ho, wo);
+    let out_shape = filter.output_shape(s, &window)?;
     Tensor::from_fn(out_shape, input.layout(), |n, co, oy, ox| {
         let mut acc = bias.map_or(0.0, |b| b[co] as f64);
         for ci in 0..filter.ci {

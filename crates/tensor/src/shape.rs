@@ -1,4 +1,5 @@
 use crate::error::{checked_product, Error, Result};
+use crate::window::Window;
 use std::fmt;
 
 /// Memory order of a 4-d activation. Always carried explicitly: it is never inferred
@@ -126,6 +127,26 @@ impl FilterShape {
             }
         }
         Ok(())
+    }
+
+    /// Checks that `window` slides a kernel of this filter's size.
+    pub fn check_window(&self, window: &Window) -> Result<()> {
+        if window.kernel != (self.kh, self.kw) {
+            return Err(Error::mismatch(
+                format!("window kernel for filter {self}"),
+                format!("({}, {})", self.kh, self.kw),
+                format!("{:?}", window.kernel),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Output shape of convolving `input` with this filter over `window` (checks the
+    /// input's channels and the window arithmetic).
+    pub fn output_shape(&self, input: Shape, window: &Window) -> Result<Shape> {
+        self.check_input(input)?;
+        let (h, w) = window.output_hw(input.h, input.w)?;
+        Ok(Shape::new(input.n, self.co, h, w))
     }
 
     /// Checks that an input of `input` shape fits this filter (channel count).
