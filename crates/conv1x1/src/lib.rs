@@ -22,8 +22,10 @@
 mod direct;
 pub mod kernel;
 mod nhwc;
+mod winograd;
 
 pub use direct::{DirectConv, DEFAULT_PAD_SCRATCH_BYTES};
+pub use winograd::WinogradConv;
 
 use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;

@@ -3,7 +3,7 @@
 use crate::spec::{BlockSpec, ConvKind, ConvSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
 use crate::weights::Weights;
 use crate::ModelError;
-use convkit_conv1x1::{Conv1x1, DirectConv};
+use convkit_conv1x1::{Conv1x1, DirectConv, WinogradConv};
 use convkit_im2col::Im2colConv;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
 use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut, Window};
@@ -57,12 +57,19 @@ pub struct StepTiming {
     pub lowering_seconds: f64,
 }
 
+/// Stride-1 3x3 convs with at least this many input channels run on Winograd F(2x2, 3x3):
+/// measured 1.1-1.8x the direct path from 64 channels up, and 0.5-0.7x at 32 (the deep
+/// stem), where the tile transforms outweigh the saved multiply-adds (docs/results.md).
+pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+
 /// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KxkPath {
-    /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy. Measured faster on
-    /// every ResNet-50 KxK layer but stage 4 on two threads (docs/results.md).
+    /// Winograd for stride-1 3x3 convs with [`WINOGRAD_MIN_CHANNELS`] or more input
+    /// channels, `Direct` for the others: the fastest measured here.
     #[default]
+    Auto,
+    /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy.
     Direct,
     /// im2col + the `gemm` crate: the formulation of the paper's argument.
     Im2col,
@@ -71,6 +78,7 @@ pub enum KxkPath {
 enum ConvOp {
     Direct(Conv1x1),
     DirectKxk(DirectConv),
+    Winograd(WinogradConv),
     Im2col(Im2colConv),
 }
 
@@ -96,10 +104,17 @@ impl ConvLayer {
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
         let op = if spec.kernel == 1 {
             ConvOp::Direct(Conv1x1::new(&folded, filter, Some(&bias), spec.stride, Layout::Nhwc)?)
-        } else if kxk == KxkPath::Direct {
-            ConvOp::DirectKxk(DirectConv::new(&folded, filter, Some(&bias), spec.window())?)
         } else {
-            ConvOp::Im2col(Im2colConv::new(&folded, filter, Some(&bias), spec.window(), Layout::Nhwc)?)
+            let winograd_fits = spec.window() == WinogradConv::WINDOW && spec.ci >= WINOGRAD_MIN_CHANNELS;
+            match kxk {
+                KxkPath::Auto if winograd_fits => ConvOp::Winograd(WinogradConv::new(&folded, filter, Some(&bias))?),
+                KxkPath::Auto | KxkPath::Direct => {
+                    ConvOp::DirectKxk(DirectConv::new(&folded, filter, Some(&bias), spec.window())?)
+                }
+                KxkPath::Im2col => {
+                    ConvOp::Im2col(Im2colConv::new(&folded, filter, Some(&bias), spec.window(), Layout::Nhwc)?)
+                }
+            }
         };
         Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, op })
     }
@@ -108,6 +123,7 @@ impl ConvLayer {
         match &self.op {
             ConvOp::Direct(c) => c.output_shape(input),
             ConvOp::DirectKxk(c) => c.output_shape(input),
+            ConvOp::Winograd(c) => c.output_shape(input),
             ConvOp::Im2col(c) => c.output_shape(input),
         }
     }
@@ -430,6 +446,10 @@ impl ResNet {
                 c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
                 ("direct", 4 * c.scratch_len(in_shape)?)
             }
+            ConvOp::Winograd(c) => {
+                c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
+                ("winograd", 4 * c.scratch_len(in_shape)?)
+            }
             ConvOp::Im2col(c) => {
                 rec.lowering = c.forward_timed(input, &mut out, epilogue, &mut ws.scratch)?.as_secs_f64();
                 ("im2col", 4 * c.scratch_len(in_shape)?)
@@ -438,6 +458,7 @@ impl ResNet {
         let f = match &layer.op {
             ConvOp::Direct(c) => c.filter(),
             ConvOp::DirectKxk(c) => c.filter(),
+            ConvOp::Winograd(c) => c.filter(),
             ConvOp::Im2col(c) => c.filter(),
         };
         let macs = (out_shape.numel()? * f.reduction_len()) as u64;
