@@ -14,6 +14,11 @@ use rayon::prelude::*;
 /// Positions of a transformed 4x4 tile.
 const POSITIONS: usize = 16;
 
+/// Default bound of the scratch (transformed inputs and products): tile rows are processed
+/// in chunks of at most this many bytes (at least one tile row), so scratch does not grow
+/// with the image or the batch.
+pub const DEFAULT_WINOGRAD_SCRATCH_BYTES: usize = 4 << 20;
+
 /// A 3x3, stride-1, padding-1 convolution computed with Winograd F(2x2, 3x3).
 #[derive(Debug, Clone)]
 pub struct WinogradConv {
@@ -22,6 +27,7 @@ pub struct WinogradConv {
     panels: Vec<Vec<f32x16>>,
     bias: AlignedVec,
     zero_bias: AlignedVec,
+    scratch_bytes: usize,
 }
 
 impl WinogradConv {
@@ -58,7 +64,19 @@ impl WinogradConv {
         if let Some(b) = bias {
             padded_bias[..co].copy_from_slice(b);
         }
-        Ok(WinogradConv { filter, panels, bias: padded_bias, zero_bias: AlignedVec::zeros(co.div_ceil(NR) * NR) })
+        Ok(WinogradConv {
+            filter,
+            panels,
+            bias: padded_bias,
+            zero_bias: AlignedVec::zeros(co.div_ceil(NR) * NR),
+            scratch_bytes: DEFAULT_WINOGRAD_SCRATCH_BYTES,
+        })
+    }
+
+    /// Changes the scratch bound (bytes; at least one tile row is always processed).
+    pub fn with_scratch_bytes(mut self, bytes: usize) -> Self {
+        self.scratch_bytes = bytes;
+        self
     }
 
     pub fn filter(&self) -> FilterShape {
@@ -69,17 +87,23 @@ impl WinogradConv {
         self.filter.output_shape(input, &Self::WINDOW)
     }
 
-    fn tiles(out: Shape) -> usize {
-        out.n * out.h.div_ceil(2) * out.w.div_ceil(2)
+    /// Tile rows (of one image) transformed and multiplied at a time: as many as fit in
+    /// the scratch bound, at least one.
+    fn chunk_rows(&self, out: Shape) -> usize {
+        let per_row = POSITIONS * out.w.div_ceil(2) * (self.filter.ci + self.filter.co) * 4;
+        (self.scratch_bytes / per_row.max(1)).clamp(1, out.h.div_ceil(2))
     }
 
-    /// Scratch floats: transformed inputs (16 x tiles x ci) and products (16 x tiles x co).
+    /// Scratch floats: transformed inputs (16 x tiles x ci) and products (16 x tiles x co)
+    /// of one chunk of tile rows.
     pub fn scratch_len(&self, input: Shape) -> Result<usize> {
-        let tiles = Self::tiles(self.output_shape(input)?);
+        let out = self.output_shape(input)?;
+        let tiles = self.chunk_rows(out) * out.w.div_ceil(2);
         checked_product("winograd scratch", &[POSITIONS, tiles, self.filter.ci + self.filter.co])
     }
 
-    /// output = epilogue(conv(input) + bias), NHWC, on the current rayon pool.
+    /// output = epilogue(conv(input) + bias), NHWC, on the current rayon pool. `scratch`
+    /// is grown to [`WinogradConv::scratch_len`] if shorter.
     pub fn forward(
         &self,
         input: TensorView<'_>,
@@ -93,16 +117,49 @@ impl WinogradConv {
         if scratch.len() < need {
             scratch.resize(need);
         }
+        let (ho, wo, co) = (out_shape.h, out_shape.w, self.filter.co);
+        let th = ho.div_ceil(2);
+        let chunk = self.chunk_rows(out_shape);
+        let image_len = ho * wo * co;
+        for (n, out_image) in output.data_mut().chunks_exact_mut(image_len).enumerate() {
+            for ty0 in (0..th).step_by(chunk) {
+                let rows = ty0..(ty0 + chunk).min(th);
+                let out_rows = &mut out_image[2 * ty0 * wo * co..(2 * rows.end).min(ho) * wo * co];
+                let chunk_epilogue = ChunkEpilogue {
+                    residual: epilogue.residual.map(|r| &r.data()[n * image_len + 2 * ty0 * wo * co..]),
+                    accumulate: epilogue.accumulate,
+                    relu: epilogue.relu,
+                };
+                self.tile_rows(input, n, rows, out_rows, &chunk_epilogue, &mut scratch[..need]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tile rows `rows` of image `n`: input transform, 16 GEMMs, output transform into
+    /// `out_rows` (the output rows those tiles cover).
+    fn tile_rows(
+        &self,
+        input: TensorView<'_>,
+        n: usize,
+        rows: std::ops::Range<usize>,
+        out_rows: &mut [f32],
+        epilogue: &ChunkEpilogue<'_>,
+        scratch: &mut [f32],
+    ) {
         let s = input.shape();
         let (ci, co) = (s.c, self.filter.co);
-        let (th, tw) = (out_shape.h.div_ceil(2), out_shape.w.div_ceil(2));
-        let tiles = Self::tiles(out_shape);
-        let (v, m) = scratch[..need].split_at_mut(POSITIONS * tiles * ci);
+        let wo = s.w; // stride 1, padding 1: output width = input width
+        let tw = wo.div_ceil(2);
+        let tiles = rows.len() * tw;
+        let (v, m) = scratch.split_at_mut(POSITIONS * tiles * ci);
+        let m = &mut m[..POSITIONS * tiles * co];
         // Input transform: V[t][p][ci] = (B^T d B)[p] of the 4x4 patch at (2ty - 1, 2tx - 1).
         let src = input.data();
+        let first_row = rows.start;
         let transform_in = |(t, vt): (usize, &mut [f32])| {
-            let (n, r) = (t / (th * tw), t % (th * tw));
-            let (y0, x0) = ((r / tw * 2) as isize - 1, (r % tw * 2) as isize - 1);
+            let (ty, tx) = (first_row + t / tw, t % tw);
+            let (y0, x0) = ((ty * 2) as isize - 1, (tx * 2) as isize - 1);
             let mut c0 = 0;
             while c0 < ci {
                 let lanes = (ci - c0).min(LANES);
@@ -121,12 +178,11 @@ impl WinogradConv {
                         *cell = if lanes == LANES { load16(&src[at..]) } else { load_partial(&src[at..at + lanes]) };
                     }
                 }
-                // B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same on columns.
+                // B^T x = (x0 - x2, x1 + x2, x2 - x1, x1 - x3), on columns then on rows.
                 let bt = |a: [f32x16; 4]| [a[0] - a[2], a[1] + a[2], a[2] - a[1], a[1] - a[3]];
-                let rows: [[f32x16; 4]; 4] = {
-                    let cols: [[f32x16; 4]; 4] = std::array::from_fn(|j| bt([d[0][j], d[1][j], d[2][j], d[3][j]]));
-                    std::array::from_fn(|a| bt([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]))
-                };
+                let cols: [[f32x16; 4]; 4] = std::array::from_fn(|j| bt([d[0][j], d[1][j], d[2][j], d[3][j]]));
+                let rows: [[f32x16; 4]; 4] =
+                    std::array::from_fn(|a| bt([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]));
                 // rows[a][b] = (B^T d B)[a][b]
                 for (a, row) in rows.iter().enumerate() {
                     for (b, &val) in row.iter().enumerate() {
@@ -164,26 +220,15 @@ impl WinogradConv {
         }
         // Output transform: Y = A^T M A per tile (2x2 outputs), then bias and the epilogue.
         let m = &*m;
-        let (ho, wo) = (out_shape.h, out_shape.w);
-        let residual = epilogue.residual.map(|r| r.data());
-        let out_data = output.data_mut();
         let row_len = wo * co;
-        let transform_out = |(pair, rows): (usize, &mut [f32])| {
-            let (n, ty) = (pair / th, pair % th);
-            let out_rows = rows.len() / row_len;
+        let transform_out = |(ty, out): (usize, &mut [f32])| {
+            let valid_rows = out.len() / row_len;
             for tx in 0..tw {
-                let t = (n * th + ty) * tw + tx;
+                let t = ty * tw + tx;
                 for c0 in (0..co).step_by(LANES) {
                     let lanes = (co - c0).min(LANES);
-                    let get = |p: usize| {
-                        let at = (p * tiles + t) * co + c0;
-                        if lanes == LANES {
-                            load16(&m[at..])
-                        } else {
-                            load_partial(&m[at..at + lanes])
-                        }
-                    };
-                    let q: [f32x16; 16] = std::array::from_fn(get);
+                    let load = |s: &[f32]| if lanes == LANES { load16(s) } else { load_partial(&s[..lanes]) };
+                    let q: [f32x16; 16] = std::array::from_fn(|p| load(&m[(p * tiles + t) * co + c0..]));
                     // A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] on rows, then on columns.
                     let r0: [f32x16; 4] = std::array::from_fn(|b| q[b] + q[4 + b] + q[8 + b]);
                     let r1: [f32x16; 4] = std::array::from_fn(|b| q[4 + b] - q[8 + b] - q[12 + b]);
@@ -192,29 +237,27 @@ impl WinogradConv {
                         [r1[0] + r1[1] + r1[2], r1[1] - r1[2] - r1[3]],
                     ];
                     let bias = load16(&self.bias[c0..]);
-                    for (dy, yrow) in y.iter().enumerate().take(out_rows) {
+                    for (dy, yrow) in y.iter().enumerate().take(valid_rows) {
                         for (dx, &val) in yrow.iter().enumerate() {
                             let ox = tx * 2 + dx;
                             if ox >= wo {
                                 continue;
                             }
                             let at = dy * row_len + ox * co + c0;
-                            let global = ((n * ho + ty * 2 + dy) * wo + ox) * co + c0;
                             let mut v = val + bias;
-                            let load = |s: &[f32]| if lanes == LANES { load16(s) } else { load_partial(&s[..lanes]) };
-                            if let Some(r) = residual {
-                                v += load(&r[global..]);
+                            if let Some(r) = epilogue.residual {
+                                v += load(&r[2 * ty * row_len + at..]);
                             }
                             if epilogue.accumulate {
-                                v += load(&rows[at..]);
+                                v += load(&out[at..]);
                             }
                             if epilogue.relu {
                                 v = v.max(f32x16::ZERO);
                             }
                             if lanes == LANES {
-                                store16(&mut rows[at..], v);
+                                store16(&mut out[at..], v);
                             } else {
-                                store_partial(&mut rows[at..at + lanes], v);
+                                store_partial(&mut out[at..at + lanes], v);
                             }
                         }
                     }
@@ -222,9 +265,13 @@ impl WinogradConv {
             }
         };
         // One task per tile row: two output rows (one, at the bottom of an odd height).
-        for (n, image) in out_data.chunks_exact_mut(ho * row_len).enumerate() {
-            run_blocks(image, 2 * row_len, |(ty, rows)| transform_out((n * th + ty, rows)));
-        }
-        Ok(())
+        run_blocks(out_rows, 2 * row_len, transform_out);
     }
+}
+
+/// The epilogue of one chunk: the residual starts at the chunk's first output row.
+struct ChunkEpilogue<'a> {
+    residual: Option<&'a [f32]>,
+    accumulate: bool,
+    relu: bool,
 }
