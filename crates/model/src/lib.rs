@@ -8,7 +8,9 @@ mod net;
 mod spec;
 mod weights;
 
-pub use net::{BatchRunner, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, WINOGRAD_MIN_CHANNELS};
+pub use net::{
+    BatchRunner, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, WINOGRAD_MAX_CHANNELS, WINOGRAD_MIN_CHANNELS,
+};
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,
     SHORTCUT_POOL, STEM_POOL,

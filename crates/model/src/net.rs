@@ -61,12 +61,16 @@ pub struct StepTiming {
 /// measured 1.1-1.8x the direct path from 64 channels up, and 0.5-0.7x at 32 (the deep
 /// stem), where the tile transforms outweigh the saved multiply-adds (docs/results.md).
 pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+/// ... and at most this many: Winograd keeps 16/9 as many weights, and on stage 4's
+/// 512-channel convs that is 22 MB more, which takes the process past its 200 MiB budget
+/// at batch 8 for about 1.5% of the batch-1 time.
+pub const WINOGRAD_MAX_CHANNELS: usize = 256;
 
 /// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KxkPath {
-    /// Winograd for stride-1 3x3 convs with [`WINOGRAD_MIN_CHANNELS`] or more input
-    /// channels, `Direct` for the others: the fastest measured here.
+    /// Winograd for stride-1 3x3 convs with [`WINOGRAD_MIN_CHANNELS`] to
+    /// [`WINOGRAD_MAX_CHANNELS`] input channels, `Direct` for the others.
     #[default]
     Auto,
     /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy.
@@ -105,7 +109,8 @@ impl ConvLayer {
         let op = if spec.kernel == 1 {
             ConvOp::Direct(Conv1x1::new(&folded, filter, Some(&bias), spec.stride, Layout::Nhwc)?)
         } else {
-            let winograd_fits = spec.window() == WinogradConv::WINDOW && spec.ci >= WINOGRAD_MIN_CHANNELS;
+            let winograd_fits = spec.window() == WinogradConv::WINDOW
+                && (WINOGRAD_MIN_CHANNELS..=WINOGRAD_MAX_CHANNELS).contains(&spec.ci);
             match kxk {
                 KxkPath::Auto if winograd_fits => ConvOp::Winograd(WinogradConv::new(&folded, filter, Some(&bias))?),
                 KxkPath::Auto | KxkPath::Direct => {
