@@ -105,9 +105,9 @@ fn small_resnets_match_reference_all_variants() {
 }
 
 #[test]
-fn direct_and_im2col_paths_match_reference() {
+fn winograd_direct_and_im2col_paths_match_reference() {
     for v in [Variant::A, Variant::D] {
-        for kxk in [KxkPath::Direct, KxkPath::Im2col] {
+        for kxk in [KxkPath::Winograd, KxkPath::Direct, KxkPath::Im2col] {
             check_path(v, [1, 1, 1, 1], Shape::new(1, 3, 97, 83), Layout::Nchw, 1e-5, kxk);
         }
     }

@@ -196,7 +196,7 @@ def bench(args, tmp):
     for rnd in range(args.rounds):
         for v in variants:
             out = run([CONVKIT, "bench", "--variant", v, "--batch", str(args.batch), "--threads", str(args.threads),
-                       "--iters", str(args.iters), "--warmup", "2", "--json"])
+                       "--iters", str(args.iters), "--warmup", "2", "--kxk", args.kxk, "--json"])
             medians.setdefault(("convkit", v), []).append(json.loads(out)[0]["median_ms"])
             for eng in ("onnxruntime", "openvino"):
                 f = engines[(eng, v)]
@@ -268,7 +268,7 @@ def memory(args, tmp):
     b, t = str(args.batch), str(args.threads)
     cmds = {
         "convkit": [CONVKIT, "bench", "--variant", v, "--batch", b, "--threads", t, "--iters", "5", "--warmup", "0",
-                    "--peak", "1"],
+                    "--peak", "1", "--kxk", args.kxk],
         "onnxruntime": [sys.executable, "-c", ENGINE_SCRIPT, "onnxruntime", onnx_path, b, t, "5"],
         "openvino": [sys.executable, "-c", ENGINE_SCRIPT, "openvino", onnx_path, b, t, "5"],
         "python + onnxruntime import": [sys.executable, "-c", ENGINE_SCRIPT, "onnxruntime", onnx_path, b, t, "0"],
@@ -292,10 +292,12 @@ def main():
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--iters", type=int, default=10)
+    b.add_argument("--kxk", default="auto", help="convkit's KxK path: auto, winograd, direct, im2col")
     m = sub.add_parser("memory")
     m.add_argument("--variant", default="d")
     m.add_argument("--batch", type=int, default=1)
     m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--kxk", default="auto", help="convkit's KxK path: auto, winograd, direct, im2col")
     args = p.parse_args()
     if not os.path.exists(CONVKIT):
         sys.exit(f"{CONVKIT} not found: build it with cargo build --release -p convkit-cli")

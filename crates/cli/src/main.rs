@@ -93,9 +93,10 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// How KxK convs run: auto (Winograd for stride-1 3x3 with 64+ channels, else direct;
-    /// the default), direct (the 1x1 microkernel) or im2col (+ gemm); bench takes a
-    /// comma-separated list and times every path in the same rounds.
+    /// How KxK convs run: auto (Winograd for stride-1 3x3 with 64-256 channels, else
+    /// direct; the default), winograd (from 64 channels up: fastest, 22 MB more weights),
+    /// direct (the 1x1 microkernel) or im2col (+ gemm); bench takes a comma-separated list
+    /// and times every path in the same rounds.
     #[arg(long, default_value = "auto")]
     kxk: String,
     /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column; measured on
@@ -203,9 +204,10 @@ fn info(size: usize) -> CliResult {
 fn kxk_path(name: &str) -> Result<KxkPath, String> {
     match name {
         "auto" => Ok(KxkPath::Auto),
+        "winograd" => Ok(KxkPath::Winograd),
         "direct" => Ok(KxkPath::Direct),
         "im2col" => Ok(KxkPath::Im2col),
-        other => Err(format!("unknown --kxk '{other}': expected auto, direct or im2col")),
+        other => Err(format!("unknown --kxk '{other}': expected auto, winograd, direct or im2col")),
     }
 }
 
