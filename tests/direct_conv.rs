@@ -10,23 +10,14 @@ use proptest::prelude::*;
 
 /// `one_image_groups` bounds the scratch to one padded image: every image is its own group.
 fn run(p: &ConvProblem, threads: usize, one_image_groups: bool) -> (Tensor, Tensor, Tensor) {
-    let x = random_tensor(p.input, Layout::Nhwc, p.seed);
-    let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
-    let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
-    let mut conv = DirectConv::new(&w, p.filter, b.as_deref(), p.window).unwrap();
-    if one_image_groups {
-        conv = conv.with_scratch_bytes(1);
-    }
-    let out_shape = conv.output_shape(p.input).unwrap();
-    let residual = p.residual.then(|| random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3));
-    let mut out = prior_output(out_shape, Layout::Nhwc);
-    // Scratch holding stale values: the padding must be rewritten every call.
-    let mut scratch = AlignedVec::from_slice(&vec![f32::NAN; conv.scratch_len(p.input).unwrap()]);
-    let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), accumulate: p.accumulate, relu: p.relu };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch)).unwrap();
-    let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
-    (out, want, mag)
+    run_nhwc_kernel(p, threads, |w, b, x, out, epilogue| {
+        let mut conv = DirectConv::new(w, p.filter, b, p.window).unwrap();
+        if one_image_groups {
+            conv = conv.with_scratch_bytes(1);
+        }
+        let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
+        conv.forward(x, out, epilogue, &mut scratch).unwrap();
+    })
 }
 
 proptest! {

@@ -126,3 +126,41 @@ pub fn reference_conv(
     }
     (want, mag)
 }
+
+/// Runs an NHWC conv kernel with scratch on problem `p`: random input, weights, bias and
+/// residual, a prior output, NaN-filled scratch (what the kernel must not read), in a pool
+/// of `threads`. `forward(weights, bias, input, output, epilogue)` builds and runs the
+/// kernel. Returns (output, reference result, magnitude bound).
+pub fn run_nhwc_kernel(
+    p: &ConvProblem,
+    threads: usize,
+    forward: impl Fn(
+            &[f32],
+            Option<&[f32]>,
+            convkit_tensor::TensorView<'_>,
+            &mut convkit_tensor::TensorViewMut<'_>,
+            convkit_tensor::Epilogue<'_>,
+        ) + Send
+        + Sync,
+) -> (Tensor, Tensor, Tensor) {
+    let x = random_tensor(p.input, Layout::Nhwc, p.seed);
+    let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
+    let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
+    let out_shape = p.filter.output_shape(p.input, &p.window).unwrap();
+    let residual = p.residual.then(|| random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3));
+    let mut out = prior_output(out_shape, Layout::Nhwc);
+    let epilogue = convkit_tensor::Epilogue {
+        residual: residual.as_ref().map(|r| r.view()),
+        accumulate: p.accumulate,
+        relu: p.relu,
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| forward(&w, b.as_deref(), x.view(), &mut out.view_mut(), epilogue));
+    let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
+    (out, want, mag)
+}
+
+/// Scratch of `len` NaNs: a kernel that reads scratch it did not write fails its test.
+pub fn nan_scratch(len: usize) -> convkit_tensor::AlignedVec {
+    convkit_tensor::AlignedVec::from_slice(&vec![f32::NAN; len])
+}
