@@ -2,7 +2,7 @@
 //! the deep stem's three 3x3 convs (C/D), and the 3x3 convs of each stage (stride 1, and
 //! stride 2 where B/C/D downsample), side by side: im2col + gemm, the direct NHWC conv on
 //! the 1x1 microkernel (`DirectConv`), and for stride-1 3x3 Winograd F(2x2, 3x3)
-//! (`WinogradConv`). Throughput in direct-conv FLOPs (2 per MAC), so Winograd's figure is
+//! (`winograd/`) and F(4x4, 3x3) (`winograd4/`). Throughput in direct-conv FLOPs (2 per MAC), so Winograd's figure is
 //! an effective rate.
 //!
 //! cargo bench --bench im2col_conv [-- FILTER]; CONVKIT_BENCH_THREADS=1 for one thread.
@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use convkit_conv1x1::{DirectConv, WinogradConv};
+use convkit_conv1x1::{DirectConv, WinogradConv, WinogradTile};
 use convkit_im2col::Im2colConv;
 use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -52,15 +52,18 @@ fn bench(c: &mut Criterion) {
                 })
             });
             if window == WinogradConv::WINDOW {
-                let wino = WinogradConv::new(&values(co * ci * k * k, 1), filter, Some(&values(co, 2))).unwrap();
-                let mut wscratch = AlignedVec::zeros(wino.scratch_len(x.shape()).unwrap());
-                group.bench_function(format!("winograd/{name}"), |b| {
-                    b.iter(|| {
-                        pool.install(|| {
-                            wino.forward(x.view(), &mut y.view_mut(), Epilogue::relu(), &mut wscratch).unwrap()
+                for (label, tile) in [("winograd", WinogradTile::F2x2), ("winograd4", WinogradTile::F4x4)] {
+                    let wino =
+                        WinogradConv::new(&values(co * ci * k * k, 1), filter, Some(&values(co, 2)), tile).unwrap();
+                    let mut wscratch = AlignedVec::zeros(wino.scratch_len(x.shape()).unwrap());
+                    group.bench_function(format!("{label}/{name}"), |b| {
+                        b.iter(|| {
+                            pool.install(|| {
+                                wino.forward(x.view(), &mut y.view_mut(), Epilogue::relu(), &mut wscratch).unwrap()
+                            })
                         })
-                    })
-                });
+                    });
+                }
             }
             let direct = DirectConv::new(&values(co * ci * k * k, 1), filter, Some(&values(co, 2)), window).unwrap();
             group.bench_function(format!("direct/{name}"), |b| {

@@ -36,6 +36,10 @@ fn allocations_of_second_pass(variant: Variant, threads: usize) -> usize {
     let x = Tensor::from_fn(Shape::new(2, 3, 64, 64), Layout::Nchw, |n, c, h, w| ((n + c * h + w) % 7) as f32).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let mut ws = Workspace::new();
+    // Every worker thread runs once before the count: a thread that the OS first schedules
+    // during the counted pass allocates its own thread-locals then (rayon's worker state,
+    // crossbeam's epoch handle), which is not the forward pass allocating.
+    pool.broadcast(|_| ());
     pool.install(|| {
         model.forward(x.view(), &mut ws).unwrap();
         let before = ALLOCATIONS.load(Ordering::Relaxed);

@@ -1,17 +1,17 @@
-//! Winograd F(2x2, 3x3) convolution against the f64 reference.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution against the f64 reference.
 
 mod common;
 
 use common::*;
-use convkit_conv1x1::WinogradConv;
+use convkit_conv1x1::{WinogradConv, WinogradTile};
 use convkit_reference as reference;
 use convkit_tensor::Tensor;
 use proptest::prelude::*;
 
 /// `row_chunks` bounds the scratch to one tile row: every tile row is its own chunk.
-fn run(p: &ConvProblem, threads: usize, row_chunks: bool) -> (Tensor, Tensor, Tensor) {
+fn run(p: &ConvProblem, tile: WinogradTile, threads: usize, row_chunks: bool) -> (Tensor, Tensor, Tensor) {
     run_nhwc_kernel(p, threads, |w, b, x, out, epilogue| {
-        let mut conv = WinogradConv::new(w, p.filter, b).unwrap();
+        let mut conv = WinogradConv::new(w, p.filter, b, tile).unwrap();
         if row_chunks {
             conv = conv.with_scratch_bytes(1);
         }
@@ -20,22 +20,39 @@ fn run(p: &ConvProblem, threads: usize, row_chunks: bool) -> (Tensor, Tensor, Te
     })
 }
 
+/// Relative tolerance (of the sum of |a*b| terms) per tile. F(4x4)'s transforms scale
+/// values by up to 5 (input) and 8 (output) and its weights carry 1/6 and 1/24, so its
+/// rounding error is several times the direct conv's.
+fn tolerance(tile: WinogradTile) -> f32 {
+    match tile {
+        WinogradTile::F2x2 => REL_TOL,
+        WinogradTile::F4x4 => F4_REL_TOL,
+    }
+}
+
+const F4_REL_TOL: f32 = 3e-5;
+
+fn tiles() -> impl Strategy<Value = WinogradTile> {
+    prop_oneof![Just(WinogradTile::F2x2), Just(WinogradTile::F4x4)]
+}
+
+fn padded_3x3() -> impl Strategy<Value = ConvProblem> {
+    conv_problem(&[3], &[1], 1).prop_filter("padding 1", |p| p.window.padding == (1, 1))
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn winograd_matches_reference(
-        p in conv_problem(&[3], &[1], 1).prop_filter("padding 1", |p| p.window.padding == (1, 1)),
-        row_chunks in any::<bool>(),
-    ) {
-        let (got, want, mag) = run(&p, 2, row_chunks);
-        reference::compare(&got, &want, &mag, REL_TOL, ABS_TOL).map_err(TestCaseError::fail)?;
+    fn winograd_matches_reference(p in padded_3x3(), tile in tiles(), row_chunks in any::<bool>()) {
+        let (got, want, mag) = run(&p, tile, 2, row_chunks);
+        reference::compare(&got, &want, &mag, tolerance(tile), ABS_TOL).map_err(TestCaseError::fail)?;
     }
 
     #[test]
-    fn winograd_is_thread_count_invariant(p in conv_problem(&[3], &[1], 1).prop_filter("padding 1", |p| p.window.padding == (1, 1))) {
-        let (one, _, _) = run(&p, 1, false);
-        let (two, _, _) = run(&p, 2, true);
+    fn winograd_is_thread_count_invariant(p in padded_3x3(), tile in tiles()) {
+        let (one, _, _) = run(&p, tile, 1, false);
+        let (two, _, _) = run(&p, tile, 2, true);
         prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }

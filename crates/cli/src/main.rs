@@ -93,10 +93,10 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// How KxK convs run: auto (Winograd for stride-1 3x3 with 64-256 channels, else
-    /// direct; the default), winograd (from 64 channels up: fastest, 22 MB more weights),
-    /// direct (the 1x1 microkernel) or im2col (+ gemm); bench takes a comma-separated list
-    /// and times every path in the same rounds.
+    /// How KxK convs run: auto (stride-1 3x3 on Winograd F(4x4) up to 128 channels and
+    /// F(2x2) up to 256, else direct; the default), winograd (every stride-1 3x3 on
+    /// Winograd: fastest, about 40 MB more weights), direct (the 1x1 microkernel) or im2col
+    /// (+ gemm); bench takes a comma-separated list and times every path in the same rounds.
     #[arg(long, default_value = "auto")]
     kxk: String,
     /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column; measured on

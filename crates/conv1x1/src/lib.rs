@@ -25,7 +25,7 @@ mod nhwc;
 mod winograd;
 
 pub use direct::{DirectConv, DEFAULT_PAD_SCRATCH_BYTES};
-pub use winograd::{WinogradConv, DEFAULT_WINOGRAD_SCRATCH_BYTES};
+pub use winograd::{WinogradConv, WinogradTile, DEFAULT_WINOGRAD_SCRATCH_BYTES};
 
 use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;

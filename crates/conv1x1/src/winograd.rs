@@ -1,28 +1,123 @@
-//! Winograd F(2x2, 3x3) convolution over NHWC (stride 1, padding 1) on the 1x1
-//! microkernel: 16 GEMMs of [tiles, ci] x [ci, co] instead of 9 taps per output, 2.25x
-//! fewer multiply-adds, at the price of transforming input and output tiles.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution over NHWC (stride 1, padding 1) on
+//! the 1x1 microkernel: an alpha x alpha input tile (alpha = m + 2) is transformed, each of
+//! its alpha^2 positions is one GEMM of [tiles, ci] x [ci, co], and the products are
+//! transformed back into m x m outputs. F(2x2) does 16/4 = 4 multiply-adds per output
+//! and input channel instead of 9; F(4x4) does 36/16 = 2.25, for costlier transforms
+//! and 36/9 = 4x the weights.
+//!
+//! A chunk of tile rows takes three parallel phases: the input transform (over tiles),
+//! the GEMMs (one task per position, so each weight matrix is read by one thread), and
+//! the output transform with bias and epilogue (over tile rows).
 
-use crate::kernel::NR;
-use crate::nhwc::{pack_panels, NhwcConv};
-use crate::run_blocks;
+use crate::kernel::{TileBias, MR, NR};
+use crate::nhwc::pack_panels;
+use crate::{dispatch_tile, run_blocks, TileOut};
 use convkit_tensor::simd::{f32x16, load16, load_partial, store16, store_partial, LANES};
 use convkit_tensor::{
     checked_product, AlignedVec, Epilogue, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
 };
 use rayon::prelude::*;
 
-/// Positions of a transformed 4x4 tile.
-const POSITIONS: usize = 16;
-
 /// Default bound of the scratch (transformed inputs and products): tile rows are processed
 /// in chunks of at most this many bytes (at least one tile row), so scratch does not grow
 /// with the image or the batch.
 pub const DEFAULT_WINOGRAD_SCRATCH_BYTES: usize = 4 << 20;
 
-/// A 3x3, stride-1, padding-1 convolution computed with Winograd F(2x2, 3x3).
+/// The output tile of a Winograd convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WinogradTile {
+    /// F(2x2, 3x3): 4x4 input tiles, 16 GEMMs, weights 16/9 of the 3x3 ones. Exact
+    /// transforms (coefficients 0, +-1, 1/2), error like the direct conv's.
+    F2x2,
+    /// F(4x4, 3x3): 6x6 input tiles, 36 GEMMs, weights 4x the 3x3 ones. Transform
+    /// coefficients up to 8 (and 1/24) make its rounding error several times F(2x2)'s.
+    F4x4,
+}
+
+impl WinogradTile {
+    /// Outputs per tile side (m).
+    pub const fn outputs(self) -> usize {
+        match self {
+            WinogradTile::F2x2 => 2,
+            WinogradTile::F4x4 => 4,
+        }
+    }
+
+    /// Input tile side (alpha = m + 2).
+    pub const fn alpha(self) -> usize {
+        self.outputs() + 2
+    }
+
+    /// GEMMs per tile (alpha^2).
+    pub const fn positions(self) -> usize {
+        self.alpha() * self.alpha()
+    }
+
+    /// G, the alpha x 3 weight transform (U = G g G^T).
+    fn weight_transform(self) -> &'static [[f64; 3]] {
+        const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        const G4: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        match self {
+            WinogradTile::F2x2 => &G2,
+            WinogradTile::F4x4 => &G4,
+        }
+    }
+}
+
+/// B^T x of F(2x2): (x0 - x2, x1 + x2, x2 - x1, x1 - x3).
+#[inline(always)]
+fn input_f2(x: [f32x16; 4]) -> [f32x16; 4] {
+    [x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]]
+}
+
+/// A^T m of F(2x2): (m0 + m1 + m2, m1 - m2 - m3).
+#[inline(always)]
+fn output_f2(m: [f32x16; 4]) -> [f32x16; 2] {
+    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+}
+
+/// B^T x of F(4x4) (Lavin and Gray's points 0, +-1, +-2, infinity), in shared terms.
+#[inline(always)]
+fn input_f4(x: [f32x16; 6]) -> [f32x16; 6] {
+    let (four, five, two) = (f32x16::splat(4.0), f32x16::splat(5.0), f32x16::splat(2.0));
+    let t1 = x[4] - four * x[2];
+    let t2 = x[3] - four * x[1];
+    let t3 = x[4] - x[2];
+    let t4 = two * (x[3] - x[1]);
+    [four * x[0] - five * x[2] + x[4], t1 + t2, t1 - t2, t3 + t4, t3 - t4, four * x[1] - five * x[3] + x[5]]
+}
+
+/// A^T m of F(4x4).
+#[inline(always)]
+fn output_f4(m: [f32x16; 6]) -> [f32x16; 4] {
+    let (a, b) = (m[1] + m[2], m[1] - m[2]);
+    let (c, d) = (m[3] + m[4], m[3] - m[4]);
+    [m[0] + a + c, b + f32x16::splat(2.0) * d, a + f32x16::splat(4.0) * c, b + f32x16::splat(8.0) * d + m[5]]
+}
+
+/// Applies the 1-D transform `f` to the columns of `x`, then to the rows of the result:
+/// y = F x F^T for the matrix F that `f` multiplies by.
+#[inline(always)]
+fn transform_2d<const N: usize, const K: usize>(
+    x: &[[f32x16; N]; N],
+    f: impl Fn([f32x16; N]) -> [f32x16; K],
+) -> [[f32x16; K]; K] {
+    let cols: [[f32x16; K]; N] = std::array::from_fn(|j| f(std::array::from_fn(|i| x[i][j])));
+    std::array::from_fn(|a| f(std::array::from_fn(|j| cols[j][a])))
+}
+
+/// A 3x3, stride-1, padding-1 convolution computed with Winograd F(2x2, 3x3) or F(4x4, 3x3).
 #[derive(Debug, Clone)]
 pub struct WinogradConv {
     filter: FilterShape,
+    tile: WinogradTile,
     /// One packed [ci][co] matrix (32-column panels) per tile position.
     panels: Vec<Vec<f32x16>>,
     bias: AlignedVec,
@@ -34,38 +129,39 @@ impl WinogradConv {
     /// The window this conv computes: 3x3, stride 1, padding 1.
     pub const WINDOW: Window = Window::square(3, 1, 1);
 
-    /// Transforms and packs OIHW 3x3 `weights` (U = G g G^T per channel pair).
-    pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>) -> Result<Self> {
+    /// Transforms (U = G g G^T per channel pair, in f64) and packs OIHW 3x3 `weights`.
+    pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>, tile: WinogradTile) -> Result<Self> {
         filter.check(weights, bias)?;
         filter.check_window(&Self::WINDOW)?;
         let (co, ci) = (filter.co, filter.ci);
-        let g = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0f64]];
-        // u[p] as OIHW-like [co][ci][1][1] matrices, one per position.
-        let mut u = vec![vec![0.0f32; co * ci]; POSITIONS];
-        for o in 0..co {
-            for i in 0..ci {
-                let w = &weights[(o * ci + i) * 9..(o * ci + i + 1) * 9];
-                for a in 0..4 {
-                    for b in 0..4 {
-                        let mut v = 0.0f64;
-                        for k in 0..3 {
-                            for l in 0..3 {
-                                v += g[a][k] * w[k * 3 + l] as f64 * g[b][l];
-                            }
-                        }
-                        u[a * 4 + b][o * ci + i] = v as f32;
-                    }
-                }
-            }
-        }
+        let g = tile.weight_transform();
+        let alpha = tile.alpha();
         let one_by_one = FilterShape::new(co, ci, 1, 1);
-        let panels = u.iter().map(|m| pack_panels(m, one_by_one)).collect();
+        // One [co][ci] matrix per position, transformed and packed in turn so that only
+        // one unpacked matrix is alive at a time.
+        let mut u = vec![0.0f32; co * ci];
+        let panels = (0..tile.positions())
+            .map(|p| {
+                let (a, b) = (p / alpha, p % alpha);
+                for (o_i, w) in weights.chunks_exact(9).enumerate() {
+                    let mut v = 0.0f64;
+                    for k in 0..3 {
+                        for l in 0..3 {
+                            v += g[a][k] * w[k * 3 + l] as f64 * g[b][l];
+                        }
+                    }
+                    u[o_i] = v as f32;
+                }
+                pack_panels(&u, one_by_one)
+            })
+            .collect();
         let mut padded_bias = AlignedVec::zeros(co.div_ceil(NR) * NR);
         if let Some(b) = bias {
             padded_bias[..co].copy_from_slice(b);
         }
         Ok(WinogradConv {
             filter,
+            tile,
             panels,
             bias: padded_bias,
             zero_bias: AlignedVec::zeros(co.div_ceil(NR) * NR),
@@ -83,6 +179,10 @@ impl WinogradConv {
         self.filter
     }
 
+    pub fn tile(&self) -> WinogradTile {
+        self.tile
+    }
+
     pub fn output_shape(&self, input: Shape) -> Result<Shape> {
         self.filter.output_shape(input, &Self::WINDOW)
     }
@@ -90,16 +190,17 @@ impl WinogradConv {
     /// Tile rows (of one image) transformed and multiplied at a time: as many as fit in
     /// the scratch bound, at least one.
     fn chunk_rows(&self, out: Shape) -> usize {
-        let per_row = POSITIONS * out.w.div_ceil(2) * (self.filter.ci + self.filter.co) * 4;
-        (self.scratch_bytes / per_row.max(1)).clamp(1, out.h.div_ceil(2))
+        let m = self.tile.outputs();
+        let per_row = self.tile.positions() * out.w.div_ceil(m) * (self.filter.ci + self.filter.co) * 4;
+        (self.scratch_bytes / per_row.max(1)).clamp(1, out.h.div_ceil(m))
     }
 
-    /// Scratch floats: transformed inputs (16 x tiles x ci) and products (16 x tiles x co)
-    /// of one chunk of tile rows.
+    /// Scratch floats: transformed inputs (positions x tiles x ci) and products
+    /// (positions x tiles x co) of one chunk of tile rows.
     pub fn scratch_len(&self, input: Shape) -> Result<usize> {
         let out = self.output_shape(input)?;
-        let tiles = self.chunk_rows(out) * out.w.div_ceil(2);
-        checked_product("winograd scratch", &[POSITIONS, tiles, self.filter.ci + self.filter.co])
+        let tiles = self.chunk_rows(out) * out.w.div_ceil(self.tile.outputs());
+        checked_product("winograd scratch", &[self.tile.positions(), tiles, self.filter.ci + self.filter.co])
     }
 
     /// output = epilogue(conv(input) + bias), NHWC, on the current rayon pool. `scratch`
@@ -117,53 +218,92 @@ impl WinogradConv {
         if scratch.len() < need {
             scratch.resize(need);
         }
-        let (ho, wo, co) = (out_shape.h, out_shape.w, self.filter.co);
-        let th = ho.div_ceil(2);
-        let chunk = self.chunk_rows(out_shape);
-        let image_len = ho * wo * co;
-        for (n, out_image) in output.data_mut().chunks_exact_mut(image_len).enumerate() {
-            for ty0 in (0..th).step_by(chunk) {
-                let rows = ty0..(ty0 + chunk).min(th);
-                let out_rows = &mut out_image[2 * ty0 * wo * co..(2 * rows.end).min(ho) * wo * co];
-                let chunk_epilogue = ChunkEpilogue {
-                    residual: epilogue.residual.map(|r| &r.data()[n * image_len + 2 * ty0 * wo * co..]),
-                    accumulate: epilogue.accumulate,
-                    relu: epilogue.relu,
-                };
-                self.tile_rows(input, n, rows, out_rows, &chunk_epilogue, &mut scratch[..need]);
-            }
+        match self.tile {
+            WinogradTile::F2x2 => self.forward_tiles::<4, 2>(
+                input,
+                output.data_mut(),
+                &epilogue,
+                &mut scratch[..need],
+                input_f2,
+                output_f2,
+            ),
+            WinogradTile::F4x4 => self.forward_tiles::<6, 4>(
+                input,
+                output.data_mut(),
+                &epilogue,
+                &mut scratch[..need],
+                input_f4,
+                output_f4,
+            ),
         }
         Ok(())
     }
 
-    /// Tile rows `rows` of image `n`: input transform, 16 GEMMs, output transform into
-    /// `out_rows` (the output rows those tiles cover).
-    fn tile_rows(
+    /// The forward pass for input tiles of A x A and output tiles of M x M, given the
+    /// 1-D input (B^T) and output (A^T) transforms.
+    fn forward_tiles<const A: usize, const M: usize>(
+        &self,
+        input: TensorView<'_>,
+        output: &mut [f32],
+        epilogue: &Epilogue<'_>,
+        scratch: &mut [f32],
+        input_1d: impl Fn([f32x16; A]) -> [f32x16; A] + Sync,
+        output_1d: impl Fn([f32x16; A]) -> [f32x16; M] + Sync,
+    ) {
+        let s = input.shape();
+        let (ho, wo, co) = (s.h, s.w, self.filter.co); // stride 1, padding 1: same size
+        let th = ho.div_ceil(M);
+        let chunk = self.chunk_rows(Shape::new(s.n, co, ho, wo));
+        let image_len = ho * wo * co;
+        for (n, out_image) in output.chunks_exact_mut(image_len).enumerate() {
+            for ty0 in (0..th).step_by(chunk) {
+                let rows = ty0..(ty0 + chunk).min(th);
+                let first_out = M * ty0 * wo * co;
+                let out_rows = &mut out_image[first_out..(M * rows.end).min(ho) * wo * co];
+                let chunk_epilogue = ChunkEpilogue {
+                    residual: epilogue.residual.map(|r| &r.data()[n * image_len + first_out..]),
+                    accumulate: epilogue.accumulate,
+                    relu: epilogue.relu,
+                };
+                let tiles = self.transform_input::<A, M>(input, n, rows, scratch, &input_1d);
+                let (v, m) = scratch.split_at_mut(A * A * tiles * s.c);
+                self.multiply::<A>(v, &mut m[..A * A * tiles * co], tiles);
+                self.transform_output::<A, M>(
+                    &m[..A * A * tiles * co],
+                    tiles,
+                    wo,
+                    out_rows,
+                    &chunk_epilogue,
+                    &output_1d,
+                );
+            }
+        }
+    }
+
+    /// V[t][p][ci] = (B^T d B)[p] of the A x A input patch of each tile t of tile rows
+    /// `rows` of image `n` (zeros outside the image), into the front of `scratch`.
+    /// Returns the number of tiles.
+    fn transform_input<const A: usize, const M: usize>(
         &self,
         input: TensorView<'_>,
         n: usize,
         rows: std::ops::Range<usize>,
-        out_rows: &mut [f32],
-        epilogue: &ChunkEpilogue<'_>,
         scratch: &mut [f32],
-    ) {
+        input_1d: &(impl Fn([f32x16; A]) -> [f32x16; A] + Sync),
+    ) -> usize {
         let s = input.shape();
-        let (ci, co) = (s.c, self.filter.co);
-        let wo = s.w; // stride 1, padding 1: output width = input width
-        let tw = wo.div_ceil(2);
+        let ci = s.c;
+        let tw = s.w.div_ceil(M);
         let tiles = rows.len() * tw;
-        let (v, m) = scratch.split_at_mut(POSITIONS * tiles * ci);
-        let m = &mut m[..POSITIONS * tiles * co];
-        // Input transform: V[t][p][ci] = (B^T d B)[p] of the 4x4 patch at (2ty - 1, 2tx - 1).
+        let v = &mut scratch[..A * A * tiles * ci];
         let src = input.data();
         let first_row = rows.start;
-        let transform_in = |(t, vt): (usize, &mut [f32])| {
+        let transform = |(t, vt): (usize, &mut [f32])| {
             let (ty, tx) = (first_row + t / tw, t % tw);
-            let (y0, x0) = ((ty * 2) as isize - 1, (tx * 2) as isize - 1);
-            let mut c0 = 0;
-            while c0 < ci {
+            let (y0, x0) = ((ty * M) as isize - 1, (tx * M) as isize - 1);
+            for c0 in (0..ci).step_by(LANES) {
                 let lanes = (ci - c0).min(LANES);
-                let mut d = [[f32x16::ZERO; 4]; 4];
+                let mut d = [[f32x16::ZERO; A]; A];
                 for (i, row) in d.iter_mut().enumerate() {
                     let y = y0 + i as isize;
                     if y < 0 || y >= s.h as isize {
@@ -178,15 +318,10 @@ impl WinogradConv {
                         *cell = if lanes == LANES { load16(&src[at..]) } else { load_partial(&src[at..at + lanes]) };
                     }
                 }
-                // B^T x = (x0 - x2, x1 + x2, x2 - x1, x1 - x3), on columns then on rows.
-                let bt = |a: [f32x16; 4]| [a[0] - a[2], a[1] + a[2], a[2] - a[1], a[1] - a[3]];
-                let cols: [[f32x16; 4]; 4] = std::array::from_fn(|j| bt([d[0][j], d[1][j], d[2][j], d[3][j]]));
-                let rows: [[f32x16; 4]; 4] =
-                    std::array::from_fn(|a| bt([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]));
-                // rows[a][b] = (B^T d B)[a][b]
-                for (a, row) in rows.iter().enumerate() {
+                let transformed = transform_2d(&d, input_1d);
+                for (a, row) in transformed.iter().enumerate() {
                     for (b, &val) in row.iter().enumerate() {
-                        let dst = &mut vt[(a * 4 + b) * ci + c0..];
+                        let dst = &mut vt[(a * A + b) * ci + c0..];
                         if lanes == LANES {
                             store16(dst, val);
                         } else {
@@ -194,59 +329,81 @@ impl WinogradConv {
                         }
                     }
                 }
-                c0 += LANES;
             }
         };
         if rayon::current_num_threads() > 1 {
-            v.par_chunks_mut(POSITIONS * ci).enumerate().for_each(transform_in);
+            v.par_chunks_mut(A * A * ci).enumerate().for_each(transform);
         } else {
-            v.chunks_mut(POSITIONS * ci).enumerate().for_each(transform_in);
+            v.chunks_mut(A * A * ci).enumerate().for_each(transform);
         }
-        // 16 GEMMs: M[p][t][co] = V[t][p][:] x U[p].
-        let gemm_out = Shape::new(1, co, tiles, 1);
-        for (p, mp) in m.chunks_exact_mut(tiles * co).enumerate() {
-            let conv = NhwcConv {
-                src: &v[p * ci..],
-                src_h: tiles,
-                src_w: POSITIONS,
-                ci,
-                kernel: (1, 1),
-                stride: 1,
-                out: gemm_out,
-                panels: &self.panels[p],
-                bias: &self.zero_bias,
-            };
-            conv.run(mp, &Epilogue::NONE);
-        }
-        // Output transform: Y = A^T M A per tile (2x2 outputs), then bias and the epilogue.
-        let m = &*m;
+        tiles
+    }
+
+    /// M[p][t][co] = V[t][p][:] x U[p] for every position p: one task per position, so
+    /// each transformed weight matrix is streamed by one thread.
+    fn multiply<const A: usize>(&self, v: &[f32], m: &mut [f32], tiles: usize) {
+        let (ci, co) = (self.filter.ci, self.filter.co);
+        let gemm = |(p, mp): (usize, &mut [f32])| {
+            for (panel_index, panel) in self.panels[p].chunks_exact(2 * ci).enumerate() {
+                let n0 = panel_index * NR;
+                let mut t0 = 0;
+                while t0 < tiles {
+                    let rows = (tiles - t0).min(MR);
+                    let a = |r: usize, _| &v[((t0 + r) * A * A + p) * ci..][..ci];
+                    let to = TileOut {
+                        bias: TileBias::Columns(&self.zero_bias[n0..n0 + NR]),
+                        residual: None,
+                        row_len: co,
+                        n0,
+                        cols: (co - n0).min(NR),
+                        accumulate: false,
+                        relu: false,
+                    };
+                    dispatch_tile(rows, a, 1, panel, to, &mut mp[t0 * co..(t0 + rows) * co]);
+                    t0 += rows;
+                }
+            }
+        };
+        run_blocks(m, tiles * co, gemm);
+    }
+
+    /// Y = A^T M A per tile (M x M outputs), then bias and the epilogue, into `out_rows`
+    /// (the output rows, `wo` pixels wide, that the chunk's tiles cover). One task per
+    /// tile row.
+    fn transform_output<const A: usize, const M: usize>(
+        &self,
+        m: &[f32],
+        tiles: usize,
+        wo: usize,
+        out_rows: &mut [f32],
+        epilogue: &ChunkEpilogue<'_>,
+        output_1d: &(impl Fn([f32x16; A]) -> [f32x16; M] + Sync),
+    ) {
+        let co = self.filter.co;
+        let tw = wo.div_ceil(M);
         let row_len = wo * co;
-        let transform_out = |(ty, out): (usize, &mut [f32])| {
+        let transform = |(ty, out): (usize, &mut [f32])| {
             let valid_rows = out.len() / row_len;
             for tx in 0..tw {
                 let t = ty * tw + tx;
                 for c0 in (0..co).step_by(LANES) {
                     let lanes = (co - c0).min(LANES);
                     let load = |s: &[f32]| if lanes == LANES { load16(s) } else { load_partial(&s[..lanes]) };
-                    let q: [f32x16; 16] = std::array::from_fn(|p| load(&m[(p * tiles + t) * co + c0..]));
-                    // A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] on rows, then on columns.
-                    let r0: [f32x16; 4] = std::array::from_fn(|b| q[b] + q[4 + b] + q[8 + b]);
-                    let r1: [f32x16; 4] = std::array::from_fn(|b| q[4 + b] - q[8 + b] - q[12 + b]);
-                    let y = [
-                        [r0[0] + r0[1] + r0[2], r0[1] - r0[2] - r0[3]],
-                        [r1[0] + r1[1] + r1[2], r1[1] - r1[2] - r1[3]],
-                    ];
+                    let q: [[f32x16; A]; A] = std::array::from_fn(|a| {
+                        std::array::from_fn(|b| load(&m[((a * A + b) * tiles + t) * co + c0..]))
+                    });
+                    let y = transform_2d(&q, output_1d);
                     let bias = load16(&self.bias[c0..]);
                     for (dy, yrow) in y.iter().enumerate().take(valid_rows) {
                         for (dx, &val) in yrow.iter().enumerate() {
-                            let ox = tx * 2 + dx;
+                            let ox = tx * M + dx;
                             if ox >= wo {
-                                continue;
+                                break;
                             }
                             let at = dy * row_len + ox * co + c0;
                             let mut v = val + bias;
                             if let Some(r) = epilogue.residual {
-                                v += load(&r[2 * ty * row_len + at..]);
+                                v += load(&r[M * ty * row_len + at..]);
                             }
                             if epilogue.accumulate {
                                 v += load(&out[at..]);
@@ -264,8 +421,8 @@ impl WinogradConv {
                 }
             }
         };
-        // One task per tile row: two output rows (one, at the bottom of an odd height).
-        run_blocks(out_rows, 2 * row_len, transform_out);
+        // One task per tile row: M output rows (fewer at the bottom).
+        run_blocks(out_rows, M * row_len, transform);
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::spec::{BlockSpec, ConvKind, ConvSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
 use crate::weights::Weights;
 use crate::ModelError;
-use convkit_conv1x1::{Conv1x1, DirectConv, WinogradConv};
+use convkit_conv1x1::{Conv1x1, DirectConv, WinogradConv, WinogradTile};
 use convkit_im2col::Im2colConv;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
 use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut, Window};
@@ -57,29 +57,43 @@ pub struct StepTiming {
     pub lowering_seconds: f64,
 }
 
-/// Stride-1 3x3 convs with at least this many input channels run on Winograd F(2x2, 3x3):
-/// measured 1.1-1.8x the direct path from 64 channels up, and 0.5-0.7x at 32 (the deep
-/// stem), where the tile transforms outweigh the saved multiply-adds (docs/results.md).
-pub const WINOGRAD_MIN_CHANNELS: usize = 64;
-/// ... and at most this many: Winograd keeps 16/9 as many weights, and on stage 4's
-/// 512-channel convs that is 22 MB more, which takes the process past its 200 MiB budget
-/// at batch 8 for about 1.5% of the batch-1 time.
+/// Under `KxkPath::Auto`, stride-1 3x3 convs with at most this many input channels (the
+/// deep stem's 32, stages 1 and 2) run on Winograd F(4x4, 3x3): measured 1.4-2.7x the
+/// direct path there, and 1.3-1.6x F(2x2) (docs/results.md). Its weights are 4x the 3x3
+/// ones, so the wider stages keep the cheaper tile below.
+pub const WINOGRAD_F4_MAX_CHANNELS: usize = 128;
+/// ... and up to this many on F(2x2, 3x3) (weights 16/9 of the 3x3 ones): on stage 4's
+/// 512-channel convs that would be 15 MB more for about 1 ms, past the memory budget at
+/// batch 8.
 pub const WINOGRAD_MAX_CHANNELS: usize = 256;
 
 /// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KxkPath {
-    /// Winograd for stride-1 3x3 convs with [`WINOGRAD_MIN_CHANNELS`] to
-    /// [`WINOGRAD_MAX_CHANNELS`] input channels, `Direct` for the others.
+    /// Stride-1 3x3 convs on Winograd F(4x4) up to [`WINOGRAD_F4_MAX_CHANNELS`] input
+    /// channels and F(2x2) up to [`WINOGRAD_MAX_CHANNELS`]; `Direct` for the others.
     #[default]
     Auto,
-    /// Winograd for every stride-1 3x3 conv with [`WINOGRAD_MIN_CHANNELS`] or more input
-    /// channels: the fastest, for 22 MB more weights than `Auto`.
+    /// Every stride-1 3x3 conv on Winograd, on the faster tile for its width (F(4x4) up
+    /// to 256 channels, F(2x2) above): the fastest, for about 40 MB more weights than `Auto`.
     Winograd,
     /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy.
     Direct,
     /// im2col + the `gemm` crate: the formulation of the paper's argument.
     Im2col,
+}
+
+impl KxkPath {
+    /// The Winograd tile a stride-1 3x3 conv with `ci` input channels runs on, if any.
+    pub fn winograd_tile(self, ci: usize) -> Option<WinogradTile> {
+        match self {
+            KxkPath::Auto if ci <= WINOGRAD_F4_MAX_CHANNELS => Some(WinogradTile::F4x4),
+            KxkPath::Auto if ci <= WINOGRAD_MAX_CHANNELS => Some(WinogradTile::F2x2),
+            KxkPath::Winograd if ci <= 256 => Some(WinogradTile::F4x4),
+            KxkPath::Winograd => Some(WinogradTile::F2x2),
+            KxkPath::Auto | KxkPath::Direct | KxkPath::Im2col => None,
+        }
+    }
 }
 
 enum ConvOp {
@@ -112,19 +126,13 @@ impl ConvLayer {
         let op = if spec.kernel == 1 {
             ConvOp::Direct(Conv1x1::new(&folded, filter, Some(&bias), spec.stride, Layout::Nhwc)?)
         } else {
-            let winograd_fits = spec.window() == WinogradConv::WINDOW && spec.ci >= WINOGRAD_MIN_CHANNELS;
-            let within_budget = spec.ci <= WINOGRAD_MAX_CHANNELS;
-            match kxk {
-                KxkPath::Winograd if winograd_fits => {
-                    ConvOp::Winograd(WinogradConv::new(&folded, filter, Some(&bias))?)
-                }
-                KxkPath::Auto if winograd_fits && within_budget => {
-                    ConvOp::Winograd(WinogradConv::new(&folded, filter, Some(&bias))?)
-                }
-                KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct => {
+            let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci)).flatten();
+            match (kxk, tile) {
+                (_, Some(tile)) => ConvOp::Winograd(WinogradConv::new(&folded, filter, Some(&bias), tile)?),
+                (KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => {
                     ConvOp::DirectKxk(DirectConv::new(&folded, filter, Some(&bias), spec.window())?)
                 }
-                KxkPath::Im2col => {
+                (KxkPath::Im2col, None) => {
                     ConvOp::Im2col(Im2colConv::new(&folded, filter, Some(&bias), spec.window(), Layout::Nhwc)?)
                 }
             }
@@ -461,7 +469,11 @@ impl ResNet {
             }
             ConvOp::Winograd(c) => {
                 c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
-                ("winograd", 4 * c.scratch_len(in_shape)?)
+                let path = match c.tile() {
+                    WinogradTile::F2x2 => "wino-f2",
+                    WinogradTile::F4x4 => "wino-f4",
+                };
+                (path, 4 * c.scratch_len(in_shape)?)
             }
             ConvOp::Im2col(c) => {
                 rec.lowering = c.forward_timed(input, &mut out, epilogue, &mut ws.scratch)?.as_secs_f64();
