@@ -212,3 +212,30 @@ fn batch_parallel_logits_equal_intra_op_logits() {
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{workers} workers differ");
     }
 }
+
+#[test]
+fn sub_batches_give_the_whole_batch_logits() {
+    let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 1, 1]), 6);
+    let x = random_tensor(Shape::new(5, 3, 40, 48), Layout::Nhwc, 9);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let model = ResNet::new(&w).unwrap().with_sub_batch(5);
+    let want = pool.install(|| model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec());
+    assert_eq!(want.len(), 5 * 1000);
+    let mut whole_steps = Vec::new();
+    pool.install(|| model.forward_profiled(x.view(), &mut Workspace::new(), &mut whole_steps).map(|_| ())).unwrap();
+    for sub in [1, 2, 3] {
+        let model = ResNet::new(&w).unwrap().with_sub_batch(sub);
+        let mut ws = Workspace::new();
+        for _ in 0..2 {
+            let got = pool.install(|| model.forward(x.view(), &mut ws).unwrap().to_vec());
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "sub-batch {sub} differs");
+        }
+        // The profile lists each step once, over the whole batch.
+        let mut steps = Vec::new();
+        pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps).map(|_| ())).unwrap();
+        assert_eq!(steps.len(), whole_steps.len(), "sub-batch {sub}");
+        for (s, w) in steps.iter().zip(&whole_steps) {
+            assert_eq!((&s.name, s.input, s.output, s.macs), (&w.name, w.input, w.output, w.macs));
+        }
+    }
+}

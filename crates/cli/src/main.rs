@@ -93,12 +93,16 @@ struct Common {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// How KxK convs run: auto (stride-1 3x3 on Winograd F(4x4) up to 128 channels and
-    /// F(2x2) up to 256, else direct; the default), winograd (every stride-1 3x3 on
-    /// Winograd: fastest, about 40 MB more weights), direct (the 1x1 microkernel) or im2col
+    /// How KxK convs run: auto (stride-1 3x3 on Winograd, F(4x4) up to 128 channels and
+    /// F(2x2) above; the others direct; the default), winograd (F(4x4) up to 256
+    /// channels: fastest, 26 MB more weights), direct (the 1x1 microkernel) or im2col
     /// (+ gemm); bench takes a comma-separated list and times every path in the same rounds.
     #[arg(long, default_value = "auto")]
     kxk: String,
+    /// Images run through the network at a time when --batch is larger (the arena holds one
+    /// sub-batch); bench takes a comma-separated list and times each in the same rounds.
+    #[arg(long, default_value_t = convkit_model::DEFAULT_SUB_BATCH.to_string())]
+    sub_batch: String,
     /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column; measured on
     /// every worker thread at once (12 FMA chains of 16 lanes) when not given.
     #[arg(long)]
@@ -211,9 +215,35 @@ fn kxk_path(name: &str) -> Result<KxkPath, String> {
     }
 }
 
+/// The --sub-batch values (at least one, each at least 1).
+fn sub_batches(list: &str) -> Result<Vec<usize>, String> {
+    let values = list
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("--sub-batch '{v}': expected a whole number of images, at least 1")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if values.is_empty() {
+        return Err("--sub-batch: expected at least one value".into());
+    }
+    Ok(values)
+}
+
+/// The single --sub-batch value of a command that runs one configuration.
+fn one_sub_batch(c: &Common) -> Result<usize, String> {
+    match sub_batches(&c.sub_batch)?[..] {
+        [n] => Ok(n),
+        _ => Err("--sub-batch: only bench takes a list".into()),
+    }
+}
+
 fn seeded_model(v: Variant, c: &Common) -> Result<ResNet, String> {
     let weights = Weights::seeded(ResNetSpec::resnet50(v), c.seed);
-    ResNet::from_weights(weights, kxk_path(&c.kxk)?).map_err(|e| e.to_string())
+    let model = ResNet::from_weights(weights, kxk_path(&c.kxk)?).map_err(|e| e.to_string())?;
+    Ok(model.with_sub_batch(one_sub_batch(c)?))
 }
 
 fn random_input(c: &Common) -> Result<Tensor, String> {
@@ -259,19 +289,24 @@ fn bench(args: &BenchArgs) -> CliResult {
         return Err(format!("unknown --parallel '{bad}': expected intra or batch"));
     }
     // Every (KxK path, parallel mode, variant) is timed in the same alternating rounds.
+    let subs = sub_batches(&c.sub_batch)?;
     let mut models = Vec::new();
-    for path in &paths {
-        let kxk = kxk_path(path)?;
-        for &v in &variants {
-            let model = ResNet::from_weights(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
-                .map_err(|e| e.to_string())?;
-            models.push((*path, v, model));
+    for &sub in &subs {
+        for path in &paths {
+            let kxk = kxk_path(path)?;
+            for &v in &variants {
+                let model = ResNet::from_weights(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
+                    .map_err(|e| e.to_string())?
+                    .with_sub_batch(sub);
+                let label = if subs.len() > 1 { format!("{path}/sub{sub}") } else { path.to_string() };
+                models.push((label, v, model));
+            }
         }
     }
     let mut cases = Vec::new();
     for mode in &modes {
         for (path, v, model) in &models {
-            let label = if *mode == "intra" { path.to_string() } else { format!("{path}/batch") };
+            let label = if *mode == "intra" { path.clone() } else { format!("{path}/batch") };
             let runner = match *mode {
                 "batch" => Runner::Batch(BatchRunner::new(c.threads).map_err(|e| e.to_string())?),
                 _ => Runner::Intra(Workspace::new()),

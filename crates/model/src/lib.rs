@@ -9,8 +9,7 @@ mod spec;
 mod weights;
 
 pub use net::{
-    BatchRunner, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, WINOGRAD_F4_MAX_CHANNELS,
-    WINOGRAD_MAX_CHANNELS,
+    BatchRunner, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, DEFAULT_SUB_BATCH, WINOGRAD_F4_MAX_CHANNELS,
 };
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,

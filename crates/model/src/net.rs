@@ -58,24 +58,20 @@ pub struct StepTiming {
 }
 
 /// Under `KxkPath::Auto`, stride-1 3x3 convs with at most this many input channels (the
-/// deep stem's 32, stages 1 and 2) run on Winograd F(4x4, 3x3): measured 1.4-2.7x the
-/// direct path there, and 1.3-1.6x F(2x2) (docs/results.md). Its weights are 4x the 3x3
-/// ones, so the wider stages keep the cheaper tile below.
+/// deep stem's 32, stages 1 and 2) run on Winograd F(4x4, 3x3), the wider ones on
+/// F(2x2, 3x3). F(4x4) measured 1.4-2.7x the direct path and 1.3-1.6x F(2x2) up to 256
+/// channels, but its weights are 4x the 3x3 ones (F(2x2): 16/9): on stage 3 that is 26 MB
+/// more than F(2x2) for about 0.6 ms, past the 160 MiB budget at batch 1.
 pub const WINOGRAD_F4_MAX_CHANNELS: usize = 128;
-/// ... and up to this many on F(2x2, 3x3) (weights 16/9 of the 3x3 ones): on stage 4's
-/// 512-channel convs that would be 15 MB more for about 1 ms, past the memory budget at
-/// batch 8.
-pub const WINOGRAD_MAX_CHANNELS: usize = 256;
 
 /// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KxkPath {
-    /// Stride-1 3x3 convs on Winograd F(4x4) up to [`WINOGRAD_F4_MAX_CHANNELS`] input
-    /// channels and F(2x2) up to [`WINOGRAD_MAX_CHANNELS`]; `Direct` for the others.
+    /// Stride-1 3x3 convs on Winograd, F(4x4) up to [`WINOGRAD_F4_MAX_CHANNELS`] input
+    /// channels and F(2x2) above; the others (strided, the 7x7 stem) on `Direct`.
     #[default]
     Auto,
-    /// Every stride-1 3x3 conv on Winograd, on the faster tile for its width (F(4x4) up
-    /// to 256 channels, F(2x2) above): the fastest, for about 40 MB more weights than `Auto`.
+    /// As `Auto` with F(4x4) up to 256 channels: the fastest, for 26 MB more weights.
     Winograd,
     /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy.
     Direct,
@@ -86,13 +82,12 @@ pub enum KxkPath {
 impl KxkPath {
     /// The Winograd tile a stride-1 3x3 conv with `ci` input channels runs on, if any.
     pub fn winograd_tile(self, ci: usize) -> Option<WinogradTile> {
-        match self {
-            KxkPath::Auto if ci <= WINOGRAD_F4_MAX_CHANNELS => Some(WinogradTile::F4x4),
-            KxkPath::Auto if ci <= WINOGRAD_MAX_CHANNELS => Some(WinogradTile::F2x2),
-            KxkPath::Winograd if ci <= 256 => Some(WinogradTile::F4x4),
-            KxkPath::Winograd => Some(WinogradTile::F2x2),
-            KxkPath::Auto | KxkPath::Direct | KxkPath::Im2col => None,
-        }
+        let f4_max = match self {
+            KxkPath::Auto => WINOGRAD_F4_MAX_CHANNELS,
+            KxkPath::Winograd => 256,
+            KxkPath::Direct | KxkPath::Im2col => return None,
+        };
+        Some(if ci <= f4_max { WinogradTile::F4x4 } else { WinogradTile::F2x2 })
     }
 }
 
@@ -178,6 +173,8 @@ pub struct Workspace {
     scratch: AlignedVec,
     features: AlignedVec,
     logits: AlignedVec,
+    /// Logits of a whole batch run in sub-batches.
+    batch_logits: AlignedVec,
 }
 
 impl Workspace {
@@ -190,7 +187,8 @@ impl Workspace {
         4 * (self.bufs.iter().map(AlignedVec::capacity).sum::<usize>()
             + self.scratch.capacity()
             + self.features.capacity()
-            + self.logits.capacity())
+            + self.logits.capacity()
+            + self.batch_logits.capacity())
     }
 }
 
@@ -209,7 +207,13 @@ pub struct ResNet {
     stem: Vec<ConvLayer>,
     blocks: Vec<Block>,
     fc: Conv1x1,
+    sub_batch: usize,
 }
+
+/// Images a forward pass runs through the network at a time (see [`ResNet::with_sub_batch`]):
+/// at batch 8 on 2 threads, image by image was faster than the whole batch at once
+/// (docs/results.md), and it keeps the arena at its batch-1 size.
+pub const DEFAULT_SUB_BATCH: usize = 1;
 
 impl std::fmt::Debug for ResNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -256,6 +260,18 @@ impl Recorder<'_> {
             });
         }
     }
+}
+
+/// Adds the steps of a later sub-batch (`steps[later..]`) into those of the first
+/// (`steps[first..later]`, the same steps in the same order) and drops them.
+fn merge_steps(steps: &mut Vec<StepTiming>, first: usize, later: usize) {
+    let (head, tail) = steps.split_at_mut(later);
+    for (into, from) in head[first..].iter_mut().zip(tail.iter()) {
+        into.seconds += from.seconds;
+        into.lowering_seconds += from.lowering_seconds;
+        into.macs += from.macs;
+    }
+    steps.truncate(later);
 }
 
 /// Takes two distinct buffers: `src`, and the first `len` floats of `dst` (contents kept).
@@ -322,7 +338,7 @@ impl ResNet {
             1,
             Layout::Nhwc,
         )?;
-        Ok(ResNet { spec, net, stem, blocks, fc })
+        Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH })
     }
 
     pub fn spec(&self) -> ResNetSpec {
@@ -332,20 +348,75 @@ impl ResNet {
         self.net.classes
     }
 
+    /// Runs larger batches `images` at a time (at least 1; [`DEFAULT_SUB_BATCH`] unless
+    /// set): the arena holds the activations of one sub-batch, and each layer's work is
+    /// split across threads within it.
+    pub fn with_sub_batch(mut self, images: usize) -> Self {
+        self.sub_batch = images.max(1);
+        self
+    }
+
+    pub fn sub_batch(&self) -> usize {
+        self.sub_batch
+    }
+
     /// Logits [n, classes] for `input` (3 channels, NCHW or NHWC). Runs on the current
     /// rayon pool: call inside `pool.install()` to choose the threads.
     pub fn forward<'w>(&self, input: TensorView<'_>, ws: &'w mut Workspace) -> Result<&'w [f32], ModelError> {
-        self.run(input, ws, None)
+        self.run_sub_batches(input, ws, None)
     }
 
-    /// As [`ResNet::forward`], and appends the time of every step to `steps`.
+    /// As [`ResNet::forward`], and appends the time of every step to `steps` (one entry
+    /// per step, summed over the sub-batches).
     pub fn forward_profiled<'w>(
         &self,
         input: TensorView<'_>,
         ws: &'w mut Workspace,
         steps: &mut Vec<StepTiming>,
     ) -> Result<&'w [f32], ModelError> {
-        self.run(input, ws, Some(steps))
+        self.run_sub_batches(input, ws, Some(steps))
+    }
+
+    fn run_sub_batches<'w>(
+        &self,
+        input: TensorView<'_>,
+        ws: &'w mut Workspace,
+        mut steps: Option<&mut Vec<StepTiming>>,
+    ) -> Result<&'w [f32], ModelError> {
+        let shape = input.shape();
+        if shape.n <= self.sub_batch {
+            return self.run(input, ws, steps);
+        }
+        shape.validate()?;
+        let classes = self.net.classes;
+        let mut logits = std::mem::take(&mut ws.batch_logits);
+        if logits.len() < shape.n * classes {
+            logits.resize(shape.n * classes);
+        }
+        let first_step = steps.as_ref().map_or(0, |s| s.len());
+        let per_image = shape.image_len();
+        for n0 in (0..shape.n).step_by(self.sub_batch) {
+            let images = self.sub_batch.min(shape.n - n0);
+            let part = &input.data()[n0 * per_image..(n0 + images) * per_image];
+            let view = TensorView::new(Shape { n: images, ..shape }, input.layout(), part)?;
+            let part_steps = steps.as_deref_mut();
+            let before = part_steps.as_ref().map_or(0, |s| s.len());
+            let out = self.run(view, ws, part_steps)?;
+            logits[n0 * classes..(n0 + images) * classes].copy_from_slice(out);
+            if let Some(s) = steps.as_deref_mut() {
+                if n0 > 0 {
+                    merge_steps(s, first_step, before);
+                }
+            }
+        }
+        if let Some(s) = steps {
+            for step in &mut s[first_step..] {
+                step.input.n = shape.n;
+                step.output.n = shape.n;
+            }
+        }
+        ws.batch_logits = logits;
+        Ok(&ws.batch_logits[..shape.n * classes])
     }
 
     fn run<'w>(
