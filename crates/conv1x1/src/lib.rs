@@ -162,7 +162,7 @@ impl Conv1x1 {
                             relu: epilogue.relu,
                         };
                         let out_rows = &mut out_block[r0 * hw..(r0 + tile_rows) * hw];
-                        dispatch_tile(tile_rows, a, 1, &panel, to, out_rows);
+                        dispatch_tile(tile_rows, a, 1, &[&panel], to, out_rows);
                         r0 += tile_rows;
                     }
                 }
@@ -227,42 +227,59 @@ pub(crate) struct TileOut<'a> {
     pub relu: bool,
 }
 
-/// Computes one tile of `rows` (1..=MR) rows over `segments` equal parts of the panel:
-/// row r reads `a(r, segment)` for each part, and writes `out_rows[r * row_len + n0..][..cols]`.
+/// Computes one tile of `rows` (1..=MR) rows and the columns of one or two adjacent
+/// weight panels (`panels`, equally long) over `segments` equal parts of each panel: row r
+/// reads `a(r, segment)` for each part, and writes `out_rows[r * row_len + n0..][..cols]`.
 #[inline(always)]
 pub(crate) fn dispatch_tile<'a>(
     rows: usize,
     a: impl Fn(usize, usize) -> &'a [f32],
     segments: usize,
-    panel: &[f32x16],
+    panels: &[&[f32x16]],
     to: TileOut<'_>,
     out_rows: &mut [f32],
 ) {
-    fn tile<'a, const R: usize>(
+    fn tile<'a, const R: usize, const V: usize>(
         a: impl Fn(usize, usize) -> &'a [f32],
         segments: usize,
-        panel: &[f32x16],
+        panels: [&[f32x16]; 2],
         to: TileOut<'_>,
         out_rows: &mut [f32],
     ) {
-        let mut acc: Tile<R> = [[f32x16::ZERO; 2]; R];
-        let seg_len = panel.len() / segments;
-        for (seg, part) in panel.chunks_exact(seg_len).enumerate() {
+        let mut acc: Tile<R, V> = [[f32x16::ZERO; V]; R];
+        let seg_len = panels[0].len() / segments;
+        for seg in 0..segments {
             let a_rows: [&[f32]; R] = std::array::from_fn(|r| a(r, seg));
-            accumulate(&mut acc, &a_rows, part);
+            let parts = panels.map(|p| &p[seg * seg_len..(seg + 1) * seg_len]);
+            accumulate(&mut acc, &a_rows, parts);
         }
         let res: Option<[&[f32]; R]> = to.residual.map(|res| std::array::from_fn(|r| &res[r * to.row_len + to.n0..]));
         let mut it = out_rows.chunks_mut(to.row_len);
         let mut out: [&mut [f32]; R] = std::array::from_fn(|_| &mut it.next().expect("tile row")[to.n0..]);
         store_tile(&acc, to.bias, res.as_ref(), to.accumulate, to.relu, &mut out, to.cols);
     }
-    const _: () = assert!(MR == 6, "dispatch_tile lists tiles of 1..=6 rows");
-    match rows {
-        6 => tile::<6>(a, segments, panel, to, out_rows),
-        5 => tile::<5>(a, segments, panel, to, out_rows),
-        4 => tile::<4>(a, segments, panel, to, out_rows),
-        3 => tile::<3>(a, segments, panel, to, out_rows),
-        2 => tile::<2>(a, segments, panel, to, out_rows),
-        _ => tile::<1>(a, segments, panel, to, out_rows),
+    fn by_rows<'a, const V: usize>(
+        rows: usize,
+        a: impl Fn(usize, usize) -> &'a [f32],
+        segments: usize,
+        panels: [&[f32x16]; 2],
+        to: TileOut<'_>,
+        out_rows: &mut [f32],
+    ) {
+        const _: () = assert!(MR == 6, "dispatch_tile lists tiles of 1..=6 rows");
+        match rows {
+            6 => tile::<6, V>(a, segments, panels, to, out_rows),
+            5 => tile::<5, V>(a, segments, panels, to, out_rows),
+            4 => tile::<4, V>(a, segments, panels, to, out_rows),
+            3 => tile::<3, V>(a, segments, panels, to, out_rows),
+            2 => tile::<2, V>(a, segments, panels, to, out_rows),
+            _ => tile::<1, V>(a, segments, panels, to, out_rows),
+        }
+    }
+    let pair = [panels[0], panels[panels.len() - 1]];
+    if panels.len() == 2 {
+        by_rows::<4>(rows, a, segments, pair, to, out_rows)
+    } else {
+        by_rows::<2>(rows, a, segments, pair, to, out_rows)
     }
 }

@@ -100,7 +100,7 @@ impl NhwcConv<'_> {
                         accumulate: epilogue.accumulate,
                         relu: epilogue.relu,
                     };
-                    dispatch_tile(1, a, kh, panel, to, out_cols);
+                    dispatch_tile(1, a, kh, &[panel], to, out_cols);
                 }
             };
             run_blocks(&mut out[..co], cols_per_task, task);
@@ -109,7 +109,13 @@ impl NhwcConv<'_> {
         let task = |(t, out_block): (usize, &mut [f32])| {
             let m0 = t * block;
             let block_rows = out_block.len() / co;
-            for (p, panel) in self.panels.chunks_exact(2 * k).enumerate() {
+            // Two panels (64 columns) per tile while two remain, then one.
+            let count = self.panels.len() / (2 * k);
+            let mut p = 0;
+            while p < count {
+                let width = if p + 1 < count { 2 } else { 1 };
+                let panel = |i: usize| &self.panels[i * 2 * k..(i + 1) * 2 * k];
+                let pair = [panel(p), panel(p + width - 1)];
                 let n0 = p * NR;
                 let mut r0 = 0;
                 while r0 < block_rows {
@@ -117,17 +123,18 @@ impl NhwcConv<'_> {
                     let offsets = self.tile_offsets(m0 + r0, tile_rows);
                     let a = |r: usize, ky: usize| &self.src[offsets[r] + ky * row_step..][..run_len];
                     let to = TileOut {
-                        bias: TileBias::Columns(&self.bias[n0..n0 + NR]),
+                        bias: TileBias::Columns(&self.bias[n0..n0 + width * NR]),
                         residual: residual.map(|res| &res[(m0 + r0) * co..(m0 + r0 + tile_rows) * co]),
                         row_len: co,
                         n0,
-                        cols: (co - n0).min(NR),
+                        cols: (co - n0).min(width * NR),
                         accumulate: epilogue.accumulate,
                         relu: epilogue.relu,
                     };
-                    dispatch_tile(tile_rows, a, kh, panel, to, &mut out_block[r0 * co..(r0 + tile_rows) * co]);
+                    dispatch_tile(tile_rows, a, kh, &pair[..width], to, &mut out_block[r0 * co..(r0 + tile_rows) * co]);
                     r0 += tile_rows;
                 }
+                p += width;
             }
         };
         run_blocks(out, block * co, task);

@@ -359,7 +359,7 @@ impl WinogradConv {
                         accumulate: false,
                         relu: false,
                     };
-                    dispatch_tile(rows, a, 1, panel, to, &mut mp[t0 * co..(t0 + rows) * co]);
+                    dispatch_tile(rows, a, 1, &[panel], to, &mut mp[t0 * co..(t0 + rows) * co]);
                     t0 += rows;
                 }
             }
