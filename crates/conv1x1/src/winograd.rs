@@ -344,24 +344,32 @@ impl WinogradConv {
     fn multiply<const A: usize>(&self, v: &[f32], m: &mut [f32], tiles: usize) {
         let (ci, co) = (self.filter.ci, self.filter.co);
         let gemm = |(p, mp): (usize, &mut [f32])| {
-            for (panel_index, panel) in self.panels[p].chunks_exact(2 * ci).enumerate() {
-                let n0 = panel_index * NR;
+            let panels = &self.panels[p];
+            let count = panels.len() / (2 * ci);
+            let panel = |i: usize| &panels[i * 2 * ci..(i + 1) * 2 * ci];
+            // Two panels (64 columns) per tile while two remain, as in the 1x1 driver.
+            let mut j = 0;
+            while j < count {
+                let width = if j + 1 < count { 2 } else { 1 };
+                let pair = [panel(j), panel(j + width - 1)];
+                let n0 = j * NR;
                 let mut t0 = 0;
                 while t0 < tiles {
                     let rows = (tiles - t0).min(MR);
                     let a = |r: usize, _| &v[((t0 + r) * A * A + p) * ci..][..ci];
                     let to = TileOut {
-                        bias: TileBias::Columns(&self.zero_bias[n0..n0 + NR]),
+                        bias: TileBias::Columns(&self.zero_bias[n0..n0 + width * NR]),
                         residual: None,
                         row_len: co,
                         n0,
-                        cols: (co - n0).min(NR),
+                        cols: (co - n0).min(width * NR),
                         accumulate: false,
                         relu: false,
                     };
-                    dispatch_tile(rows, a, 1, &[panel], to, &mut mp[t0 * co..(t0 + rows) * co]);
+                    dispatch_tile(rows, a, 1, &pair[..width], to, &mut mp[t0 * co..(t0 + rows) * co]);
                     t0 += rows;
                 }
+                j += width;
             }
         };
         run_blocks(m, tiles * co, gemm);
