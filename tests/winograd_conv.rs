@@ -56,3 +56,32 @@ proptest! {
         prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
+
+#[test]
+fn winograd_errors_name_the_problem() {
+    use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Window};
+    for tile in [WinogradTile::F2x2, WinogradTile::F4x4] {
+        // Only 3x3 windows: a 5x5 filter is refused at construction.
+        let e = WinogradConv::new(&[0.0; 4 * 3 * 25], FilterShape::new(4, 3, 5, 5), None, tile).unwrap_err();
+        assert!(e.to_string().contains("5"), "{e}");
+        // Weights of the wrong length.
+        let e = WinogradConv::new(&[0.0; 7], FilterShape::new(4, 3, 3, 3), None, tile).unwrap_err();
+        assert!(e.to_string().contains("weight length"), "{e}");
+        let conv = WinogradConv::new(&[0.0; 4 * 3 * 9], FilterShape::new(4, 3, 3, 3), None, tile).unwrap();
+        assert_eq!(conv.filter().co, 4);
+        assert_eq!(WinogradConv::WINDOW, Window::square(3, 1, 1));
+        let mut scratch = AlignedVec::zeros(0);
+        // NCHW input, wrong channel count, wrong output shape.
+        let x = Tensor::zeros(Shape::new(1, 3, 5, 5), Layout::Nchw).unwrap();
+        let mut y = Tensor::zeros(Shape::new(1, 4, 5, 5), Layout::Nhwc).unwrap();
+        let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("layout"), "{e}");
+        let x = Tensor::zeros(Shape::new(1, 2, 5, 5), Layout::Nhwc).unwrap();
+        let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("channels"), "{e}");
+        let x = Tensor::zeros(Shape::new(1, 3, 5, 5), Layout::Nhwc).unwrap();
+        let mut small = Tensor::zeros(Shape::new(1, 4, 4, 5), Layout::Nhwc).unwrap();
+        let e = conv.forward(x.view(), &mut small.view_mut(), Epilogue::NONE, &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("output"), "{e}");
+    }
+}
