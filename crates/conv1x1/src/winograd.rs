@@ -23,6 +23,15 @@ use rayon::prelude::*;
 /// with the image or the batch.
 pub const DEFAULT_WINOGRAD_SCRATCH_BYTES: usize = 4 << 20;
 
+/// Largest transformed weights (bytes, all positions) of a layer whose GEMMs split tiles
+/// across tasks rather than positions: each task then reads all of them, which pays while
+/// they stay in its L2 (1 MiB per core here): 2-4% on the deep stem, level on stage 1,
+/// 15-40% slower from stage 2 on (docs/results.md).
+pub const TILE_SPLIT_MAX_WEIGHT_BYTES: usize = 1 << 20;
+
+/// Tasks per thread when tiles are split: enough for the threads to even out.
+const TASKS_PER_THREAD: usize = 4;
+
 /// The output tile of a Winograd convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WinogradTile {
@@ -267,10 +276,10 @@ impl WinogradConv {
                 };
                 let tiles = self.transform_input::<A, M>(input, n, rows, scratch, &input_1d);
                 let (v, m) = scratch.split_at_mut(A * A * tiles * s.c);
-                self.multiply::<A>(v, &mut m[..A * A * tiles * co], tiles);
+                let strides = self.multiply::<A>(v, &mut m[..A * A * tiles * co], tiles);
                 self.transform_output::<A, M>(
                     &m[..A * A * tiles * co],
-                    tiles,
+                    strides,
                     wo,
                     out_rows,
                     &chunk_epilogue,
@@ -301,23 +310,33 @@ impl WinogradConv {
         let transform = |(t, vt): (usize, &mut [f32])| {
             let (ty, tx) = (first_row + t / tw, t % tw);
             let (y0, x0) = ((ty * M) as isize - 1, (tx * M) as isize - 1);
+            let interior = y0 >= 0 && x0 >= 0 && y0 as usize + A <= s.h && x0 as usize + A <= s.w;
+            let pixel = |y: isize, x: isize| ((n * s.h + y as usize) * s.w + x as usize) * ci;
             for c0 in (0..ci).step_by(LANES) {
                 let lanes = (ci - c0).min(LANES);
-                let mut d = [[f32x16::ZERO; A]; A];
-                for (i, row) in d.iter_mut().enumerate() {
-                    let y = y0 + i as isize;
-                    if y < 0 || y >= s.h as isize {
-                        continue;
-                    }
-                    for (j, cell) in row.iter_mut().enumerate() {
-                        let x = x0 + j as isize;
-                        if x < 0 || x >= s.w as isize {
+                let d: [[f32x16; A]; A] = if interior && lanes == LANES {
+                    // The common case, straight-line: a whole patch inside the image.
+                    std::array::from_fn(|i| {
+                        std::array::from_fn(|j| load16(&src[pixel(y0 + i as isize, x0 + j as isize) + c0..]))
+                    })
+                } else {
+                    let mut d = [[f32x16::ZERO; A]; A];
+                    for (i, row) in d.iter_mut().enumerate() {
+                        let y = y0 + i as isize;
+                        if y < 0 || y >= s.h as isize {
                             continue;
                         }
-                        let at = ((n * s.h + y as usize) * s.w + x as usize) * ci + c0;
-                        *cell = if lanes == LANES { load16(&src[at..]) } else { load_partial(&src[at..at + lanes]) };
+                        for (j, cell) in row.iter_mut().enumerate() {
+                            let x = x0 + j as isize;
+                            if x < 0 || x >= s.w as isize {
+                                continue;
+                            }
+                            let at = pixel(y, x) + c0;
+                            *cell = load_partial(&src[at..at + lanes]);
+                        }
                     }
-                }
+                    d
+                };
                 let transformed = transform_2d(&d, input_1d);
                 for (a, row) in transformed.iter().enumerate() {
                     for (b, &val) in row.iter().enumerate() {
@@ -339,40 +358,79 @@ impl WinogradConv {
         tiles
     }
 
-    /// M[p][t][co] = V[t][p][:] x U[p] for every position p: one task per position, so
-    /// each transformed weight matrix is streamed by one thread.
-    fn multiply<const A: usize>(&self, v: &[f32], m: &mut [f32], tiles: usize) {
-        let (ci, co) = (self.filter.ci, self.filter.co);
-        let gemm = |(p, mp): (usize, &mut [f32])| {
-            let panels = &self.panels[p];
-            let count = panels.len() / (2 * ci);
-            let panel = |i: usize| &panels[i * 2 * ci..(i + 1) * 2 * ci];
-            // Two panels (64 columns) per tile while two remain, as in the 1x1 driver.
-            let mut j = 0;
-            while j < count {
-                let width = if j + 1 < count { 2 } else { 1 };
-                let pair = [panel(j), panel(j + width - 1)];
-                let n0 = j * NR;
-                let mut t0 = 0;
-                while t0 < tiles {
-                    let rows = (tiles - t0).min(MR);
-                    let a = |r: usize, _| &v[((t0 + r) * A * A + p) * ci..][..ci];
-                    let to = TileOut {
-                        bias: TileBias::Columns(&self.zero_bias[n0..n0 + width * NR]),
-                        residual: None,
-                        row_len: co,
-                        n0,
-                        cols: (co - n0).min(width * NR),
-                        accumulate: false,
-                        relu: false,
-                    };
-                    dispatch_tile(rows, a, 1, &pair[..width], to, &mut mp[t0 * co..(t0 + rows) * co]);
-                    t0 += rows;
+    /// M = V[t][p][:] x U[p] for every tile t and position p. Layers whose transformed
+    /// weights fit in [`TILE_SPLIT_MAX_WEIGHT_BYTES`] split the tiles across tasks (each
+    /// task all positions of its tiles, M laid out [t][p][co], so the output transform
+    /// reads each tile's products contiguously); wider layers split the positions (one
+    /// task per position, so each weight matrix is streamed by one thread; M laid out
+    /// [p][t][co]). Returns the strides of M: (position, tile).
+    fn multiply<const A: usize>(&self, v: &[f32], m: &mut [f32], tiles: usize) -> (usize, usize) {
+        let co = self.filter.co;
+        let positions = A * A;
+        if self.splits_tiles() {
+            let tasks = (rayon::current_num_threads() * TASKS_PER_THREAD).max(1);
+            let per_task = tiles.div_ceil(tasks).max(MR);
+            run_blocks(m, per_task * positions * co, |(t, mt)| {
+                let first = t * per_task;
+                let count = mt.len() / (positions * co);
+                for p in 0..positions {
+                    self.gemm_position::<A>(v, p, first..first + count, mt, positions * co, p * co);
                 }
-                j += width;
+            });
+            (co, positions * co)
+        } else {
+            run_blocks(m, tiles * co, |(p, mp)| self.gemm_position::<A>(v, p, 0..tiles, mp, co, 0));
+            (tiles * co, co)
+        }
+    }
+
+    /// Products of position `p` for tiles `tiles`: row t - tiles.start of `out` (rows
+    /// `row_len` apart) gets V[t][p][:] x U[p] in its columns from `col0`.
+    fn gemm_position<const A: usize>(
+        &self,
+        v: &[f32],
+        p: usize,
+        tiles: std::ops::Range<usize>,
+        out: &mut [f32],
+        row_len: usize,
+        col0: usize,
+    ) {
+        let (ci, co) = (self.filter.ci, self.filter.co);
+        let panels = &self.panels[p];
+        let count = panels.len() / (2 * ci);
+        let panel = |i: usize| &panels[i * 2 * ci..(i + 1) * 2 * ci];
+        // Two panels (64 columns) per tile while two remain, as in the 1x1 driver.
+        let mut j = 0;
+        while j < count {
+            let width = if j + 1 < count { 2 } else { 1 };
+            let pair = [panel(j), panel(j + width - 1)];
+            let n0 = j * NR;
+            let mut r0 = 0;
+            while r0 < tiles.len() {
+                let rows = (tiles.len() - r0).min(MR);
+                let t0 = tiles.start + r0;
+                let a = |r: usize, _| &v[((t0 + r) * A * A + p) * ci..][..ci];
+                let to = TileOut {
+                    bias: TileBias::Columns(&self.zero_bias[n0..n0 + width * NR]),
+                    residual: None,
+                    row_len,
+                    n0: col0 + n0,
+                    cols: (co - n0).min(width * NR),
+                    accumulate: false,
+                    relu: false,
+                };
+                let end = ((r0 + rows) * row_len).min(out.len());
+                let out_rows = &mut out[r0 * row_len..end];
+                dispatch_tile(rows, a, 1, &pair[..width], to, out_rows);
+                r0 += rows;
             }
-        };
-        run_blocks(m, tiles * co, gemm);
+            j += width;
+        }
+    }
+
+    /// Whether [`WinogradConv::multiply`] splits tiles (rather than positions) across tasks.
+    fn splits_tiles(&self) -> bool {
+        self.tile.positions() * self.filter.ci * self.filter.co * 4 <= TILE_SPLIT_MAX_WEIGHT_BYTES
     }
 
     /// Y = A^T M A per tile (M x M outputs), then bias and the epilogue, into `out_rows`
@@ -381,7 +439,7 @@ impl WinogradConv {
     fn transform_output<const A: usize, const M: usize>(
         &self,
         m: &[f32],
-        tiles: usize,
+        (p_stride, t_stride): (usize, usize),
         wo: usize,
         out_rows: &mut [f32],
         epilogue: &ChunkEpilogue<'_>,
@@ -394,14 +452,39 @@ impl WinogradConv {
             let valid_rows = out.len() / row_len;
             for tx in 0..tw {
                 let t = ty * tw + tx;
+                let whole = valid_rows == M && (tx + 1) * M <= wo;
                 for c0 in (0..co).step_by(LANES) {
                     let lanes = (co - c0).min(LANES);
+                    let bias = load16(&self.bias[c0..]);
+                    if whole && lanes == LANES {
+                        // The common case, straight-line: a whole tile of 16 channels.
+                        let q: [[f32x16; A]; A] = std::array::from_fn(|a| {
+                            std::array::from_fn(|b| load16(&m[(a * A + b) * p_stride + t * t_stride + c0..]))
+                        });
+                        let y = transform_2d(&q, output_1d);
+                        for (dy, yrow) in y.iter().enumerate() {
+                            for (dx, &val) in yrow.iter().enumerate() {
+                                let at = dy * row_len + (tx * M + dx) * co + c0;
+                                let mut v = val + bias;
+                                if let Some(r) = epilogue.residual {
+                                    v += load16(&r[M * ty * row_len + at..]);
+                                }
+                                if epilogue.accumulate {
+                                    v += load16(&out[at..]);
+                                }
+                                if epilogue.relu {
+                                    v = v.max(f32x16::ZERO);
+                                }
+                                store16(&mut out[at..], v);
+                            }
+                        }
+                        continue;
+                    }
                     let load = |s: &[f32]| if lanes == LANES { load16(s) } else { load_partial(&s[..lanes]) };
                     let q: [[f32x16; A]; A] = std::array::from_fn(|a| {
-                        std::array::from_fn(|b| load(&m[((a * A + b) * tiles + t) * co + c0..]))
+                        std::array::from_fn(|b| load(&m[(a * A + b) * p_stride + t * t_stride + c0..]))
                     });
                     let y = transform_2d(&q, output_1d);
-                    let bias = load16(&self.bias[c0..]);
                     for (dy, yrow) in y.iter().enumerate().take(valid_rows) {
                         for (dx, &val) in yrow.iter().enumerate() {
                             let ox = tx * M + dx;
