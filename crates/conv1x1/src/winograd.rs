@@ -465,17 +465,7 @@ impl WinogradConv {
                         for (dy, yrow) in y.iter().enumerate() {
                             for (dx, &val) in yrow.iter().enumerate() {
                                 let at = dy * row_len + (tx * M + dx) * co + c0;
-                                let mut v = val + bias;
-                                if let Some(r) = epilogue.residual {
-                                    v += load16(&r[M * ty * row_len + at..]);
-                                }
-                                if epilogue.accumulate {
-                                    v += load16(&out[at..]);
-                                }
-                                if epilogue.relu {
-                                    v = v.max(f32x16::ZERO);
-                                }
-                                store16(&mut out[at..], v);
+                                epilogue.store(val + bias, out, at, M * ty * row_len, LANES);
                             }
                         }
                         continue;
@@ -492,21 +482,7 @@ impl WinogradConv {
                                 break;
                             }
                             let at = dy * row_len + ox * co + c0;
-                            let mut v = val + bias;
-                            if let Some(r) = epilogue.residual {
-                                v += load(&r[M * ty * row_len + at..]);
-                            }
-                            if epilogue.accumulate {
-                                v += load(&out[at..]);
-                            }
-                            if epilogue.relu {
-                                v = v.max(f32x16::ZERO);
-                            }
-                            if lanes == LANES {
-                                store16(&mut out[at..], v);
-                            } else {
-                                store_partial(&mut out[at..at + lanes], v);
-                            }
+                            epilogue.store(val + bias, out, at, M * ty * row_len, lanes);
                         }
                     }
                 }
@@ -522,4 +498,28 @@ struct ChunkEpilogue<'a> {
     residual: Option<&'a [f32]>,
     accumulate: bool,
     relu: bool,
+}
+
+impl ChunkEpilogue<'_> {
+    /// Stores `lanes` lanes of `v` at `out[at..]` after adding the residual (at `at` past
+    /// `residual_row`, the residual offset of the tile's first row), the prior output
+    /// (`accumulate`) and ReLU.
+    #[inline(always)]
+    fn store(&self, mut v: f32x16, out: &mut [f32], at: usize, residual_row: usize, lanes: usize) {
+        let load = |s: &[f32]| if lanes == LANES { load16(s) } else { load_partial(&s[..lanes]) };
+        if let Some(r) = self.residual {
+            v += load(&r[residual_row + at..]);
+        }
+        if self.accumulate {
+            v += load(&out[at..]);
+        }
+        if self.relu {
+            v = v.max(f32x16::ZERO);
+        }
+        if lanes == LANES {
+            store16(&mut out[at..], v);
+        } else {
+            store_partial(&mut out[at..at + lanes], v);
+        }
+    }
 }
