@@ -85,3 +85,27 @@ fn winograd_errors_name_the_problem() {
         assert!(e.to_string().contains("output"), "{e}");
     }
 }
+
+/// Both ways the position GEMMs split across tasks, on purpose rather than by chance: tiles
+/// when all transformed weights fit in 1 MiB, positions above (here 36 x 48 x 160 floats).
+#[test]
+fn both_gemm_splits_match_reference() {
+    use convkit_tensor::{FilterShape, Layout, Shape, Window};
+    for (ci, co) in [(16, 40), (48, 160)] {
+        for tile in [WinogradTile::F2x2, WinogradTile::F4x4] {
+            let p = ConvProblem {
+                input: Shape::new(2, ci, 13, 11),
+                layout: Layout::Nhwc,
+                filter: FilterShape::new(co, ci, 3, 3),
+                window: Window::square(3, 1, 1),
+                bias: true,
+                residual: true,
+                accumulate: false,
+                relu: true,
+                seed: (ci * co) as u64,
+            };
+            let (got, want, mag) = run(&p, tile, 2, false);
+            reference::compare(&got, &want, &mag, tolerance(tile), ABS_TOL).unwrap();
+        }
+    }
+}
