@@ -1,7 +1,6 @@
 //! KxK convolution over NHWC on the 1x1 microkernel, without im2col.
 
-use crate::kernel::NR;
-use crate::nhwc::{pack_panels, NhwcConv};
+use crate::nhwc::{pack_panels, pad_bias, NhwcConv};
 use convkit_tensor::simd::f32x16;
 use convkit_tensor::{
     checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
@@ -43,15 +42,11 @@ impl DirectConv {
         if window.stride.0 == 0 || window.stride.0 != window.stride.1 {
             return Err(Error::invalid(format!("direct convolution takes one stride >= 1, got {:?}", window.stride)));
         }
-        let mut padded_bias = AlignedVec::zeros(filter.co.div_ceil(NR) * NR);
-        if let Some(b) = bias {
-            padded_bias[..filter.co].copy_from_slice(b);
-        }
         Ok(DirectConv {
             filter,
             window,
             panels: pack_panels(weights, filter),
-            bias: padded_bias,
+            bias: pad_bias(filter.co, bias),
             scratch_bytes: DEFAULT_PAD_SCRATCH_BYTES,
         })
     }

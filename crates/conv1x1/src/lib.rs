@@ -31,7 +31,7 @@ use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;
 use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut};
 use kernel::{accumulate, store_tile, Tile, TileBias, MR, NR};
-use nhwc::{pack_panels, NhwcConv};
+use nhwc::{pack_panels, pad_bias, NhwcConv};
 use rayon::prelude::*;
 
 /// Bytes of activation rows (MC x K) a task keeps hot in L2 while it walks every weight
@@ -70,11 +70,6 @@ impl Conv1x1 {
             return Err(Error::invalid("1x1 convolution stride must be at least 1"));
         }
         let (ci, co) = (filter.ci, filter.co);
-        let panels = co.div_ceil(NR);
-        let mut padded_bias = AlignedVec::zeros(panels * NR);
-        if let Some(b) = bias {
-            padded_bias[..co].copy_from_slice(b);
-        }
         let packed = match layout {
             Layout::Nhwc => pack_panels(weights, filter),
             Layout::Nchw => {
@@ -83,7 +78,7 @@ impl Conv1x1 {
                 p
             }
         };
-        Ok(Conv1x1 { ci, co, stride, layout, weights: packed, bias: padded_bias })
+        Ok(Conv1x1 { ci, co, stride, layout, weights: packed, bias: pad_bias(co, bias) })
     }
 
     pub fn filter(&self) -> FilterShape {

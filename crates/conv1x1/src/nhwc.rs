@@ -5,7 +5,7 @@ use crate::kernel::{TileBias, MR, NR};
 use crate::{dispatch_tile, rows_per_task, run_blocks, TileOut};
 use bytemuck::Zeroable;
 use convkit_tensor::simd::f32x16;
-use convkit_tensor::{Epilogue, FilterShape, Shape};
+use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Shape};
 
 /// Packs OIHW weights into 32-column panels: panel p holds, for each k in (ky, kx, ci)
 /// order, output channels 32p..32p+32 as two vectors (zeros past co).
@@ -25,6 +25,16 @@ pub(crate) fn pack_panels(weights: &[f32], f: FilterShape) -> Vec<f32x16> {
         }
     }
     packed
+}
+
+/// `bias` (zeros if None) padded with zeros to whole 32-column panels: the bias a tile
+/// loads with its panel.
+pub(crate) fn pad_bias(co: usize, bias: Option<&[f32]>) -> AlignedVec {
+    let mut padded = AlignedVec::zeros(co.div_ceil(NR) * NR);
+    if let Some(b) = bias {
+        padded[..co].copy_from_slice(b);
+    }
+    padded
 }
 
 /// One NHWC convolution call over `src`, an image buffer of `out.n` images of

@@ -10,7 +10,7 @@
 //! the output transform with bias and epilogue (over tile rows).
 
 use crate::kernel::{TileBias, MR, NR};
-use crate::nhwc::pack_panels;
+use crate::nhwc::{pack_panels, pad_bias};
 use crate::{dispatch_tile, run_blocks, TileOut};
 use convkit_tensor::simd::{f32x16, load16, load_partial, store16, store_partial, LANES};
 use convkit_tensor::{
@@ -164,16 +164,12 @@ impl WinogradConv {
                 pack_panels(&u, one_by_one)
             })
             .collect();
-        let mut padded_bias = AlignedVec::zeros(co.div_ceil(NR) * NR);
-        if let Some(b) = bias {
-            padded_bias[..co].copy_from_slice(b);
-        }
         Ok(WinogradConv {
             filter,
             tile,
             panels,
-            bias: padded_bias,
-            zero_bias: AlignedVec::zeros(co.div_ceil(NR) * NR),
+            bias: pad_bias(co, bias),
+            zero_bias: pad_bias(co, None),
             scratch_bytes: DEFAULT_WINOGRAD_SCRATCH_BYTES,
         })
     }
@@ -227,23 +223,10 @@ impl WinogradConv {
         if scratch.len() < need {
             scratch.resize(need);
         }
+        let (out, scratch) = (output.data_mut(), &mut scratch[..need]);
         match self.tile {
-            WinogradTile::F2x2 => self.forward_tiles::<4, 2>(
-                input,
-                output.data_mut(),
-                &epilogue,
-                &mut scratch[..need],
-                input_f2,
-                output_f2,
-            ),
-            WinogradTile::F4x4 => self.forward_tiles::<6, 4>(
-                input,
-                output.data_mut(),
-                &epilogue,
-                &mut scratch[..need],
-                input_f4,
-                output_f4,
-            ),
+            WinogradTile::F2x2 => self.forward_tiles::<4, 2>(input, out, &epilogue, scratch, input_f2, output_f2),
+            WinogradTile::F4x4 => self.forward_tiles::<6, 4>(input, out, &epilogue, scratch, input_f4, output_f4),
         }
         Ok(())
     }
