@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use convkit_conv1x1::Conv1x1;
 use convkit_im2col::{matmul, Im2colConv, MatMut, MatRef, MatrixShape};
-use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -32,9 +32,12 @@ fn bench(c: &mut Criterion) {
             group.throughput(Throughput::Elements(l.flops()));
 
             let direct = Conv1x1::new(&w, filter, Some(&b), l.stride, Layout::Nhwc).unwrap();
+            let mut none = AlignedVec::default();
             group.bench_function(format!("direct/{}", l.name()), |bch| {
                 bch.iter(|| {
-                    pool.install(|| direct.forward(black_box(x.view()), &mut y.view_mut(), Epilogue::relu()).unwrap())
+                    pool.install(|| {
+                        direct.forward(black_box(x.view()), &mut y.view_mut(), Epilogue::relu(), &mut none).unwrap()
+                    })
                 })
             });
 

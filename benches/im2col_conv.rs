@@ -10,9 +10,10 @@
 mod common;
 
 use common::*;
-use convkit_conv1x1::{DirectConv, WinogradConv, WinogradTile};
+use convkit_direct::DirectConv;
 use convkit_im2col::Im2colConv;
-use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_winograd::{WinogradConv, WinogradTile};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// (name, input side, ci, co, kernel, stride, padding)

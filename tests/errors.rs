@@ -2,7 +2,7 @@
 
 use convkit_im2col::{im2col_nhwc, Im2colConv, ImageDims};
 use convkit_pool::{global_avg_pool_into, max_pool2d, pool2d_into, PoolKind};
-use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Tensor, TensorView, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, TensorView, Window};
 
 fn conv(k: usize, layout: Layout) -> Im2colConv {
     Im2colConv::new(&vec![0.0; 4 * 3 * k * k], FilterShape::new(4, 3, k, k), None, Window::square(k, 1, 0), layout)

@@ -1,12 +1,10 @@
 //! The model against a forward pass built from `convkit_reference` kernels alone, with
 //! the same (unfolded) weights; weight files; bad input.
 
-mod common;
-
-use common::random_tensor;
 use convkit_model::{KxkPath, ResNet, ResNetSpec, Variant, Weights, Workspace, BN_EPS, SHORTCUT_POOL, STEM_POOL};
 use convkit_reference as reference;
 use convkit_tensor::{FilterShape, Layout, Shape, Tensor};
+use convkit_testkit::random_tensor;
 
 /// conv + BN (+ relu), all from reference kernels.
 fn ref_conv_bn(x: &Tensor, w: &Weights, conv: &convkit_model::ConvSpec, relu: bool) -> Tensor {

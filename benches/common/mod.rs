@@ -47,7 +47,9 @@ pub struct Layer1x1 {
     pub stride: usize,
 }
 
-/// Every distinct 1x1 layer of ResNet-50 A-D at 224x224, batch 1.
+/// Every distinct 1x1 layer of ResNet-50 A-D at 224x224, batch 1: the bottleneck convs,
+/// A's stride-2 first convs, the stride-2 projection shortcuts of A-C and D's stride-1
+/// projections after the 2x2 average pool.
 pub const RESNET_1X1: &[Layer1x1] = &[
     Layer1x1 { side: 56, ci: 64, co: 64, stride: 1 },
     Layer1x1 { side: 56, ci: 64, co: 256, stride: 1 },
@@ -65,6 +67,13 @@ pub const RESNET_1X1: &[Layer1x1] = &[
     Layer1x1 { side: 14, ci: 1024, co: 2048, stride: 2 },
     Layer1x1 { side: 7, ci: 2048, co: 512, stride: 1 },
     Layer1x1 { side: 7, ci: 512, co: 2048, stride: 1 },
+    // A: the stride sits on the first 1x1 conv of stages 3 and 4.
+    Layer1x1 { side: 28, ci: 512, co: 256, stride: 2 },
+    Layer1x1 { side: 14, ci: 1024, co: 512, stride: 2 },
+    // D: the projection after the 2x2 average pool runs at stride 1 on the pooled input.
+    Layer1x1 { side: 28, ci: 256, co: 512, stride: 1 },
+    Layer1x1 { side: 14, ci: 512, co: 1024, stride: 1 },
+    Layer1x1 { side: 7, ci: 1024, co: 2048, stride: 1 },
 ];
 
 impl Layer1x1 {

@@ -4,7 +4,8 @@ mod classify;
 mod npy;
 
 use clap::{Args, Parser, Subcommand};
-use convkit_model::{BatchRunner, KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
+use convkit_microkernel::{CacheSizes, Isa};
+use convkit_model::{BatchRunner, ConvPath, KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
 use convkit_tensor::{Layout, Shape, Tensor, TensorView};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -163,11 +164,12 @@ fn parse_variants(list: &str) -> Result<Vec<Variant>, String> {
 }
 
 /// Peak GFLOP/s of the pool's threads together: `--peak` per core times threads, or measured.
-fn pool_peak(c: &Common, pool: &rayon::ThreadPool) -> f64 {
-    match c.peak {
+fn pool_peak(c: &Common, pool: &rayon::ThreadPool) -> Result<f64, String> {
+    let isa = Isa::selected().map_err(|e| e.to_string())?;
+    Ok(match c.peak {
         Some(per_core) => per_core * c.threads as f64,
-        None => pool.broadcast(|_| convkit_tensor::simd::measure_fma_gflops(PEAK_PROBE_SECONDS)).iter().sum(),
-    }
+        None => pool.broadcast(|_| convkit_microkernel::measure_fma_gflops(isa, PEAK_PROBE_SECONDS)).iter().sum(),
+    })
 }
 
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
@@ -183,6 +185,34 @@ fn counts(v: Variant, size: usize) -> Result<convkit_model::Counts, String> {
 
 fn info(size: usize) -> CliResult {
     let base = counts(Variant::A, size)?.macs() as f64;
+    let cache = CacheSizes::get();
+    println!("CPU: {}", convkit_microkernel::cpu_name());
+    let available: Vec<&str> = Isa::ALL.iter().filter(|i| i.is_available()).map(|i| i.name()).collect();
+    match Isa::selected() {
+        Ok(isa) => {
+            let t = isa.tile();
+            let forced =
+                if std::env::var_os(convkit_microkernel::ISA_ENV).is_some() { ", forced by CONVKIT_ISA" } else { "" };
+            println!(
+                "kernels: {isa} ({} f32 lanes, {}x{} tiles{forced}); this CPU runs: {}",
+                isa.lanes(),
+                t.mr,
+                t.nr * t.max_panels,
+                available.join(", ")
+            );
+        }
+        Err(e) => println!("kernels: {e}; this CPU runs: {}", available.join(", ")),
+    }
+    let kib = |b: usize| b >> 10;
+    println!(
+        "caches: L1d {} KiB, L2 {} KiB, L3 {} KiB per core{} -> row blocks {} KiB, conv scratch {} KiB\n",
+        kib(cache.l1d),
+        kib(cache.l2),
+        kib(cache.l3),
+        if cache.detected { "" } else { " (not detected: assumed)" },
+        kib(cache.lhs_block_bytes()),
+        kib(cache.scratch_bytes())
+    );
     println!("ResNet-50 at {size}x{size} (MACs; FLOPs = 2 x MACs)");
     println!(
         "{:<8} {:>12} {:>8} {:>15} {:>15} {:>13} {:>11} {:>9}",
@@ -334,7 +364,7 @@ fn bench(args: &BenchArgs) -> CliResult {
         }
     }
     bar.finish_and_clear();
-    let peak = pool_peak(c, &pool);
+    let peak = pool_peak(c, &pool)?;
     let macs_a = counts(Variant::A, c.size)?.macs() as f64;
     let mut rows = Vec::new();
     for (i, (path, v, _, _)) in cases.iter().enumerate() {
@@ -416,7 +446,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
         s.lowering_seconds = median(&mut t);
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    let peak = pool_peak(c, &pool);
+    let peak = pool_peak(c, &pool)?;
     let gflops = |macs: u64, secs: f64| if secs > 0.0 { 2.0 * macs as f64 / secs / 1e9 } else { 0.0 };
     let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
     for s in &steps {
@@ -431,7 +461,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
             .map(|s| {
                 format!(
                     "{{\"name\":\"{}\",\"kind\":\"{}\",\"path\":\"{}\",\"input\":[{},{},{},{}],\"output\":[{},{},{},{}],\"macs\":{},\"ms\":{:.4},\"gflops\":{:.1},\"share\":{:.4},\"scratch_bytes\":{},\"im2col_ms\":{:.4}}}",
-                    s.name, s.kind.label(), s.path, s.input.n, s.input.c, s.input.h, s.input.w, s.output.n, s.output.c,
+                    s.name, s.kind.label(), s.path.map_or("", ConvPath::label), s.input.n, s.input.c, s.input.h, s.input.w, s.output.n, s.output.c,
                     s.output.h, s.output.w, s.macs, s.seconds * 1e3, gflops(s.macs, s.seconds), s.seconds / total, s.scratch_bytes, s.lowering_seconds * 1e3
                 )
             })
@@ -471,7 +501,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
             "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8.3} {:>8.1} {:>5.1}% {:>9} {:>9}",
             s.name,
             s.kind.label(),
-            s.path,
+            s.path.map_or("", ConvPath::label),
             shape(s.input),
             shape(s.output),
             s.macs,
@@ -479,7 +509,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
             gflops(s.macs, s.seconds),
             100.0 * s.seconds / total,
             if s.scratch_bytes > 0 { format!("{}K", s.scratch_bytes / 1024) } else { String::new() },
-            if s.path == "im2col" { format!("{:.3}", s.lowering_seconds * 1e3) } else { String::new() }
+            if s.path == Some(ConvPath::Im2col) { format!("{:.3}", s.lowering_seconds * 1e3) } else { String::new() }
         );
     }
     println!("\nby kind (peak {peak:.0} GFLOP/s):");

@@ -3,7 +3,8 @@
 use crate::im2col::{im2col_nchw, im2col_nhwc, ImageDims};
 use crate::matmul::{matmul, MatMut, MatRef, MatrixShape};
 use convkit_tensor::{
-    checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
+    checked_product, AlignedVec, Conv, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut,
+    Window,
 };
 use std::time::{Duration, Instant};
 
@@ -71,36 +72,37 @@ impl Im2colConv {
         self
     }
 
-    pub fn filter(&self) -> FilterShape {
-        self.filter
-    }
-    pub fn window(&self) -> Window {
-        self.window
-    }
-    pub fn layout(&self) -> Layout {
-        self.layout
-    }
-
-    /// Output shape for an input of shape `input`.
-    pub fn output_shape(&self, input: Shape) -> Result<Shape> {
-        self.filter.output_shape(input, &self.window)
-    }
-
     /// Output rows lowered per GEMM call for an output `wo` wide.
     fn tile_rows(&self, out: Shape) -> usize {
         let row_bytes = out.w * self.filter.reduction_len() * 4;
         (self.scratch_bytes / row_bytes.max(1)).clamp(1, out.h)
     }
+}
 
-    /// Scratch floats [`Im2colConv::forward`] needs for an input of shape `input`.
-    pub fn scratch_len(&self, input: Shape) -> Result<usize> {
+impl Conv for Im2colConv {
+    fn filter(&self) -> FilterShape {
+        self.filter
+    }
+
+    fn window(&self) -> Window {
+        self.window
+    }
+
+    fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The im2col matrix of one tile of output rows.
+    fn scratch_len(&self, input: Shape) -> Result<usize> {
         let out = self.output_shape(input)?;
         checked_product("im2col scratch", &[self.tile_rows(out), out.w, self.filter.reduction_len()])
     }
 
-    /// output = epilogue(conv(input) + bias). `scratch` must hold [`Im2colConv::scratch_len`]
-    /// floats; it is grown if shorter. GEMMs run on the current rayon pool.
-    pub fn forward(
+    fn weight_bytes(&self) -> usize {
+        4 * (self.weights.len() + self.bias.len())
+    }
+
+    fn forward(
         &self,
         input: TensorView<'_>,
         output: &mut TensorViewMut<'_>,
@@ -110,9 +112,8 @@ impl Im2colConv {
         self.forward_timed(input, output, epilogue, scratch).map(|_| ())
     }
 
-    /// As [`Im2colConv::forward`], and returns the time spent lowering (im2col copies),
-    /// the rest being GEMM and epilogue: what a profile needs to show the cost of im2col.
-    pub fn forward_timed(
+    /// The GEMMs run on the current rayon pool; the time returned is the im2col copies'.
+    fn forward_timed(
         &self,
         input: TensorView<'_>,
         output: &mut TensorViewMut<'_>,

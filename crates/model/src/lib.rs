@@ -9,7 +9,8 @@ mod spec;
 mod weights;
 
 pub use net::{
-    BatchRunner, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, DEFAULT_SUB_BATCH, WINOGRAD_F4_MAX_CHANNELS,
+    BatchRunner, ConvPath, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, DEFAULT_SUB_BATCH,
+    WINOGRAD_F4_MAX_CHANNELS,
 };
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,

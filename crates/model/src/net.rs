@@ -3,10 +3,14 @@
 use crate::spec::{BlockSpec, ConvKind, ConvSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
 use crate::weights::Weights;
 use crate::ModelError;
-use convkit_conv1x1::{Conv1x1, DirectConv, WinogradConv, WinogradTile};
+use convkit_conv1x1::Conv1x1;
+use convkit_direct::DirectConv;
 use convkit_im2col::Im2colConv;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
-use convkit_tensor::{AlignedVec, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut, Window};
+use convkit_tensor::{
+    AlignedVec, Conv, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut, Window,
+};
+use convkit_winograd::{WinogradConv, WinogradTile};
 use std::time::Instant;
 
 /// Batch-norm epsilon of torchvision and timm.
@@ -44,8 +48,8 @@ impl StepKind {
 pub struct StepTiming {
     pub name: String,
     pub kind: StepKind,
-    /// "direct" (the microkernel path, 1x1 or KxK), "im2col", or "" for non-conv steps.
-    pub path: &'static str,
+    /// The kernel a conv step ran on (None for other steps).
+    pub path: Option<ConvPath>,
     pub input: Shape,
     pub output: Shape,
     pub macs: u64,
@@ -91,17 +95,37 @@ impl KxkPath {
     }
 }
 
-enum ConvOp {
-    Direct(Conv1x1),
-    DirectKxk(DirectConv),
-    Winograd(WinogradConv),
-    Im2col(Im2colConv),
+/// The kernel a conv layer runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConvPath {
+    /// `Conv1x1`: the microkernel reads the activation in place.
+    Conv1x1,
+    /// `DirectConv`: the microkernel over a zero-padded input copy.
+    Direct,
+    /// `WinogradConv` with this tile.
+    Winograd(WinogradTile),
+    /// `Im2colConv`: im2col + the `gemm` crate.
+    Im2col,
+}
+
+impl ConvPath {
+    /// The short name profiles print.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConvPath::Conv1x1 | ConvPath::Direct => "direct",
+            ConvPath::Winograd(WinogradTile::F2x2) => "wino-f2",
+            ConvPath::Winograd(WinogradTile::F4x4) => "wino-f4",
+            ConvPath::Im2col => "im2col",
+        }
+    }
 }
 
 struct ConvLayer {
     name: String,
     kind: ConvKind,
-    op: ConvOp,
+    path: ConvPath,
+    op: Box<dyn Conv>,
 }
 
 impl ConvLayer {
@@ -118,30 +142,19 @@ impl ConvLayer {
             bias[o] = beta[o] - mean[o] * scale;
         }
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
-        let op = if spec.kernel == 1 {
-            ConvOp::Direct(Conv1x1::new(&folded, filter, Some(&bias), spec.stride, Layout::Nhwc)?)
-        } else {
-            let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci)).flatten();
-            match (kxk, tile) {
-                (_, Some(tile)) => ConvOp::Winograd(WinogradConv::new(&folded, filter, Some(&bias), tile)?),
-                (KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => {
-                    ConvOp::DirectKxk(DirectConv::new(&folded, filter, Some(&bias), spec.window())?)
-                }
-                (KxkPath::Im2col, None) => {
-                    ConvOp::Im2col(Im2colConv::new(&folded, filter, Some(&bias), spec.window(), Layout::Nhwc)?)
-                }
+        let bias = Some(&bias[..]);
+        let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci)).flatten();
+        let (path, op): (ConvPath, Box<dyn Conv>) = match (spec.kernel, kxk, tile) {
+            (1, _, _) => (ConvPath::Conv1x1, Box::new(Conv1x1::new(&folded, filter, bias, spec.stride, Layout::Nhwc)?)),
+            (_, _, Some(tile)) => (ConvPath::Winograd(tile), Box::new(WinogradConv::new(&folded, filter, bias, tile)?)),
+            (_, KxkPath::Im2col, None) => {
+                (ConvPath::Im2col, Box::new(Im2colConv::new(&folded, filter, bias, spec.window(), Layout::Nhwc)?))
+            }
+            (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => {
+                (ConvPath::Direct, Box::new(DirectConv::new(&folded, filter, bias, spec.window())?))
             }
         };
-        Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, op })
-    }
-
-    fn output_shape(&self, input: Shape) -> Result<Shape, Error> {
-        match &self.op {
-            ConvOp::Direct(c) => c.output_shape(input),
-            ConvOp::DirectKxk(c) => c.output_shape(input),
-            ConvOp::Winograd(c) => c.output_shape(input),
-            ConvOp::Im2col(c) => c.output_shape(input),
-        }
+        Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op })
     }
 }
 
@@ -240,7 +253,7 @@ impl Recorder<'_> {
         &mut self,
         name: &str,
         kind: StepKind,
-        path: &'static str,
+        path: Option<ConvPath>,
         input: Shape,
         output: Shape,
         macs: u64,
@@ -447,7 +460,7 @@ impl ResNet {
                 }
             }
         }
-        rec.end("input", StepKind::Input, "", shape, shape, 0, 0);
+        rec.end("input", StepKind::Input, None, shape, shape, 0, 0);
 
         let mut cur = shape;
         // The stem ping-pongs between the block input and output buffers, so the branch
@@ -497,15 +510,28 @@ impl ResNet {
         ws.features.resize(shape.n * features);
         global_avg_pool_into(view(&ws.bufs[X], cur)?, &mut ws.features)?;
         let pooled = Shape::new(shape.n, features, 1, 1);
-        rec.end("avgpool", StepKind::GlobalPool, "", cur, pooled, 0, 0);
+        rec.end("avgpool", StepKind::GlobalPool, None, cur, pooled, 0, 0);
 
         rec.begin();
         let classes = self.net.classes;
         ws.logits.resize(shape.n * classes);
         let out_shape = Shape::new(shape.n, classes, 1, 1);
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut ws.logits)?;
-        self.fc.forward(TensorView::new(pooled, Layout::Nhwc, &ws.features)?, &mut out, Epilogue::NONE)?;
-        rec.end("fc", StepKind::Fc, "direct", pooled, out_shape, (shape.n * features * classes) as u64, 0);
+        self.fc.forward(
+            TensorView::new(pooled, Layout::Nhwc, &ws.features)?,
+            &mut out,
+            Epilogue::NONE,
+            &mut ws.scratch,
+        )?;
+        rec.end(
+            "fc",
+            StepKind::Fc,
+            Some(ConvPath::Conv1x1),
+            pooled,
+            out_shape,
+            (shape.n * features * classes) as u64,
+            0,
+        );
         Ok(&ws.logits)
     }
 
@@ -523,42 +549,17 @@ impl ResNet {
         relu: bool,
         rec: &mut Recorder<'_>,
     ) -> Result<Shape, ModelError> {
-        let out_shape = layer.output_shape(in_shape)?;
+        let out_shape = layer.op.output_shape(in_shape)?;
         rec.begin();
         let (s, d) = split_bufs(&mut ws.bufs, src, dst, out_shape.numel()?);
         let input = view(s, in_shape)?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         let epilogue = Epilogue { residual: None, accumulate, relu };
-        let (path, scratch) = match &layer.op {
-            ConvOp::Direct(c) => {
-                c.forward(input, &mut out, epilogue)?;
-                ("direct", 0)
-            }
-            ConvOp::DirectKxk(c) => {
-                c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
-                ("direct", 4 * c.scratch_len(in_shape)?)
-            }
-            ConvOp::Winograd(c) => {
-                c.forward(input, &mut out, epilogue, &mut ws.scratch)?;
-                let path = match c.tile() {
-                    WinogradTile::F2x2 => "wino-f2",
-                    WinogradTile::F4x4 => "wino-f4",
-                };
-                (path, 4 * c.scratch_len(in_shape)?)
-            }
-            ConvOp::Im2col(c) => {
-                rec.lowering = c.forward_timed(input, &mut out, epilogue, &mut ws.scratch)?.as_secs_f64();
-                ("im2col", 4 * c.scratch_len(in_shape)?)
-            }
-        };
-        let f = match &layer.op {
-            ConvOp::Direct(c) => c.filter(),
-            ConvOp::DirectKxk(c) => c.filter(),
-            ConvOp::Winograd(c) => c.filter(),
-            ConvOp::Im2col(c) => c.filter(),
-        };
-        let macs = (out_shape.numel()? * f.reduction_len()) as u64;
-        rec.end(&layer.name, StepKind::Conv(layer.kind), path, in_shape, out_shape, macs, scratch);
+        let op = &layer.op;
+        rec.lowering = op.forward_timed(input, &mut out, epilogue, &mut ws.scratch)?.as_secs_f64();
+        let scratch = 4 * op.scratch_len(in_shape)?;
+        let macs = (out_shape.numel()? * op.filter().reduction_len()) as u64;
+        rec.end(&layer.name, StepKind::Conv(layer.kind), Some(layer.path), in_shape, out_shape, macs, scratch);
         Ok(out_shape)
     }
 
@@ -579,7 +580,7 @@ impl ResNet {
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         pool2d_into(view(s, in_shape)?, window, kind, &mut out)?;
         let step = if kind == PoolKind::Max { StepKind::MaxPool } else { StepKind::AvgPool };
-        rec.end(name, step, "", in_shape, out_shape, 0, 0);
+        rec.end(name, step, None, in_shape, out_shape, 0, 0);
         Ok(out_shape)
     }
 }

@@ -1,13 +1,14 @@
 //! Max pooling, average pooling (ceil mode; padding counted or not, with PyTorch/ONNX
 //! semantics) and global average pooling over NCHW and NHWC.
 //!
-//! NHWC is vectorised across channels with 16-lane vectors; NCHW runs a scalar loop per
+//! NHWC is vectorised across channels with the vectors of the kernel family this CPU
+//! runs (chosen at run time, see `convkit_microkernel::Isa`); NCHW runs a scalar loop per
 //! plane. Both split output rows (NHWC) or planes (NCHW) across the current rayon pool
 //! when the output is large enough to pay for it: call inside `pool.install()` to bound
 //! the threads. Each output is computed by one task, so results do not depend on the
 //! thread count.
 
-use convkit_tensor::simd::{f32x16, load16, store16, LANES};
+use convkit_microkernel::{Isa, Simd, SimdOp};
 use convkit_tensor::{Error, Layout, Result, Shape, Tensor, TensorView, TensorViewMut, Window};
 use rayon::prelude::*;
 
@@ -57,6 +58,7 @@ pub fn pool2d_into(
     if output.layout() != input.layout() {
         return Err(Error::mismatch("pool output layout", input.layout(), output.layout()));
     }
+    let isa = Isa::selected()?;
     let geom = Geometry::new(input.shape(), out_shape, window, kind);
     let parallel = out_shape.numel()? >= PARALLEL_MIN_OUTPUTS;
     let src = input.data();
@@ -65,7 +67,7 @@ pub fn pool2d_into(
             let row_len = out_shape.w * out_shape.c;
             let run = |(row, out): (usize, &mut [f32])| {
                 let (n, oy) = (row / out_shape.h, row % out_shape.h);
-                pool_row_nhwc(&geom, input.image(n), oy, out);
+                isa.dispatch(PoolRow { geom: &geom, image: input.image(n), oy, out });
             };
             if parallel {
                 output.data_mut().par_chunks_mut(row_len).enumerate().for_each(run);
@@ -113,29 +115,13 @@ pub fn global_avg_pool_into(input: TensorView<'_>, output: &mut [f32]) -> Result
     if output.len() != s.n * s.c {
         return Err(Error::mismatch("global average pool output length (n*c)", s.n * s.c, output.len()));
     }
+    let isa = Isa::selected()?;
     let hw = s.h * s.w;
     let scale = 1.0 / hw as f32;
     for (n, out) in output.chunks_mut(s.c).enumerate() {
         let img = input.image(n);
         match input.layout() {
-            Layout::Nhwc => {
-                out.fill(0.0);
-                let mut c0 = 0;
-                while c0 + LANES <= s.c {
-                    let mut acc = f32x16::ZERO;
-                    for px in img.chunks_exact(s.c) {
-                        acc += load16(&px[c0..]);
-                    }
-                    store16(&mut out[c0..], acc * f32x16::splat(scale));
-                    c0 += LANES;
-                }
-                for px in img.chunks_exact(s.c) {
-                    for (o, v) in out[c0..].iter_mut().zip(&px[c0..]) {
-                        *o += v;
-                    }
-                }
-                out[c0..].iter_mut().for_each(|o| *o *= scale);
-            }
+            Layout::Nhwc => isa.dispatch(ChannelMean { image: img, channels: s.c, scale, out }),
             Layout::Nchw => {
                 for (o, plane) in out.iter_mut().zip(img.chunks_exact(hw)) {
                     *o = plane.iter().sum::<f32>() * scale;
@@ -205,37 +191,64 @@ impl Geometry {
     }
 }
 
-/// One output row (all ox, all channels) of one NHWC image.
-fn pool_row_nhwc(g: &Geometry, image: &[f32], oy: usize, out: &mut [f32]) {
-    let c = g.input.c;
-    let in_row = g.input.w * c;
-    let ys = g.row_span(oy);
-    let is_max = g.kind == PoolKind::Max;
-    let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
-    for (ox, dst) in out.chunks_exact_mut(c).enumerate().take(g.output.w) {
-        let xs = g.col_span(ox);
-        let scale = g.scale(ys, xs);
-        let mut c0 = 0;
-        while c0 + LANES <= c {
-            let mut acc = f32x16::splat(init);
-            for iy in ys.lo..ys.hi {
-                for ix in xs.lo..xs.hi {
-                    let v = load16(&image[iy * in_row + ix * c + c0..]);
-                    acc = if is_max { acc.max(v) } else { acc + v };
-                }
+/// The mean over pixels of each channel of one NHWC image.
+struct ChannelMean<'a> {
+    image: &'a [f32],
+    channels: usize,
+    scale: f32,
+    out: &'a mut [f32],
+}
+
+impl SimdOp for ChannelMean<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let c = self.channels;
+        for c0 in (0..c).step_by(S::LANES) {
+            let lanes = (c - c0).min(S::LANES);
+            let mut acc = s.zero();
+            for px in self.image.chunks_exact(c) {
+                acc = s.add(acc, s.load_n(&px[c0..], lanes));
             }
-            store16(&mut dst[c0..], if is_max { acc } else { acc * f32x16::splat(scale) });
-            c0 += LANES;
+            s.store_n(&mut self.out[c0..], lanes, s.mul(acc, s.splat(self.scale)));
         }
-        for ch in c0..c {
-            let mut acc = init;
-            for iy in ys.lo..ys.hi {
-                for ix in xs.lo..xs.hi {
-                    let v = image[iy * in_row + ix * c + ch];
-                    acc = if is_max { acc.max(v) } else { acc + v };
+    }
+}
+
+/// One output row (all ox, all channels) of one NHWC image.
+struct PoolRow<'a> {
+    geom: &'a Geometry,
+    image: &'a [f32],
+    oy: usize,
+    out: &'a mut [f32],
+}
+
+impl SimdOp for PoolRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let g = self.geom;
+        let c = g.input.c;
+        let in_row = g.input.w * c;
+        let ys = g.row_span(self.oy);
+        let is_max = g.kind == PoolKind::Max;
+        let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
+        for (ox, dst) in self.out.chunks_exact_mut(c).enumerate().take(g.output.w) {
+            let xs = g.col_span(ox);
+            let scale = s.splat(g.scale(ys, xs));
+            for c0 in (0..c).step_by(S::LANES) {
+                let lanes = (c - c0).min(S::LANES);
+                let mut acc = s.splat(init);
+                for iy in ys.lo..ys.hi {
+                    for ix in xs.lo..xs.hi {
+                        let v = s.load_n(&self.image[iy * in_row + ix * c + c0..], lanes);
+                        acc = if is_max { s.max(acc, v) } else { s.add(acc, v) };
+                    }
                 }
+                s.store_n(&mut dst[c0..], lanes, if is_max { acc } else { s.mul(acc, scale) });
             }
-            dst[ch] = if is_max { acc } else { acc * scale };
         }
     }
 }

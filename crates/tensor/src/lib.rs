@@ -4,13 +4,14 @@
 //! A tensor always carries its [`Layout`] as an explicit tag: the layout is never
 //! inferred from strides.
 
+mod conv;
 mod error;
 mod shape;
-pub mod simd;
 mod storage;
 mod tensor;
 mod window;
 
+pub use conv::Conv;
 pub use error::{checked_product, Error, Result};
 pub use shape::{FilterShape, Layout, Shape, Strides};
 pub use storage::{AlignedVec, ALIGN};
@@ -28,12 +29,6 @@ pub fn check_channels(what: &str, expected: usize, got: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fma_probe_measures_something() {
-        let g = simd::measure_fma_gflops(0.01);
-        assert!(g.is_finite() && g > 0.1, "{g}");
-    }
 
     #[test]
     fn aligned_storage_is_aligned() {

@@ -1,12 +1,10 @@
 //! im2col convolution against the f64 reference: random shapes, strides, paddings,
 //! channel counts that are not multiples of the SIMD width, both layouts, epilogues.
 
-mod common;
-
-use common::*;
 use convkit_im2col::{im2col_nchw, im2col_nhwc, Im2colConv, ImageDims};
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Epilogue, Layout, Shape, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, Layout, Shape, Window};
+use convkit_testkit::*;
 use proptest::prelude::*;
 
 fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCaseError> {

@@ -1,11 +1,9 @@
 //! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution against the f64 reference.
 
-mod common;
-
-use common::*;
-use convkit_conv1x1::{WinogradConv, WinogradTile};
 use convkit_reference as reference;
 use convkit_tensor::Tensor;
+use convkit_testkit::*;
+use convkit_winograd::{Conv, WinogradConv, WinogradTile};
 use proptest::prelude::*;
 
 /// `row_chunks` bounds the scratch to one tile row: every tile row is its own chunk.

@@ -1,36 +1,46 @@
-//! KxK convolution over NHWC on the 1x1 microkernel, without im2col.
+//! KxK convolution over NHWC on the convkit microkernels, without im2col.
+//!
+//! Each output pixel's reduction is kh runs of kw*ci contiguous values of a zero-padded
+//! copy of the input (in caller scratch, `(h + 2p) * (w + 2p) * ci` floats per image; none
+//! when the padding is 0), accumulated in registers by the tile kernels of the family
+//! this CPU runs. Compared with im2col + GEMM this copies the input once instead of
+//! kh*kw times and packs nothing per call.
 
-use crate::nhwc::{pack_panels, pad_bias, NhwcConv};
-use convkit_tensor::simd::f32x16;
+pub use convkit_microkernel::Isa;
+pub use convkit_tensor::Conv;
+
+use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, Lhs, PackedWeights, RowMap};
 use convkit_tensor::{
     checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
 };
-use rayon::prelude::*;
 
 /// Padded inputs below this many floats are copied on the calling thread.
 const PARALLEL_PAD_MIN: usize = 1 << 16;
-/// Default bound of the padded-input scratch: images are padded and convolved in groups of
-/// at most this many bytes (at least one image), so scratch does not grow with the batch.
-pub const DEFAULT_PAD_SCRATCH_BYTES: usize = 4 << 20;
 
 /// A KxK convolution (any stride, zero padding, dilation 1) over NHWC activations.
-///
-/// Each output pixel's reduction is kh runs of kw*ci contiguous values of a zero-padded
-/// copy of the input (in caller scratch, `(h + 2p) * (w + 2p) * ci` floats per image; none
-/// when the padding is 0), accumulated in registers by the 6x32 microkernel. Compared with
-/// im2col + GEMM this copies the input once instead of kh*kw times and packs nothing per call.
 #[derive(Debug, Clone)]
 pub struct DirectConv {
     filter: FilterShape,
     window: Window,
-    panels: Vec<f32x16>,
-    bias: AlignedVec,
+    packed: PackedWeights,
     scratch_bytes: usize,
 }
 
 impl DirectConv {
-    /// Packs OIHW `weights` and `bias` (zeros if None) for `window`.
+    /// Packs OIHW `weights` and `bias` (zeros if None) for `window`, for the kernel family
+    /// [`Isa::selected`].
     pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>, window: Window) -> Result<Self> {
+        Self::for_isa(Isa::selected()?, weights, filter, bias, window)
+    }
+
+    /// As [`DirectConv::new`], for kernel family `isa` (an error if this CPU lacks it).
+    pub fn for_isa(
+        isa: Isa,
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        window: Window,
+    ) -> Result<Self> {
         filter.check(weights, bias)?;
         filter.check_window(&window)?;
         if window.dilation != (1, 1) || window.ceil_mode {
@@ -45,42 +55,42 @@ impl DirectConv {
         Ok(DirectConv {
             filter,
             window,
-            panels: pack_panels(weights, filter),
-            bias: pad_bias(filter.co, bias),
-            scratch_bytes: DEFAULT_PAD_SCRATCH_BYTES,
+            packed: PackedWeights::from_oihw(isa, weights, filter, bias)?,
+            scratch_bytes: CacheSizes::get().scratch_bytes(),
         })
     }
 
-    /// Changes the scratch bound (bytes; at least one padded image is always held).
+    /// Changes the scratch bound (bytes; at least one padded image is always held). The
+    /// default is [`CacheSizes::scratch_bytes`].
     pub fn with_scratch_bytes(mut self, bytes: usize) -> Self {
         self.scratch_bytes = bytes;
         self
     }
 
-    pub fn filter(&self) -> FilterShape {
-        self.filter
-    }
-    pub fn window(&self) -> Window {
-        self.window
+    /// The kernel family the weights were packed for.
+    pub fn isa(&self) -> Isa {
+        self.packed.isa()
     }
 
-    pub fn output_shape(&self, input: Shape) -> Result<Shape> {
-        self.filter.output_shape(input, &self.window)
-    }
-
-    /// The driver call over `src` (src_h x src_w images, padding included) into `out`.
-    fn nhwc<'a>(&'a self, src: &'a [f32], src_h: usize, src_w: usize, out: Shape) -> NhwcConv<'a> {
-        NhwcConv {
-            src,
-            src_h,
-            src_w,
-            ci: self.filter.ci,
-            kernel: self.window.kernel,
-            stride: self.window.stride.0,
-            out,
-            panels: &self.panels,
-            bias: &self.bias,
+    /// Runs the microkernel walk over `src` (src_h x src_w images, padding included).
+    fn run(
+        &self,
+        src: &[f32],
+        (src_h, src_w): (usize, usize),
+        out: Shape,
+        dst: &mut [f32],
+        e: &Epilogue<'_>,
+    ) -> Result<()> {
+        let ci = self.filter.ci;
+        let rows = RowMap::Pixels { ho: out.h, wo: out.w, src_h, src_w, stride: self.window.stride.0, ci };
+        let lhs = Lhs { data: src, rows, segments: self.filter.kh, segment_step: src_w * ci };
+        Gemm {
+            residual: e.residual.map(|r| r.data()),
+            accumulate: e.accumulate,
+            relu: e.relu,
+            ..Gemm::new(lhs, self.packed.panels(), out.n * out.h * out.w, self.filter.co)
         }
+        .run(dst)
     }
 
     /// Padded floats of one image, and how many images are padded and convolved at a time:
@@ -93,10 +103,24 @@ impl DirectConv {
         let image = checked_product("direct conv scratch", &[h, w, input.c])?;
         Ok((image, (self.scratch_bytes / (4 * image).max(1)).clamp(1, input.n)))
     }
+}
 
-    /// Scratch floats [`DirectConv::forward`] needs: padded copies of a group of images (0
-    /// without padding).
-    pub fn scratch_len(&self, input: Shape) -> Result<usize> {
+impl Conv for DirectConv {
+    fn filter(&self) -> FilterShape {
+        self.filter
+    }
+
+    fn window(&self) -> Window {
+        self.window
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::Nhwc
+    }
+
+    /// Padded copies of a group of images (0 without padding).
+    fn scratch_len(&self, input: Shape) -> Result<usize> {
+        self.output_shape(input)?;
         if self.window.padding == (0, 0) {
             return Ok(0);
         }
@@ -104,9 +128,11 @@ impl DirectConv {
         Ok(image * group)
     }
 
-    /// output = epilogue(conv(input) + bias), NHWC, on the current rayon pool. `scratch`
-    /// is grown to [`DirectConv::scratch_len`] if shorter.
-    pub fn forward(
+    fn weight_bytes(&self) -> usize {
+        self.packed.bytes()
+    }
+
+    fn forward(
         &self,
         input: TensorView<'_>,
         output: &mut TensorViewMut<'_>,
@@ -118,8 +144,7 @@ impl DirectConv {
         let s = input.shape();
         let (ph, pw) = self.window.padding;
         if (ph, pw) == (0, 0) {
-            self.nhwc(input.data(), s.h, s.w, out_shape).run(output.data_mut(), &epilogue);
-            return Ok(());
+            return self.run(input.data(), (s.h, s.w), out_shape, output.data_mut(), &epilogue);
         }
         let (padded_image, group) = self.padded_group(s)?;
         if scratch.len() < padded_image * group {
@@ -137,7 +162,7 @@ impl DirectConv {
                 .map(|r| TensorView::new(group_out, Layout::Nhwc, &r.data()[n0 * out_image..(n0 + images) * out_image]))
                 .transpose()?;
             let out = &mut output.data_mut()[n0 * out_image..(n0 + images) * out_image];
-            self.nhwc(padded, hp, wp, group_out).run(out, &Epilogue { residual, ..epilogue });
+            self.run(padded, (hp, wp), group_out, out, &Epilogue { residual, ..epilogue })?;
         }
         Ok(())
     }
@@ -161,8 +186,8 @@ fn pad_nhwc(src: &[f32], s: Shape, (ph, pw): (usize, usize), dst: &mut [f32]) {
             }
         }
     };
-    if dst.len() >= PARALLEL_PAD_MIN && rayon::current_num_threads() > 1 {
-        dst.par_chunks_mut(wp * c).enumerate().for_each(fill_row);
+    if dst.len() >= PARALLEL_PAD_MIN {
+        for_each_chunk(dst, wp * c, fill_row);
     } else {
         dst.chunks_mut(wp * c).enumerate().for_each(fill_row);
     }

@@ -1,11 +1,9 @@
 //! Pooling against the f64 reference.
 
-mod common;
-
-use common::*;
 use convkit_pool::{global_avg_pool, pool2d, PoolKind};
 use convkit_reference as reference;
 use convkit_tensor::{Layout, Shape, Tensor, Window};
+use convkit_testkit::*;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -1,12 +1,10 @@
 //! Direct 1x1 convolution against the f64 reference: M, K, N around the SIMD width and
 //! tile sizes, stride 1 and 2, with and without residual and ReLU, both layouts.
 
-mod common;
-
-use common::*;
 use convkit_conv1x1::Conv1x1;
 use convkit_reference as reference;
-use convkit_tensor::{Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_testkit::*;
 use proptest::prelude::*;
 
 /// Channel counts: edge values around 16/32/64 lanes, and anything in 1..=70.
@@ -14,11 +12,17 @@ fn channels() -> impl Strategy<Value = usize> {
     prop_oneof![proptest::sample::select(&[1usize, 15, 16, 17, 31, 33, 63, 64, 65][..]), 1usize..=70]
 }
 
+/// Output channels: as [`channels`], and past 70 (several 64-wide tile pairs, and an
+/// odd panel after them).
+fn out_channels() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => channels(), 1 => proptest::sample::select(&[96usize, 128, 129, 160, 200][..])]
+}
+
 fn problem() -> impl Strategy<Value = ConvProblem> {
     (
         1usize..=3,
         channels(),
-        channels(),
+        out_channels(),
         1usize..=2,
         1usize..=17,
         1usize..=17,
@@ -48,7 +52,8 @@ fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
     let mut out = prior_output(out_shape, p.layout);
     let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), accumulate: p.accumulate, relu: p.relu };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue)).unwrap();
+    let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
+    pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch)).unwrap();
     let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
     (out, want, mag)
 }
@@ -95,21 +100,27 @@ fn strided_shortcut_shape() {
 #[test]
 fn errors_name_the_problem() {
     let w = vec![0.0; 8 * 4];
-    let e = Conv1x1::new(&w, FilterShape::new(8, 4, 3, 3), None, 1, Layout::Nhwc).unwrap_err();
+    let e = Conv1x1::new(&w, FilterShape::new(8, 5, 1, 1), None, 1, Layout::Nhwc).unwrap_err();
     assert!(e.to_string().contains("weight length"), "{e}");
+    // A 3x3 filter with weights of the right length is refused for its kernel.
+    let w9 = vec![0.0; 8 * 4 * 9];
+    let e = Conv1x1::new(&w9, FilterShape::new(8, 4, 3, 3), None, 1, Layout::Nhwc).unwrap_err();
+    assert!(e.to_string().contains("kernel of a 1x1 convolution"), "{e}");
+    let e = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), None, 0, Layout::Nhwc).unwrap_err();
+    assert!(e.to_string().contains("stride must be at least 1"), "{e}");
     let e = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), Some(&[0.0; 7]), 1, Layout::Nhwc).unwrap_err();
     assert!(e.to_string().contains("bias length"), "{e}");
     let conv = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), None, 1, Layout::Nhwc).unwrap();
     let x = Tensor::zeros(Shape::new(1, 5, 2, 2), Layout::Nhwc).unwrap();
     let mut y = Tensor::zeros(Shape::new(1, 8, 2, 2), Layout::Nhwc).unwrap();
-    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
+    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut AlignedVec::default()).unwrap_err();
     assert!(e.to_string().contains("input channels"), "{e}");
     let x = Tensor::zeros(Shape::new(1, 4, 2, 2), Layout::Nchw).unwrap();
-    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
+    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut AlignedVec::default()).unwrap_err();
     assert!(e.to_string().contains("input layout"), "{e}");
     let x = Tensor::zeros(Shape::new(1, 4, 2, 2), Layout::Nhwc).unwrap();
     let mut y = Tensor::zeros(Shape::new(1, 8, 2, 3), Layout::Nhwc).unwrap();
-    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE).unwrap_err();
+    let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut AlignedVec::default()).unwrap_err();
     assert!(e.to_string().contains("output shape"), "{e}");
 }
 

@@ -1,11 +1,9 @@
 //! Direct KxK NHWC convolution against the f64 reference.
 
-mod common;
-
-use common::*;
-use convkit_conv1x1::DirectConv;
+use convkit_direct::DirectConv;
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_testkit::*;
 use proptest::prelude::*;
 
 /// `one_image_groups` bounds the scratch to one padded image: every image is its own group.

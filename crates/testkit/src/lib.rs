@@ -1,6 +1,6 @@
-//! Shared pieces of the kernel property tests: random data, problem strategies, and the
-//! tolerance check against `convkit_reference`.
-#![allow(dead_code)]
+//! The dev-only harness every convkit kernel crate tests with: deterministic random data,
+//! conv problem strategies for proptest, the reference result with its magnitude bound
+//! (the sum of |a*b| terms), and a runner for NHWC kernels.
 
 use convkit_reference as reference;
 use convkit_tensor::{FilterShape, Layout, Shape, Tensor, Window};

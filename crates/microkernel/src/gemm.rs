@@ -1,0 +1,471 @@
+//! The one walk over packed panels and row tiles that every convkit convolution runs:
+//! out[m, n] = epilogue(sum_k lhs[m, k] * rhs[k, n] + bias), tasks split over blocks of
+//! rows on the current rayon pool, each task entering its family's kernels once.
+
+use crate::isa::{SimdOp, MR};
+use crate::pack::Panels;
+use crate::simd::Simd;
+use crate::CacheSizes;
+use convkit_tensor::{Error, Result};
+use rayon::prelude::*;
+
+/// Where each row of the left operand starts in its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowMap {
+    /// Row m starts at `start + m * step`.
+    Strided {
+        /// Offset of row 0.
+        start: usize,
+        /// Distance between rows.
+        step: usize,
+    },
+    /// Row m is output pixel m (image-major, then row, then column) of an NHWC conv of
+    /// `stride` over images of `src_h` x `src_w` pixels of `ci` channels that already hold
+    /// any padding: it starts at input pixel (oy * stride, ox * stride).
+    Pixels {
+        /// Output height.
+        ho: usize,
+        /// Output width.
+        wo: usize,
+        /// Input height, padding included.
+        src_h: usize,
+        /// Input width, padding included.
+        src_w: usize,
+        /// Stride along both axes.
+        stride: usize,
+        /// Channels per pixel.
+        ci: usize,
+    },
+}
+
+impl RowMap {
+    /// Offsets of rows m..m + count (count <= MR). One division per tile, then steps.
+    #[inline(always)]
+    fn offsets(&self, m: usize, count: usize) -> [usize; MR] {
+        let mut offsets = [0; MR];
+        match *self {
+            RowMap::Strided { start, step } => {
+                offsets.iter_mut().enumerate().take(count).for_each(|(r, o)| *o = start + (m + r) * step);
+            }
+            RowMap::Pixels { ho, wo, src_h, src_w, stride, ci } => {
+                let (mut n, p) = (m / (ho * wo), m % (ho * wo));
+                let (mut oy, mut ox) = (p / wo, p % wo);
+                for o in offsets.iter_mut().take(count) {
+                    *o = ((n * src_h + oy * stride) * src_w + ox * stride) * ci;
+                    ox += 1;
+                    if ox == wo {
+                        (ox, oy) = (0, oy + 1);
+                        if oy == ho {
+                            (oy, n) = (0, n + 1);
+                        }
+                    }
+                }
+            }
+        }
+        offsets
+    }
+
+    /// Offset of row m alone.
+    fn offset(&self, m: usize) -> usize {
+        self.offsets(m, 1)[0]
+    }
+}
+
+/// The left operand: row m is `segments` runs of K / segments contiguous values of
+/// `data`, the first at `rows`'s offset of m and the others `segment_step` apart (a KxK
+/// NHWC conv: one run of kw * ci values per kernel row, one input row apart).
+#[derive(Debug, Clone, Copy)]
+pub struct Lhs<'a> {
+    /// The buffer rows are read from.
+    pub data: &'a [f32],
+    /// Where each row starts.
+    pub rows: RowMap,
+    /// Runs per row (at least 1; K must be a multiple of it).
+    pub segments: usize,
+    /// Distance between the runs of a row.
+    pub segment_step: usize,
+}
+
+impl<'a> Lhs<'a> {
+    /// Rows of `k` contiguous values, `row_step` apart from `start`: a row-major matrix.
+    pub fn strided(data: &'a [f32], start: usize, row_step: usize) -> Self {
+        Lhs { data, rows: RowMap::Strided { start, step: row_step }, segments: 1, segment_step: 0 }
+    }
+}
+
+/// One GEMM with its epilogue: `out[m * row_len + col0 + n] = act(sum_k lhs[m, k] *
+/// rhs[k, n] + column bias [+ row bias] [+ residual] [+ out])` for m < `m`, n < N.
+#[derive(Debug, Clone, Copy)]
+pub struct Gemm<'a> {
+    /// Left operand, M x K.
+    pub lhs: Lhs<'a>,
+    /// Right operand, K x N, packed (with its column bias, if any).
+    pub rhs: Panels<'a>,
+    /// Rows M.
+    pub m: usize,
+    /// Distance between output rows.
+    pub row_len: usize,
+    /// Column of the output row where column 0 of the product goes.
+    pub col0: usize,
+    /// One value per row added to it (an NCHW conv, rows are output channels).
+    pub row_bias: Option<&'a [f32]>,
+    /// Added to the output, laid out like it (same `row_len` and `col0`).
+    pub residual: Option<&'a [f32]>,
+    /// Add the output's prior contents.
+    pub accumulate: bool,
+    /// max(v, 0) last.
+    pub relu: bool,
+}
+
+impl<'a> Gemm<'a> {
+    /// A GEMM of `lhs` (M = `m`) by `rhs` into rows `row_len` apart from column 0, with
+    /// only the column bias of `rhs` as epilogue.
+    pub fn new(lhs: Lhs<'a>, rhs: Panels<'a>, m: usize, row_len: usize) -> Self {
+        Gemm { lhs, rhs, m, row_len, col0: 0, row_bias: None, residual: None, accumulate: false, relu: false }
+    }
+
+    /// Floats of the output (and residual) buffer the call touches: up to the last column
+    /// of the last row.
+    pub fn out_len(&self) -> usize {
+        if self.m == 0 {
+            0
+        } else {
+            (self.m - 1) * self.row_len + self.col0 + self.rhs.n
+        }
+    }
+
+    /// Checks every length the walk relies on, so that a bad call is an error, not a panic.
+    fn check(&self, out: usize) -> Result<()> {
+        let (k, n) = (self.rhs.k, self.rhs.n);
+        let lhs = &self.lhs;
+        if lhs.segments == 0 || k % lhs.segments != 0 {
+            return Err(Error::invalid(format!("K = {k} is not a whole number of {} row segments", lhs.segments)));
+        }
+        if self.col0 + n > self.row_len && self.m > 1 {
+            return Err(Error::invalid(format!(
+                "output columns {}..{} overlap the next row (row length {})",
+                self.col0,
+                self.col0 + n,
+                self.row_len
+            )));
+        }
+        if self.m == 0 {
+            return Ok(());
+        }
+        let need = self.out_len();
+        if out < need {
+            return Err(Error::mismatch("GEMM output length", format!("at least {need}"), out));
+        }
+        if let Some(r) = self.residual {
+            if r.len() < need {
+                return Err(Error::mismatch("GEMM residual length", format!("at least {need}"), r.len()));
+            }
+        }
+        if let Some(b) = self.row_bias {
+            if b.len() < self.m {
+                return Err(Error::mismatch("GEMM row bias length", format!("at least {}", self.m), b.len()));
+            }
+        }
+        let last = self.lhs.rows.offset(self.m - 1) + (lhs.segments - 1) * lhs.segment_step + k / lhs.segments;
+        if lhs.data.len() < last {
+            return Err(Error::mismatch("GEMM left operand length", format!("at least {last}"), lhs.data.len()));
+        }
+        Ok(())
+    }
+
+    /// Runs the GEMM on the current rayon pool: blocks of rows whose left operand fits in
+    /// half the L2 ([`CacheSizes::lhs_block_bytes`]), in a number of tasks that is a
+    /// multiple of the thread count; a single row splits its panels instead. Every output
+    /// is the same sequence of FMAs whatever the split: results are bitwise the same for
+    /// any thread count.
+    pub fn run(&self, out: &mut [f32]) -> Result<()> {
+        self.check(out.len())?;
+        if self.m == 0 {
+            return Ok(());
+        }
+        let out = &mut out[..self.out_len()];
+        let threads = rayon::current_num_threads().max(1);
+        let panel_count = self.rhs.count();
+        let nr = self.rhs.isa.tile().nr;
+        if self.m == 1 {
+            // One row (the FC layer at batch 1): split the panels as contiguous column
+            // ranges, so all threads stream the weights.
+            let per_task = (panel_count / threads).max(1);
+            let row = &mut out[self.col0..];
+            for_each_chunk(row, per_task * nr, |(t, cols)| {
+                let p0 = t * per_task;
+                let p1 = (p0 + per_task).min(panel_count);
+                self.rhs.isa.dispatch(Block { gemm: self, m0: 0, count: 1, panels: (p0, p1), out: cols, out_col0: 0 });
+            });
+            return Ok(());
+        }
+        let block = rows_per_task(self.m, self.rhs.k, threads);
+        let (m, row_len, col0) = (self.m, self.row_len, self.col0);
+        for_each_chunk(out, block * row_len, |(t, rows)| {
+            let m0 = t * block;
+            let count = block.min(m - m0);
+            self.rhs.isa.dispatch(Block { gemm: self, m0, count, panels: (0, panel_count), out: rows, out_col0: col0 });
+        });
+        Ok(())
+    }
+
+    /// Runs the whole GEMM on the calling thread (inside a task of the caller's own split).
+    pub fn run_serial(&self, out: &mut [f32]) -> Result<()> {
+        self.check(out.len())?;
+        if self.m == 0 {
+            return Ok(());
+        }
+        let out = &mut out[..self.out_len()];
+        let panels = (0, self.rhs.count());
+        self.rhs.isa.dispatch(Block { gemm: self, m0: 0, count: self.m, panels, out, out_col0: self.col0 });
+        Ok(())
+    }
+}
+
+/// Runs `task` on each `chunk`-long piece of `out` (with its index), in parallel on the
+/// current rayon pool when there is more than one piece and more than one thread.
+pub fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, task: impl Fn((usize, &mut [T])) + Sync + Send) {
+    let chunk = chunk.max(1);
+    if out.len() > chunk && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(chunk).enumerate().for_each(task);
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(task);
+    }
+}
+
+/// Threads of the current rayon pool (what a caller's own task split divides by).
+pub fn current_threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Rows per task: few enough that a task's left-operand rows stay within
+/// [`CacheSizes::lhs_block_bytes`], in a number of tasks that is a multiple of the thread
+/// count and of equal size, so no thread is left with a remainder task. Not rounded to
+/// whole tiles: on the 7x7 layers (49 rows, 2 threads) that made tasks of 30 + 19 rows,
+/// 5 tiles where 4 and a single row do.
+fn rows_per_task(rows: usize, k: usize, threads: usize) -> usize {
+    let cache_rows = (CacheSizes::get().lhs_block_bytes() / (k * 4).max(1)).max(MR);
+    let tasks = rows.div_ceil(cache_rows).next_multiple_of(threads);
+    rows.div_ceil(tasks)
+}
+
+/// One task: rows m0..m0 + count and panels p0..p1 of a GEMM. `out` starts at row m0;
+/// column 0 of panel p0 is at `out_col0` in each of its rows.
+struct Block<'g, 'a, 'o> {
+    gemm: &'g Gemm<'a>,
+    m0: usize,
+    count: usize,
+    panels: (usize, usize),
+    out: &'o mut [f32],
+    out_col0: usize,
+}
+
+impl SimdOp for Block<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let g = self.gemm;
+        let tile_shape = S::ISA.tile();
+        let (k, n, nr) = (g.rhs.k, g.rhs.n, tile_shape.nr);
+        let (p0, p1) = self.panels;
+        let panel = |p: usize| &g.rhs.data[p * k * nr..(p + 1) * k * nr];
+        let mut p = p0;
+        while p < p1 {
+            let width = tile_shape.max_panels.min(p1 - p);
+            let c0 = p * nr;
+            let mut r0 = 0;
+            while r0 < self.count {
+                let rows = tile_shape.mr.min(self.count - r0);
+                let m = self.m0 + r0;
+                let tile = TileArgs {
+                    lhs: &g.lhs,
+                    offsets: g.lhs.rows.offsets(m, rows),
+                    seg_len: k / g.lhs.segments,
+                    panels: [panel(p), panel(p + width - 1)],
+                    col_bias: g.rhs.bias.map(|b| &b[c0..]),
+                    row_bias: g.row_bias.map(|b| &b[m..]),
+                    residual: g.residual.map(|res| &res[m * g.row_len + g.col0 + c0..]),
+                    row_len: g.row_len,
+                    cols: (n - c0).min(width * nr),
+                    accumulate: g.accumulate,
+                    relu: g.relu,
+                };
+                let out = &mut self.out[r0 * g.row_len + self.out_col0 + (c0 - p0 * nr)..];
+                tile_dispatch(s, rows, width, &tile, out);
+                r0 += rows;
+            }
+            p += width;
+        }
+    }
+}
+
+/// What one tile reads: its rows of the left operand, one or two panels, the epilogue.
+struct TileArgs<'a> {
+    lhs: &'a Lhs<'a>,
+    offsets: [usize; MR],
+    seg_len: usize,
+    /// The tile's first and last panel (the same one for a one-panel tile).
+    panels: [&'a [f32]; 2],
+    /// Column bias from the tile's first column.
+    col_bias: Option<&'a [f32]>,
+    /// Row bias from the tile's first row.
+    row_bias: Option<&'a [f32]>,
+    /// Residual from the tile's first row and column, rows `row_len` apart.
+    residual: Option<&'a [f32]>,
+    row_len: usize,
+    /// Columns of the tile that exist (at most its width).
+    cols: usize,
+    accumulate: bool,
+    relu: bool,
+}
+
+/// Calls the tile kernel of `rows` x `panels`, for every row count 1..=MR and panel count
+/// 1..=2: the tiles a family's [`crate::TileShape`] allows are a subset of these, and the
+/// kernel sweep in tests/ runs each of them.
+#[inline(always)]
+fn tile_dispatch<S: Simd>(s: S, rows: usize, panels: usize, t: &TileArgs<'_>, out: &mut [f32]) {
+    const _: () = assert!(MR == 6, "tile_dispatch lists tiles of 1..=6 rows");
+    macro_rules! by_rows {
+        ($v:literal) => {
+            match rows {
+                6 => tile::<S, 6, $v>(s, t, out),
+                5 => tile::<S, 5, $v>(s, t, out),
+                4 => tile::<S, 4, $v>(s, t, out),
+                3 => tile::<S, 3, $v>(s, t, out),
+                2 => tile::<S, 2, $v>(s, t, out),
+                _ => tile::<S, 1, $v>(s, t, out),
+            }
+        };
+    }
+    if panels == 2 {
+        by_rows!(4)
+    } else {
+        by_rows!(2)
+    }
+}
+
+/// One R x (V vectors) tile over the whole reduction, accumulators in registers, then the
+/// epilogue and the store. `out` starts at the tile's first row and column.
+#[inline(always)]
+fn tile<S: Simd, const R: usize, const V: usize>(s: S, t: &TileArgs<'_>, out: &mut [f32]) {
+    let lanes = S::LANES;
+    let nr = 2 * lanes;
+    let mut acc = [[s.zero(); V]; R];
+    let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
+    for seg in 0..t.lhs.segments {
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &t.lhs.data[t.offsets[r] + seg * step..][..seg_len]);
+        let (first, last) = (segment(t.panels[0], seg, seg_len * nr), segment(t.panels[1], seg, seg_len * nr));
+        // kk runs over 0..seg_len, the length of every row slice: no bounds check (and no
+        // early exit that would keep the accumulators in memory) in the loop.
+        for (kk, (b0, b1)) in (0..seg_len).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
+            let b: [S::F32; V] =
+                std::array::from_fn(|j| if j < 2 { s.load(&b0[j * lanes..]) } else { s.load(&b1[(j - 2) * lanes..]) });
+            for r in 0..R {
+                let a = s.splat(rows[r][kk]);
+                for j in 0..V {
+                    acc[r][j] = s.mul_add(a, b[j], acc[r][j]);
+                }
+            }
+        }
+    }
+    store_tile(s, acc, t, out);
+}
+
+/// Part `seg` of a panel cut into parts of `len` floats.
+#[inline(always)]
+fn segment(panel: &[f32], seg: usize, len: usize) -> &[f32] {
+    &panel[seg * len..][..len]
+}
+
+/// Bias, residual, prior output and ReLU on the tile in registers, then the store of its
+/// first `cols` columns. Each step is its own short loop over the whole tile, so that the
+/// compiler unrolls it and the accumulators stay in registers (a loop it does not unroll
+/// indexes them, which keeps a copy in memory, stored at every step of the reduction).
+#[inline(always)]
+fn store_tile<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    mut acc: [[S::F32; V]; R],
+    t: &TileArgs<'_>,
+    out: &mut [f32],
+) {
+    let lanes = S::LANES;
+    if let Some(b) = t.col_bias {
+        // Padded to whole panels: whole loads are always in bounds.
+        let bias: [S::F32; V] = std::array::from_fn(|j| s.load(&b[j * lanes..]));
+        for row in acc.iter_mut() {
+            for j in 0..V {
+                row[j] = s.add(row[j], bias[j]);
+            }
+        }
+    }
+    if let Some(b) = t.row_bias {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let rb = s.splat(b[r]);
+            for v in row.iter_mut() {
+                *v = s.add(*v, rb);
+            }
+        }
+    }
+    if t.cols == V * lanes {
+        // A whole tile: whole loads and stores.
+        if let Some(res) = t.residual {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for j in 0..V {
+                    row[j] = s.add(row[j], s.load(&res[r * t.row_len + j * lanes..]));
+                }
+            }
+        }
+        if t.accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for j in 0..V {
+                    row[j] = s.add(row[j], s.load(&out[r * t.row_len + j * lanes..]));
+                }
+            }
+        }
+        if t.relu {
+            let zero = s.zero();
+            for row in acc.iter_mut() {
+                for v in row.iter_mut() {
+                    *v = s.max(*v, zero);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for j in 0..V {
+                s.store(&mut out[r * t.row_len + j * lanes..], row[j]);
+            }
+        }
+        return;
+    }
+    // Part of a tile: the accumulators go to memory once, then each row's columns.
+    const { assert!(V * S::LANES <= 64, "a tile row is at most 64 columns") };
+    let mut tile = [[0.0f32; 64]; R];
+    for (r, row) in acc.iter().enumerate() {
+        for j in 0..V {
+            s.store(&mut tile[r][j * lanes..], row[j]);
+        }
+    }
+    for (r, values) in tile.iter().enumerate() {
+        let dst = &mut out[r * t.row_len..][..t.cols];
+        let values = &values[..t.cols];
+        let res = t.residual.map(|res| &res[r * t.row_len..][..t.cols]);
+        for (c, (d, &v)) in dst.iter_mut().zip(values).enumerate() {
+            let mut v = v + res.map_or(0.0, |res| res[c]);
+            if t.accumulate {
+                v += *d;
+            }
+            *d = if t.relu { relu(v) } else { v };
+        }
+    }
+}
+
+/// max(v, 0) as the vector families compute it (`v > 0 ? v : 0`: NaN gives 0).
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}

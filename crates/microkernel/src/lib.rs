@@ -1,0 +1,43 @@
+//! The f32 microkernels of convkit, chosen when the program runs.
+//!
+//! - [`Isa`]: the kernel families (AVX-512F, AVX2 + FMA, and a portable one on `wide`),
+//!   read from the CPU once and cached ([`Isa::selected`]; the `CONVKIT_ISA` environment
+//!   variable forces one). A plain `cargo build` gets the fastest family the CPU has: no
+//!   target-cpu flags are needed.
+//! - [`Simd`] and [`SimdOp`]: a kernel is written once, generic over the family, and
+//!   [`Isa::dispatch`] runs it under that family's target features.
+//! - [`PackedWeights`]: a K x N weight matrix packed once into the panels a family's
+//!   tile reads, with its bias.
+//! - [`Gemm`]: the one walk over panels and row tiles, with the fused epilogue (bias,
+//!   residual, accumulate, ReLU) applied while the tile is in registers, split into tasks
+//!   on the current rayon pool. The 1x1, direct KxK and Winograd convolutions all run on it.
+//! - [`CacheSizes`]: the cache sizes of the CPU it runs on, and every block size derived
+//!   from them.
+//!
+//! ```
+//! use convkit_microkernel::{Gemm, Isa, Lhs, PackedWeights};
+//! // out (2 x 3) = a (2 x 4) * w (4 x 3) + bias
+//! let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+//! let w = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]; // row-major 4 x 3
+//! let packed = PackedWeights::new(Isa::selected()?, 4, 3, |k, n| w[k * 3 + n], Some(&[0.5; 3]))?;
+//! let mut out = [0.0; 6];
+//! Gemm::new(Lhs::strided(&a, 0, 4), packed.panels(), 2, 3).run(&mut out)?;
+//! assert_eq!(out, [5.5, 6.5, 7.5, 13.5, 14.5, 15.5]);
+//! # Ok::<(), convkit_tensor::Error>(())
+//! ```
+
+mod cache;
+mod gemm;
+mod isa;
+mod pack;
+mod probe;
+mod simd;
+
+pub use cache::CacheSizes;
+pub use gemm::{current_threads, for_each_chunk, Gemm, Lhs, RowMap};
+pub use isa::{cpu_name, Isa, SimdOp, TileShape, ISA_ENV};
+pub use pack::{PackedWeights, Panels};
+pub use probe::measure_fma_gflops;
+#[cfg(target_arch = "x86_64")]
+pub use simd::{Avx2, Avx512};
+pub use simd::{Portable, Simd};

@@ -1,0 +1,292 @@
+//! The vector operations every kernel is written in, once, generic over [`Simd`], and
+//! the three families that implement them.
+//!
+//! A family is a zero-sized token. The tokens of the x86 families can only be made by
+//! `try_new`, which checks the CPU: holding one proves that its instructions exist, and
+//! that is what makes each `unsafe` block below sound. Kernels run under the token's
+//! target features through [`crate::Isa::dispatch`], so the intrinsics inline into them.
+
+use crate::Isa;
+
+/// One CPU family's f32 vector and its operations. Every method is `#[inline(always)]`:
+/// a kernel generic over `S` is compiled once per family, inside a function that enables
+/// that family's target features.
+pub trait Simd: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// The vector of [`Simd::LANES`] f32 lanes.
+    type F32: Copy;
+    /// Lanes of [`Simd::F32`].
+    const LANES: usize;
+    /// The family this token stands for.
+    const ISA: Isa;
+
+    /// Every lane `v`.
+    fn splat(self, v: f32) -> Self::F32;
+    /// `s[..LANES]`; panics if `s` is shorter (callers slice exactly).
+    fn load(self, s: &[f32]) -> Self::F32;
+    /// Stores `v` into `s[..LANES]`; panics if `s` is shorter.
+    fn store(self, s: &mut [f32], v: Self::F32);
+    /// The first `s.len()` (at most LANES) lanes from `s`, the rest zero.
+    fn load_partial(self, s: &[f32]) -> Self::F32;
+    /// Stores the first `s.len()` (at most LANES) lanes of `v`.
+    fn store_partial(self, s: &mut [f32], v: Self::F32);
+    /// `a + b`.
+    fn add(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// `a - b`.
+    fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// `a * b`.
+    fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// `a * b + c` (fused where the family has FMA).
+    fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32;
+    /// Lane-wise `a > b ? a : b` (x86's maxps): `b`'s lane where either lane is NaN.
+    fn max(self, a: Self::F32, b: Self::F32) -> Self::F32;
+
+    /// All lanes zero.
+    #[inline(always)]
+    fn zero(self) -> Self::F32 {
+        self.splat(0.0)
+    }
+
+    /// `s[..n]` for `n <= LANES`: a whole load when `n == LANES`, else a partial one.
+    #[inline(always)]
+    fn load_n(self, s: &[f32], n: usize) -> Self::F32 {
+        if n == Self::LANES {
+            self.load(s)
+        } else {
+            self.load_partial(&s[..n])
+        }
+    }
+
+    /// Stores `n <= LANES` lanes of `v` at `s[..n]`.
+    #[inline(always)]
+    fn store_n(self, s: &mut [f32], n: usize, v: Self::F32) {
+        if n == Self::LANES {
+            self.store(s, v)
+        } else {
+            self.store_partial(&mut s[..n], v)
+        }
+    }
+}
+
+/// The portable family: `wide::f32x4`, 128-bit vectors on every target (SSE2 on x86-64,
+/// NEON on aarch64, scalar elsewhere). Always available.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Portable;
+
+impl Simd for Portable {
+    type F32 = wide::f32x4;
+    const LANES: usize = 4;
+    const ISA: Isa = Isa::Portable;
+
+    #[inline(always)]
+    fn splat(self, v: f32) -> Self::F32 {
+        wide::f32x4::splat(v)
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> Self::F32 {
+        let a: [f32; 4] = s[..4].try_into().expect("slice of 4");
+        wide::f32x4::new(a)
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], v: Self::F32) {
+        s[..4].copy_from_slice(v.as_array());
+    }
+    #[inline(always)]
+    fn load_partial(self, s: &[f32]) -> Self::F32 {
+        let mut a = [0.0f32; 4];
+        a[..s.len()].copy_from_slice(s);
+        wide::f32x4::new(a)
+    }
+    #[inline(always)]
+    fn store_partial(self, s: &mut [f32], v: Self::F32) {
+        let n = s.len();
+        s.copy_from_slice(&v.as_array()[..n]);
+    }
+    #[inline(always)]
+    fn add(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        a * b
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn max(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        // a > b ? a : b, as x86's maxps: b where either lane is NaN.
+        let (a, b) = (a.to_array(), b.to_array());
+        wide::f32x4::new(std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] }))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Simd;
+    use crate::Isa;
+    use core::arch::x86_64::*;
+
+    /// AVX2 + FMA: 8-lane `__m256`, 16 registers.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Avx2 {
+        _checked: (),
+    }
+
+    impl Avx2 {
+        /// The token, if this CPU has AVX2 and FMA.
+        #[inline]
+        pub fn try_new() -> Option<Self> {
+            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2 { _checked: () })
+        }
+    }
+
+    /// AVX-512F: 16-lane `__m512`, 32 registers.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Avx512 {
+        _checked: (),
+    }
+
+    impl Avx512 {
+        /// The token, if this CPU has AVX-512F (and the AVX2 and FMA every such CPU has).
+        #[inline]
+        pub fn try_new() -> Option<Self> {
+            (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+                .then_some(Avx512 { _checked: () })
+        }
+    }
+
+    impl Simd for Avx2 {
+        type F32 = __m256;
+        const LANES: usize = 8;
+        const ISA: Isa = Isa::Avx2;
+
+        #[inline(always)]
+        fn splat(self, v: f32) -> __m256 {
+            // SAFETY: an Avx2 token exists only if `Avx2::try_new` saw avx2 and fma on this CPU.
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        fn load(self, s: &[f32]) -> __m256 {
+            let s = &s[..8];
+            // SAFETY: the token proves avx2 (see `splat`); `s` holds the 8 floats read.
+            unsafe { _mm256_loadu_ps(s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], v: __m256) {
+            let s = &mut s[..8];
+            // SAFETY: the token proves avx2 (see `splat`); `s` holds the 8 floats written.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_partial(self, s: &[f32]) -> __m256 {
+            let mut a = [0.0f32; 8];
+            a[..s.len()].copy_from_slice(s);
+            self.load(&a)
+        }
+        #[inline(always)]
+        fn store_partial(self, s: &mut [f32], v: __m256) {
+            let mut a = [0.0f32; 8];
+            self.store(&mut a, v);
+            let n = s.len();
+            s.copy_from_slice(&a[..n]);
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the token proves avx2 (see `splat`).
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the token proves avx2 (see `splat`).
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the token proves avx2 (see `splat`).
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: the token proves fma (see `splat`).
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the token proves avx2 (see `splat`).
+            unsafe { _mm256_max_ps(a, b) }
+        }
+    }
+
+    impl Simd for Avx512 {
+        type F32 = __m512;
+        const LANES: usize = 16;
+        const ISA: Isa = Isa::Avx512;
+
+        #[inline(always)]
+        fn splat(self, v: f32) -> __m512 {
+            // SAFETY: an Avx512 token exists only if `Avx512::try_new` saw avx512f on this CPU.
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        fn load(self, s: &[f32]) -> __m512 {
+            let s = &s[..16];
+            // SAFETY: the token proves avx512f (see `splat`); `s` holds the 16 floats read.
+            unsafe { _mm512_loadu_ps(s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], v: __m512) {
+            let s = &mut s[..16];
+            // SAFETY: the token proves avx512f (see `splat`); `s` holds the 16 floats written.
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_partial(self, s: &[f32]) -> __m512 {
+            let n = s.len().min(16);
+            let mask: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+            // SAFETY: the token proves avx512f (see `splat`); the mask enables only the
+            // first `n <= s.len()` lanes, so no float past `s` is read.
+            unsafe { _mm512_maskz_loadu_ps(mask, s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store_partial(self, s: &mut [f32], v: __m512) {
+            let n = s.len().min(16);
+            let mask: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+            // SAFETY: the token proves avx512f (see `splat`); the mask enables only the
+            // first `n <= s.len()` lanes, so no float past `s` is written.
+            unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr(), mask, v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the token proves avx512f (see `splat`).
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the token proves avx512f (see `splat`).
+            unsafe { _mm512_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the token proves avx512f (see `splat`).
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: the token proves avx512f (see `splat`).
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the token proves avx512f (see `splat`).
+            unsafe { _mm512_max_ps(a, b) }
+        }
+    }
+}
