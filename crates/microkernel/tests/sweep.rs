@@ -103,7 +103,8 @@ fn check(isa: Isa, c: Case, seed: u64) -> Result<(), String> {
                 want = want.max(0.0);
             }
             let tol = 1e-5 * mag + 1e-6;
-            if !((got as f64 - want).abs() <= tol) {
+            let err = (got as f64 - want).abs();
+            if err.is_nan() || err > tol {
                 return Err(format!("row {r} column {col}: got {got}, want {want} (tolerance {tol:.2e})"));
             }
         }
