@@ -4,14 +4,19 @@
 //! forward pass with BN folded, 1x1 and KxK convs on the direct SIMD microkernel (KxK
 //! optionally on im2col + gemm, [`KxkPath`]), residual add and ReLU fused into the last conv of each block.
 
+mod arena;
+mod batch;
+mod layers;
 mod net;
+mod profile;
 mod spec;
 mod weights;
 
-pub use net::{
-    BatchRunner, ConvPath, KxkPath, ResNet, StepKind, StepTiming, Workspace, BN_EPS, DEFAULT_SUB_BATCH,
-    WINOGRAD_F4_MAX_CHANNELS,
-};
+pub use arena::Workspace;
+pub use batch::BatchRunner;
+pub use layers::{ConvPath, KxkPath, BN_EPS, WINOGRAD_F4_MAX_CHANNELS};
+pub use net::{ResNet, DEFAULT_SUB_BATCH};
+pub use profile::{StepKind, StepTiming};
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,
     SHORTCUT_POOL, STEM_POOL,

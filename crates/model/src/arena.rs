@@ -1,0 +1,107 @@
+//! The activation arena of a forward pass: buffers named by the role they play in a
+//! residual block, grown once per batch size and reused after.
+
+use convkit_tensor::{AlignedVec, Error, Layout, Shape, TensorView};
+
+/// The role of an arena buffer in a residual block. The stem ping-pongs between
+/// `Input` and `Output`, so the two bottleneck buffers only ever hold the (narrower)
+/// bottleneck activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Buf {
+    /// The block's input, which is also its identity shortcut.
+    Input,
+    /// The block's output when it is not written over its input: the projection
+    /// shortcut is computed into it and the last conv adds to it.
+    Output,
+    /// The bottleneck activation after the block's first conv.
+    Mid1,
+    /// The bottleneck activation after the second conv; before that, D's pooled shortcut
+    /// input (dead once the projection has read it).
+    Mid2,
+}
+
+const BUFFERS: usize = 4;
+
+/// The four activation buffers, indexed by [`Buf`].
+#[derive(Debug, Default)]
+pub(crate) struct Buffers([AlignedVec; BUFFERS]);
+
+impl std::ops::Index<Buf> for Buffers {
+    type Output = AlignedVec;
+    fn index(&self, b: Buf) -> &AlignedVec {
+        &self.0[b as usize]
+    }
+}
+
+impl std::ops::IndexMut<Buf> for Buffers {
+    fn index_mut(&mut self, b: Buf) -> &mut AlignedVec {
+        &mut self.0[b as usize]
+    }
+}
+
+impl Buffers {
+    /// Exchanges the contents of two roles (the output of a block becomes the next input).
+    pub(crate) fn swap(&mut self, a: Buf, b: Buf) {
+        self.0.swap(a as usize, b as usize);
+    }
+
+    /// The first `len` floats of `b`, grown if shorter. Buffers only grow (zero-filled,
+    /// on the first pass for a batch size): shrinking and regrowing them would zero-fill
+    /// the regrown part on every pass.
+    pub(crate) fn grow(&mut self, b: Buf, len: usize) -> &mut [f32] {
+        let buf = &mut self[b];
+        if buf.len() < len {
+            buf.resize(len);
+        }
+        &mut buf[..len]
+    }
+
+    /// Two distinct buffers: `src` whole, and the first `len` floats of `dst` (grown if
+    /// shorter, contents kept).
+    pub(crate) fn split(&mut self, src: Buf, dst: Buf, len: usize) -> (&AlignedVec, &mut [f32]) {
+        assert_ne!(src, dst, "a conv reads and writes distinct buffers");
+        let [a, b] = self.0.get_disjoint_mut([src as usize, dst as usize]).expect("distinct buffers");
+        if b.len() < len {
+            b.resize(len);
+        }
+        (a, &mut b[..len])
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        4 * self.0.iter().map(AlignedVec::capacity).sum::<usize>()
+    }
+}
+
+/// Arena of one forward pass: the activation buffers, the conv scratch, and the pooled
+/// features and logits. Grows on the first call for a batch size; reused after.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub(crate) bufs: Buffers,
+    pub(crate) scratch: AlignedVec,
+    pub(crate) features: AlignedVec,
+    pub(crate) logits: AlignedVec,
+    /// Logits of a whole batch run in sub-batches.
+    pub(crate) batch_logits: AlignedVec,
+}
+
+impl Workspace {
+    /// An empty arena.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes held by the arena.
+    pub fn bytes(&self) -> usize {
+        self.bufs.bytes()
+            + 4 * (self.scratch.capacity()
+                + self.features.capacity()
+                + self.logits.capacity()
+                + self.batch_logits.capacity())
+    }
+}
+
+/// An NHWC view of the first `shape.numel()` floats of `buf`.
+pub(crate) fn view(buf: &AlignedVec, shape: Shape) -> Result<TensorView<'_>, Error> {
+    TensorView::new(shape, Layout::Nhwc, &buf[..shape.numel()?])
+}

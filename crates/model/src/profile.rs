@@ -1,0 +1,104 @@
+//! Per-step timings of a profiled forward pass.
+
+use crate::layers::ConvPath;
+use crate::spec::ConvKind;
+use convkit_tensor::Shape;
+use std::time::Instant;
+
+/// What a profiled step was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// Layout conversion of the input into the NHWC arena.
+    Input,
+    Conv(ConvKind),
+    MaxPool,
+    AvgPool,
+    GlobalPool,
+    Fc,
+}
+
+impl StepKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepKind::Input => "input",
+            StepKind::Conv(ConvKind::Stem) => "stem",
+            StepKind::Conv(ConvKind::Conv1x1) => "1x1",
+            StepKind::Conv(ConvKind::Conv3x3) => "3x3",
+            StepKind::MaxPool => "maxpool",
+            StepKind::AvgPool => "avgpool",
+            StepKind::GlobalPool => "gap",
+            StepKind::Fc => "fc",
+        }
+    }
+}
+
+/// One step of a profiled forward pass.
+#[derive(Debug, Clone)]
+pub struct StepTiming {
+    pub name: String,
+    pub kind: StepKind,
+    /// The kernel a conv step ran on (None for other steps).
+    pub path: Option<ConvPath>,
+    pub input: Shape,
+    pub output: Shape,
+    pub macs: u64,
+    pub seconds: f64,
+    /// Scratch bytes of this step: the im2col matrix tile, or the padded input of a direct
+    /// KxK conv (0 for 1x1 convs and pools).
+    pub scratch_bytes: usize,
+    /// Of `seconds`, the time spent in im2col copies (im2col path only).
+    pub lowering_seconds: f64,
+}
+
+/// Records steps when profiling; free otherwise.
+pub(crate) struct Recorder<'a> {
+    pub(crate) steps: Option<&'a mut Vec<StepTiming>>,
+    pub(crate) start: Instant,
+    /// im2col time of the step under way.
+    pub(crate) lowering: f64,
+}
+
+impl Recorder<'_> {
+    pub(crate) fn begin(&mut self) {
+        if self.steps.is_some() {
+            self.start = Instant::now();
+        }
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn end(
+        &mut self,
+        name: &str,
+        kind: StepKind,
+        path: Option<ConvPath>,
+        input: Shape,
+        output: Shape,
+        macs: u64,
+        scratch: usize,
+    ) {
+        if let Some(steps) = self.steps.as_deref_mut() {
+            steps.push(StepTiming {
+                name: name.to_string(),
+                kind,
+                path,
+                input,
+                output,
+                macs,
+                seconds: self.start.elapsed().as_secs_f64(),
+                scratch_bytes: scratch,
+                lowering_seconds: std::mem::take(&mut self.lowering),
+            });
+        }
+    }
+}
+
+/// Adds the steps of a later sub-batch (`steps[later..]`) into those of the first
+/// (`steps[first..later]`, the same steps in the same order) and drops them.
+pub(crate) fn merge_steps(steps: &mut Vec<StepTiming>, first: usize, later: usize) {
+    let (head, tail) = steps.split_at_mut(later);
+    for (into, from) in head[first..].iter_mut().zip(tail.iter()) {
+        into.seconds += from.seconds;
+        into.lowering_seconds += from.lowering_seconds;
+        into.macs += from.macs;
+    }
+    steps.truncate(later);
+}
