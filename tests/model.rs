@@ -90,7 +90,9 @@ fn check_path(variant: Variant, depths: [usize; 4], input: Shape, layout: Layout
             .collect()
     };
     let err_c = relative_error(&centre(&got), &centre(&want));
-    assert!(err_c < 10.0 * tol, "{variant} {depths:?} {input}: centred relative error {err_c}");
+    println!("{variant} {depths:?} {input} {kxk:?}: relative error {err:.2e}, centred {err_c:.2e}");
+    // Both errors read 1.2-1.8e-6 here (AVX2 and portable families): `tol` leaves about 5x.
+    assert!(err_c < tol, "{variant} {depths:?} {input}: centred relative error {err_c}");
 }
 
 #[test]

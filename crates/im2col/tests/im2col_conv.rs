@@ -3,11 +3,12 @@
 
 use convkit_im2col::{im2col_nchw, im2col_nhwc, Im2colConv, ImageDims};
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Conv, Epilogue, Layout, Shape, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, Layout, Shape, Tensor, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
 
-fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCaseError> {
+/// Runs `p` on `threads` threads: (output, reference, magnitude bound).
+fn forward(p: &ConvProblem, scratch_bytes: usize, threads: usize) -> (Tensor, Tensor, Tensor) {
     let x = random_tensor(p.input, p.layout, p.seed);
     let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
     let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
@@ -18,32 +19,51 @@ fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCase
     let mut out = prior_output(out_shape, p.layout);
     let mut scratch = AlignedVec::zeros(0);
     let epilogue = Epilogue { residual: residual.as_ref().map(|r| r.view()), accumulate: p.accumulate, relu: p.relu };
-    conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| conv.forward(x.view(), &mut out.view_mut(), epilogue, &mut scratch)).unwrap();
     let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
+    (out, want, mag)
+}
+
+fn run_im2col_conv(p: &ConvProblem, scratch_bytes: usize) -> Result<(), TestCaseError> {
+    let (out, want, mag) = forward(p, scratch_bytes, 2);
     reference::compare(&out, &want, &mag, REL_TOL, ABS_TOL).map_err(TestCaseError::fail)
 }
+
+/// Both layouts: im2col takes NCHW and NHWC.
+const BOTH: &[Layout] = &[Layout::Nchw, Layout::Nhwc];
 
 proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn im2col_conv_matches_reference(p in conv_problem(&[1, 3, 5, 7], &[1, 2, 3], 3)) {
+    fn im2col_conv_matches_reference(p in conv_problem(&[1, 3, 5, 7], &[1, 2, 3], 3, BOTH)) {
         run_im2col_conv(&p, im2col_conv_default_scratch())?;
     }
 
     /// A scratch bound of one byte forces one output row per GEMM: the tiling seams.
     #[test]
-    fn im2col_conv_row_tiles_match_reference(p in conv_problem(&[1, 3], &[1, 2], 1)) {
+    fn im2col_conv_row_tiles_match_reference(p in conv_problem(&[1, 3], &[1, 2], 1, BOTH)) {
         run_im2col_conv(&p, 1)?;
+    }
+
+    /// 1 and 2 threads give the same bits.
+    #[test]
+    fn im2col_conv_is_thread_count_invariant(p in conv_problem(&[1, 3], &[1, 2], 1, BOTH)) {
+        let (one, _, _) = forward(&p, im2col_conv_default_scratch(), 1);
+        let (two, _, _) = forward(&p, im2col_conv_default_scratch(), 2);
+        prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{:?}", p);
     }
 
     /// Both im2col layouts hold the same values, element for element.
     #[test]
-    fn im2col_layouts_agree(p in conv_problem(&[1, 2, 3, 5], &[1, 2, 3], 3), dil in 1usize..=2) {
+    fn im2col_layouts_agree(p in conv_problem(&[1, 2, 3, 5], &[1, 2, 3], 3, BOTH), dil in 1usize..=2) {
         let mut window = p.window;
         window.dilation = (dil, dil);
         let s = p.input;
-        let Ok((ho, wo)) = window.output_hw(s.h, s.w) else { return Ok(()) };
+        let hw = window.output_hw(s.h, s.w);
+        prop_assume!(hw.is_ok(), "the dilated kernel is larger than the input");
+        let (ho, wo) = hw.unwrap();
         let dims = ImageDims { h: s.h, w: s.w, c: s.c };
         let k = window.kernel.0 * window.kernel.1 * s.c;
         let x = random_tensor(Shape::new(1, s.c, s.h, s.w), Layout::Nchw, p.seed);

@@ -51,12 +51,14 @@ pub struct ConvProblem {
 }
 
 /// Draws a conv problem: batch 1-3, channels 1-70 each, spatial 1-33 (h and w drawn
-/// independently), kernel from `kernels`, stride from `strides`, padding 0..=max_pad.
+/// independently), kernel from `kernels`, stride from `strides`, padding 0..=max_pad,
+/// layout from `layouts` (the layouts the kernel under test takes).
 /// Spatial size is capped so the f64 reference stays under ~2M MACs per case.
 pub fn conv_problem(
     kernels: &'static [usize],
     strides: &'static [usize],
     max_pad: usize,
+    layouts: &'static [Layout],
 ) -> impl Strategy<Value = ConvProblem> {
     (
         1usize..=3,
@@ -67,7 +69,7 @@ pub fn conv_problem(
         proptest::sample::select(kernels),
         proptest::sample::select(strides),
         0..=max_pad,
-        layout(),
+        proptest::sample::select(layouts),
         any::<(bool, bool, bool, bool, u64)>(),
     )
         .prop_flat_map(move |(n, ci, co, k, s, p, layout, flags)| {
@@ -129,7 +131,7 @@ pub fn reference_conv(
     (want, mag)
 }
 
-/// Runs an NHWC conv kernel with scratch on problem `p`: random input, weights, bias and
+/// Runs an NHWC conv kernel with scratch on problem `p` (whose layout must be NHWC): random input, weights, bias and
 /// residual, a prior output, NaN-filled scratch (what the kernel must not read), in a pool
 /// of `threads`. `forward(weights, bias, input, output, epilogue)` builds and runs the
 /// kernel. Returns (output, reference result, magnitude bound).
@@ -145,6 +147,7 @@ pub fn run_nhwc_kernel(
         ) + Send
         + Sync,
 ) -> (Tensor, Tensor, Tensor) {
+    assert_eq!(p.layout, Layout::Nhwc, "run_nhwc_kernel runs NHWC problems only");
     let x = random_tensor(p.input, Layout::Nhwc, p.seed);
     let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
     let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
