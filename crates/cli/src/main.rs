@@ -105,7 +105,7 @@ struct Common {
     #[arg(long, default_value_t = convkit_model::DEFAULT_SUB_BATCH.to_string())]
     sub_batch: String,
     /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column; measured on
-    /// every worker thread at once (12 FMA chains of 16 lanes) when not given.
+    /// every worker thread at once (12 FMA chains of the selected kernel family) when not given.
     #[arg(long)]
     peak: Option<f64>,
 }
@@ -205,7 +205,7 @@ fn info(size: usize) -> CliResult {
     }
     let kib = |b: usize| b >> 10;
     println!(
-        "caches: L1d {} KiB, L2 {} KiB, L3 {} KiB per core{} -> row blocks {} KiB, conv scratch {} KiB\n",
+        "caches: L1d {} KiB, L2 {} KiB per core, L3 {} KiB{} -> row blocks {} KiB, conv scratch {} KiB\n",
         kib(cache.l1d),
         kib(cache.l2),
         kib(cache.l3),
