@@ -138,7 +138,24 @@ struct ProfileArgs {
     common: Common,
 }
 
+/// Restores the default action of SIGPIPE, which the Rust runtime ignores: a closed stdout
+/// (`convkit info | head -1`) then ends the program quietly, as it ends `cat` or `ls`,
+/// instead of a panic in `println!`.
+#[cfg(unix)]
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: `signal` is the C library's (a foreign API); it is called with a valid
+    // signal number and the SIG_DFL disposition, before any other thread exists, so no
+    // handler can race with it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn die_quietly_on_closed_stdout() {}
+
 fn main() -> ExitCode {
+    die_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { size } => info(size),
