@@ -189,9 +189,13 @@ fn pool_peak(c: &Common, pool: &rayon::ThreadPool) -> Result<f64, String> {
     })
 }
 
+/// Most worker threads a pool may have: far past any CPU this runs on, and short of
+/// the thousands of threads an absurd count would spawn before failing.
+const MAX_THREADS: usize = 1024;
+
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
-    if threads == 0 {
-        return Err("--threads must be at least 1".into());
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(format!("--threads must be between 1 and {MAX_THREADS}, got {threads}"));
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| format!("thread pool: {e}"))
 }

@@ -200,18 +200,25 @@ impl Header {
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<(), String> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
-    // Pad so that magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
+    let mut out = preamble(&format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}"));
+    out.reserve(values.len() * 4);
+    values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Magic, version 1.0, header length and the header `dict`, padded with spaces and a
+/// newline so that the data starts at a multiple of 64 bytes.
+fn preamble(dict: &str) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+    out
 }
 
 #[cfg(test)]
@@ -235,16 +242,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// A header numpy would write, with `dict` as its text (padding added).
+    /// A file with header `dict` and `data_bytes` zero bytes of data.
     fn with_header(dict: &str, data_bytes: usize) -> Vec<u8> {
-        let mut header = dict.to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
+        let mut out = preamble(dict);
         out.extend(std::iter::repeat_n(0u8, data_bytes));
         out
     }

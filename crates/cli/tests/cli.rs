@@ -122,3 +122,14 @@ fn closed_stdout_ends_quietly() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?}", out.status);
     }
 }
+
+/// Sizes from the command line that cannot be met are one-line errors, not aborts.
+#[test]
+fn impossible_sizes_are_errors() {
+    assert_one_line_error(&convkit(&["bench", "--variant", "a", "--threads", "100000"]), "between 1 and 1024");
+    assert_one_line_error(&convkit(&["info", "--size", "4294967296"]), "overflow");
+    let out = convkit(&["bench", "--variant", "a", "--batch", "100000", "--iters", "1", "--warmup", "0"]);
+    assert_one_line_error(&out, "out of memory: could not allocate");
+    let out = convkit(&["bench", "--variant", "a", "--size", "100000", "--iters", "1", "--warmup", "0"]);
+    assert_one_line_error(&out, "out of memory: could not allocate");
+}

@@ -137,7 +137,7 @@ impl Conv1x1 {
         let (wo, hw) = (out.w, out.h * out.w);
         let need = Panels::packed_len(isa, ci, hw)?;
         if scratch.len() < need {
-            scratch.resize(need);
+            scratch.resize(need)?;
         }
         let plane = s.h * s.w;
         for (n, out_image) in dst.chunks_exact_mut(co * hw).enumerate() {

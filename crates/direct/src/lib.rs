@@ -148,7 +148,7 @@ impl Conv for DirectConv {
         }
         let (padded_image, group) = self.padded_group(s)?;
         if scratch.len() < padded_image * group {
-            scratch.resize(padded_image * group);
+            scratch.resize(padded_image * group)?;
         }
         let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
         let (in_image, out_image) = (s.image_len(), out_shape.image_len());

@@ -125,7 +125,7 @@ impl Conv for Im2colConv {
         epilogue.check_conv_call("conv", self.layout, &input, output, out_shape)?;
         let need = self.scratch_len(input.shape())?;
         if scratch.len() < need {
-            scratch.resize(need);
+            scratch.resize(need)?;
         }
         let in_shape = input.shape();
         let dims = ImageDims { h: in_shape.h, w: in_shape.w, c: in_shape.c };

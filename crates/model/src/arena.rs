@@ -48,23 +48,25 @@ impl Buffers {
     /// The first `len` floats of `b`, grown if shorter. Buffers only grow (zero-filled,
     /// on the first pass for a batch size): shrinking and regrowing them would zero-fill
     /// the regrown part on every pass.
-    pub(crate) fn grow(&mut self, b: Buf, len: usize) -> &mut [f32] {
+    pub(crate) fn grow(&mut self, b: Buf, len: usize) -> Result<&mut [f32], Error> {
         let buf = &mut self[b];
         if buf.len() < len {
-            buf.resize(len);
+            buf.resize(len)?;
         }
-        &mut buf[..len]
+        Ok(&mut buf[..len])
     }
 
     /// Two distinct buffers: `src` whole, and the first `len` floats of `dst` (grown if
     /// shorter, contents kept).
-    pub(crate) fn split(&mut self, src: Buf, dst: Buf, len: usize) -> (&AlignedVec, &mut [f32]) {
-        assert_ne!(src, dst, "a conv reads and writes distinct buffers");
-        let [a, b] = self.0.get_disjoint_mut([src as usize, dst as usize]).expect("distinct buffers");
+    pub(crate) fn split(&mut self, src: Buf, dst: Buf, len: usize) -> Result<(&AlignedVec, &mut [f32]), Error> {
+        let [a, b] = self
+            .0
+            .get_disjoint_mut([src as usize, dst as usize])
+            .map_err(|_| Error::invalid(format!("a step reads and writes the same buffer ({src:?})")))?;
         if b.len() < len {
-            b.resize(len);
+            b.resize(len)?;
         }
-        (a, &mut b[..len])
+        Ok((a, &mut b[..len]))
     }
 
     /// Bytes held.

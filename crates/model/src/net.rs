@@ -132,7 +132,7 @@ impl ResNet {
         let classes = self.net.classes;
         let mut logits = std::mem::take(&mut ws.batch_logits);
         if logits.len() < shape.n * classes {
-            logits.resize(shape.n * classes);
+            logits.resize(shape.n * classes)?;
         }
         let first_step = steps.as_ref().map_or(0, |s| s.len());
         let per_image = shape.image_len();
@@ -174,7 +174,7 @@ impl ResNet {
         }
         rec.begin();
         let numel = shape.numel()?;
-        let x = ws.bufs.grow(Buf::Input, numel);
+        let x = ws.bufs.grow(Buf::Input, numel)?;
         match input.layout() {
             Layout::Nhwc => x.copy_from_slice(input.data()),
             Layout::Nchw => {
@@ -232,14 +232,14 @@ impl ResNet {
 
         rec.begin();
         let features = self.net.features;
-        ws.features.resize(shape.n * features);
+        ws.features.resize(shape.n * features)?;
         global_avg_pool_into(view(&ws.bufs[Buf::Input], cur)?, &mut ws.features)?;
         let pooled = Shape::new(shape.n, features, 1, 1);
         rec.end("avgpool", StepKind::GlobalPool, None, cur, pooled, 0, 0);
 
         rec.begin();
         let classes = self.net.classes;
-        ws.logits.resize(shape.n * classes);
+        ws.logits.resize(shape.n * classes)?;
         let out_shape = Shape::new(shape.n, classes, 1, 1);
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut ws.logits)?;
         self.fc.forward(
@@ -275,7 +275,7 @@ impl ResNet {
     ) -> Result<Shape, ModelError> {
         let out_shape = layer.op.output_shape(in_shape)?;
         rec.begin();
-        let (s, d) = ws.bufs.split(src, dst, out_shape.numel()?);
+        let (s, d) = ws.bufs.split(src, dst, out_shape.numel()?)?;
         let input = view(s, in_shape)?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         let op = &layer.op;
@@ -299,7 +299,7 @@ impl ResNet {
     ) -> Result<Shape, ModelError> {
         rec.begin();
         let out_shape = convkit_pool::output_shape(in_shape, window)?;
-        let (s, d) = ws.bufs.split(src, dst, out_shape.numel()?);
+        let (s, d) = ws.bufs.split(src, dst, out_shape.numel()?)?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         pool2d_into(view(s, in_shape)?, window, kind, &mut out)?;
         let step = if kind == PoolKind::Max { StepKind::MaxPool } else { StepKind::AvgPool };

@@ -304,12 +304,17 @@ impl NetSpec {
         let mut c = Counts::default();
         let mut conv_out = |spec: &ConvSpec, hw: (usize, usize)| -> Result<(usize, usize)> {
             let (oh, ow) = spec.window().output_hw(hw.0, hw.1)?;
-            let macs = (oh * ow * spec.weight_len()) as u64;
-            match spec.kind {
-                ConvKind::Stem => c.macs_stem += macs,
-                ConvKind::Conv1x1 => c.macs_1x1 += macs,
-                ConvKind::Conv3x3 => c.macs_3x3 += macs,
-            }
+            let overflow = || Error::overflow(format!("MACs of {} at {}x{} outputs", spec.conv, oh, ow));
+            let macs = [oh, ow, spec.weight_len()]
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                .ok_or_else(overflow)?;
+            let total = match spec.kind {
+                ConvKind::Stem => &mut c.macs_stem,
+                ConvKind::Conv1x1 => &mut c.macs_1x1,
+                ConvKind::Conv3x3 => &mut c.macs_3x3,
+            };
+            *total = total.checked_add(macs).ok_or_else(overflow)?;
             c.params += (spec.weight_len() + 2 * spec.co) as u64;
             Ok((oh, ow))
         };

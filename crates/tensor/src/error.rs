@@ -9,6 +9,8 @@ pub enum Error {
     InvalidArgument(String),
     /// A size whose arithmetic does not fit in `usize`.
     Overflow(String),
+    /// An allocation the system refused: the message says how much was asked for.
+    OutOfMemory(String),
 }
 
 impl Error {
@@ -23,6 +25,10 @@ impl Error {
     pub fn overflow(msg: impl Into<String>) -> Self {
         Error::Overflow(msg.into())
     }
+
+    pub fn out_of_memory(msg: impl Into<String>) -> Self {
+        Error::OutOfMemory(msg.into())
+    }
 }
 
 impl fmt::Display for Error {
@@ -31,6 +37,7 @@ impl fmt::Display for Error {
             Error::ShapeMismatch { what, expected, got } => write!(f, "{what}: expected {expected}, got {got}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::Overflow(msg) => write!(f, "size overflow: {msg}"),
+            Error::OutOfMemory(msg) => write!(f, "out of memory: could not allocate {msg}"),
         }
     }
 }

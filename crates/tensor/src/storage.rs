@@ -1,3 +1,4 @@
+use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
 /// Byte alignment of every [`AlignedVec`]: one cache line, one AVX-512 register.
@@ -23,6 +24,14 @@ impl AlignedVec {
         AlignedVec { lines: vec![Line([0.0; 16]); len.div_ceil(16)], len }
     }
 
+    /// As [`AlignedVec::zeros`], but running out of memory is an error that says how much
+    /// was asked for (for sizes that come from input).
+    pub fn try_zeros(len: usize) -> Result<Self> {
+        let mut v = AlignedVec::default();
+        v.resize(len)?;
+        Ok(v)
+    }
+
     pub fn from_slice(values: &[f32]) -> Self {
         let mut v = Self::zeros(values.len());
         v.as_mut_slice().copy_from_slice(values);
@@ -46,9 +55,14 @@ impl AlignedVec {
     }
 
     /// Grows (zero-filled) or shrinks to `len`; keeps the allocation when shrinking.
-    pub fn resize(&mut self, len: usize) {
+    /// Running out of memory is an error that says how many bytes were asked for.
+    pub fn resize(&mut self, len: usize) -> Result<()> {
         let lines = len.div_ceil(16);
         if lines > self.lines.len() {
+            let more = lines - self.lines.len();
+            self.lines.try_reserve_exact(more).map_err(|_| {
+                Error::out_of_memory(format!("{} bytes for a buffer of {len} floats", lines.saturating_mul(64)))
+            })?;
             self.lines.resize(lines, Line([0.0; 16]));
         }
         if len > self.len {
@@ -58,6 +72,7 @@ impl AlignedVec {
         } else {
             self.len = len;
         }
+        Ok(())
     }
 
     pub fn capacity(&self) -> usize {

@@ -37,7 +37,7 @@ fn check_len(shape: Shape, len: usize) -> Result<()> {
 impl Tensor {
     pub fn zeros(shape: Shape, layout: Layout) -> Result<Self> {
         let numel = shape.numel()?;
-        Ok(Tensor { shape, layout, data: AlignedVec::zeros(numel) })
+        Ok(Tensor { shape, layout, data: AlignedVec::try_zeros(numel)? })
     }
 
     /// A tensor whose element (n, c, h, w) is `f(n, c, h, w)`, whatever the layout.

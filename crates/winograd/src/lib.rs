@@ -429,7 +429,7 @@ impl Conv for WinogradConv {
         epilogue.check_conv_call("winograd conv", Layout::Nhwc, &input, output, out_shape)?;
         let need = self.scratch_len(input.shape())?;
         if scratch.len() < need {
-            scratch.resize(need);
+            scratch.resize(need)?;
         }
         let (out, scratch) = (output.data_mut(), &mut scratch[..need]);
         match self.tile {
