@@ -126,6 +126,18 @@ impl Weights {
                 tensors.len()
             )));
         }
+        for (key, t) in &tensors {
+            if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ModelError::weights(format!("key '{key}' holds {v} at index {i}: weights must be finite")));
+            }
+            if key.ends_with(".running_var") {
+                if let Some((i, v)) = t.data.iter().enumerate().find(|(_, &v)| v + crate::BN_EPS <= 0.0) {
+                    return Err(ModelError::weights(format!(
+                        "key '{key}' holds the variance {v} at index {i}: running_var + eps must be positive"
+                    )));
+                }
+            }
+        }
         for t in tensors.values_mut() {
             t.data.iter_mut().filter(|v| v.is_subnormal()).for_each(|v| *v = 0.0);
         }
@@ -134,6 +146,7 @@ impl Weights {
 
     /// Parses safetensors bytes (f32, f16, bf16 or f64 tensors) for `spec`.
     pub fn from_safetensors_bytes(spec: ResNetSpec, bytes: &[u8]) -> Result<Self, ModelError> {
+        refuse_duplicate_keys(bytes)?;
         let st =
             SafeTensors::deserialize(bytes).map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
         let mut tensors = BTreeMap::new();
@@ -158,7 +171,8 @@ impl Weights {
         Self::from_tensors(spec, tensors)
     }
 
-    /// Reads a safetensors file; errors name the file.
+    /// Reads a safetensors file; errors name the file. Duplicate keys, non-finite values and
+    /// non-positive variances are refused.
     pub fn load(spec: ResNetSpec, path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
         Self::from_safetensors_bytes(spec, &bytes).map_err(|e| e.in_file(path))
@@ -204,4 +218,53 @@ impl Weights {
     pub fn tensors(&self) -> &BTreeMap<String, WeightTensor> {
         &self.tensors
     }
+}
+
+/// Refuses a safetensors header that names a tensor twice: the JSON parser behind the
+/// safetensors crate keeps one of them silently. The header is the JSON object after the
+/// 8-byte length; its top-level keys are the tensor names (and `__metadata__`).
+fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), ModelError> {
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
+        return Ok(()); // too short: the parser's own error names it
+    };
+    let Some(header) = usize::try_from(len).ok().and_then(|len| bytes.get(8..8usize.checked_add(len)?)) else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for key in top_level_keys(header) {
+        if !seen.insert(key) {
+            let name = String::from_utf8_lossy(key);
+            return Err(ModelError::weights(format!("the safetensors header names '{name}' twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The keys of a JSON object's top level, as raw bytes between their quotes: strings are
+/// skipped with their escapes, and a key is a string at depth 1 followed by ':'.
+fn top_level_keys(json: &[u8]) -> Vec<&[u8]> {
+    let mut keys = Vec::new();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < json.len() {
+        match json[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < json.len() && json[j] != b'"' {
+                    j += if json[j] == b'\\' { 2 } else { 1 };
+                }
+                let end = j.min(json.len());
+                let after = json[end.saturating_add(1).min(json.len())..].iter().find(|c| !c.is_ascii_whitespace());
+                if depth == 1 && after == Some(&b':') {
+                    keys.push(&json[start..end]);
+                }
+                i = end;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    keys
 }
