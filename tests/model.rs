@@ -239,3 +239,22 @@ fn sub_batches_give_the_whole_batch_logits() {
         }
     }
 }
+
+/// NaN in the input reaches the logits, as in PyTorch: ReLU and max pooling keep NaN.
+#[test]
+fn nan_input_gives_nan_logits() {
+    for v in [Variant::A, Variant::D] {
+        let w = Weights::seeded(ResNetSpec::new(v, [1, 1, 1, 1]), 7);
+        let model = ResNet::new(&w).unwrap();
+        let shape = Shape::new(1, 3, 40, 40);
+        let x = Tensor::from_slice(shape, Layout::Nchw, &vec![f32::NAN; shape.numel().unwrap()]).unwrap();
+        let mut ws = Workspace::new();
+        let logits = model.forward(x.view(), &mut ws).unwrap();
+        assert!(
+            logits.iter().all(|l| l.is_nan()),
+            "{v}: {} of {} logits are not NaN",
+            logits.iter().filter(|l| !l.is_nan()).count(),
+            logits.len()
+        );
+    }
+}

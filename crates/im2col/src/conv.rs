@@ -167,7 +167,7 @@ impl Conv for Im2colConv {
                             true,
                         )?;
                         if epilogue.relu {
-                            d.iter_mut().for_each(|v| *v = v.max(0.0));
+                            d.iter_mut().for_each(|v| *v = convkit_tensor::relu(*v));
                         }
                     }
                     Layout::Nchw => {
@@ -199,7 +199,9 @@ impl Conv for Im2colConv {
                         )?;
                         if epilogue.relu {
                             for c in 0..co {
-                                d[c * ho * wo..c * ho * wo + pixels].iter_mut().for_each(|v| *v = v.max(0.0));
+                                d[c * ho * wo..c * ho * wo + pixels]
+                                    .iter_mut()
+                                    .for_each(|v| *v = convkit_tensor::relu(*v));
                             }
                         }
                     }

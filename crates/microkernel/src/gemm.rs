@@ -427,7 +427,8 @@ fn store_tile<S: Simd, const R: usize, const V: usize>(
             let zero = s.zero();
             for row in acc.iter_mut() {
                 for v in row.iter_mut() {
-                    *v = s.max(*v, zero);
+                    // max(0, v): v where v is NaN (PyTorch keeps NaN through ReLU).
+                    *v = s.max(zero, *v);
                 }
             }
         }
@@ -455,17 +456,7 @@ fn store_tile<S: Simd, const R: usize, const V: usize>(
             if t.accumulate {
                 v += *d;
             }
-            *d = if t.relu { relu(v) } else { v };
+            *d = if t.relu { convkit_tensor::relu(v) } else { v };
         }
-    }
-}
-
-/// max(v, 0) as the vector families compute it (`v > 0 ? v : 0`: NaN gives 0).
-#[inline(always)]
-fn relu(v: f32) -> f32 {
-    if v > 0.0 {
-        v
-    } else {
-        0.0
     }
 }

@@ -40,6 +40,10 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + 'static {
     /// Lane-wise `a > b ? a : b` (x86's maxps): `b`'s lane where either lane is NaN.
     fn max(self, a: Self::F32, b: Self::F32) -> Self::F32;
 
+    /// Lane-wise maximum that keeps NaN from either side (PyTorch's max pooling): `a`
+    /// where `a` is NaN, else `max(a, b)`, which is `b` where `b` is NaN.
+    fn max_keep_nan(self, a: Self::F32, b: Self::F32) -> Self::F32;
+
     /// All lanes zero.
     #[inline(always)]
     fn zero(self) -> Self::F32 {
@@ -122,6 +126,11 @@ impl Simd for Portable {
         // a > b ? a : b, as x86's maxps: b where either lane is NaN.
         let (a, b) = (a.to_array(), b.to_array());
         wide::f32x4::new(std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] }))
+    }
+    #[inline(always)]
+    fn max_keep_nan(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        let (x, y) = (a.to_array(), b.to_array());
+        wide::f32x4::new(std::array::from_fn(|i| if x[i].is_nan() || x[i] > y[i] { x[i] } else { y[i] }))
     }
 }
 
@@ -223,6 +232,11 @@ mod x86 {
             // SAFETY: the token proves avx2 (see `splat`).
             unsafe { _mm256_max_ps(a, b) }
         }
+        #[inline(always)]
+        fn max_keep_nan(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the token proves avx2 (see `splat`).
+            unsafe { _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a)) }
+        }
     }
 
     impl Simd for Avx512 {
@@ -287,6 +301,11 @@ mod x86 {
         fn max(self, a: __m512, b: __m512) -> __m512 {
             // SAFETY: the token proves avx512f (see `splat`).
             unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn max_keep_nan(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the token proves avx512f (see `splat`).
+            unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a), _mm512_max_ps(a, b), a) }
         }
     }
 }

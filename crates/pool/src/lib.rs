@@ -244,7 +244,7 @@ impl SimdOp for PoolRow<'_> {
                 for iy in ys.lo..ys.hi {
                     for ix in xs.lo..xs.hi {
                         let v = s.load_n(&self.image[iy * in_row + ix * c + c0..], lanes);
-                        acc = if is_max { s.max(acc, v) } else { s.add(acc, v) };
+                        acc = if is_max { s.max_keep_nan(acc, v) } else { s.add(acc, v) };
                     }
                 }
                 s.store_n(&mut dst[c0..], lanes, if is_max { acc } else { s.mul(acc, scale) });
@@ -264,10 +264,21 @@ fn pool_plane_nchw(g: &Geometry, plane: &[f32], out: &mut [f32]) {
             let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
             for iy in ys.lo..ys.hi {
                 for &v in &plane[iy * w + xs.lo..iy * w + xs.hi] {
-                    acc = if is_max { acc.max(v) } else { acc + v };
+                    acc = if is_max { max_keep_nan(acc, v) } else { acc + v };
                 }
             }
             out[oy * g.output.w + ox] = if is_max { acc } else { acc * g.scale(ys, xs) };
         }
+    }
+}
+
+/// max(a, b) that keeps NaN from either side, as PyTorch's max pooling does (`f32::max`
+/// drops it); the scalar twin of `Simd::max_keep_nan`.
+#[inline(always)]
+fn max_keep_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || a > b {
+        a
+    } else {
+        b
     }
 }

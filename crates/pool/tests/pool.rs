@@ -75,3 +75,28 @@ fn resnet_d_shortcut_pool_on_odd_input() {
     let mag = reference::avg_pool2d(reference::abs(&x).view(), w, false).unwrap();
     reference::compare(&got, &want, &mag, REL_TOL, 0.0).unwrap();
 }
+
+/// A NaN in a max-pool window makes that output NaN, as in PyTorch, in both layouts and in
+/// the vector lanes and the tail of the channels; windows without it are unaffected.
+#[test]
+fn max_pool_keeps_nan() {
+    for layout in [Layout::Nhwc, Layout::Nchw] {
+        let shape = Shape::new(1, 19, 6, 6);
+        let mut x = random_tensor(shape, layout, 4);
+        for c in [0, 7, 18] {
+            let at = shape.strides(layout).offset(0, c, 1, 1);
+            x.data_mut()[at] = f32::NAN;
+        }
+        let w = Window::square(3, 2, 1).with_ceil_mode(true);
+        let got = pool2d(x.view(), w, PoolKind::Max).unwrap();
+        let want = reference::max_pool2d(x.view(), w).unwrap();
+        for c in 0..19 {
+            for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 2)] {
+                let (g, r) = (got.get(0, c, oy, ox), want.get(0, c, oy, ox));
+                let nan_window = [0, 7, 18].contains(&c) && oy <= 1 && ox <= 1;
+                assert_eq!(g.is_nan(), nan_window, "{layout} c {c} ({oy}, {ox}): got {g}");
+                assert!(r.is_nan() == g.is_nan() && (g.is_nan() || g == r), "{layout} c {c}: got {g}, reference {r}");
+            }
+        }
+    }
+}

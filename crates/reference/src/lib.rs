@@ -46,7 +46,8 @@ fn input_pos(window: &Window, s: Shape, oy: usize, ox: usize, ky: usize, kx: usi
     (iy < s.h && ix < s.w).then_some((iy, ix))
 }
 
-/// Max pooling; padding never wins (it is -inf).
+/// Max pooling; padding never wins (it is -inf), and a NaN in the window makes the
+/// output NaN (PyTorch's rule).
 pub fn max_pool2d(input: TensorView<'_>, window: Window) -> Result<Tensor> {
     let s = input.shape();
     s.validate()?;
@@ -56,7 +57,10 @@ pub fn max_pool2d(input: TensorView<'_>, window: Window) -> Result<Tensor> {
         for ky in 0..window.kernel.0 {
             for kx in 0..window.kernel.1 {
                 if let Some((iy, ix)) = input_pos(&window, s, oy, ox, ky, kx) {
-                    m = m.max(input.get(n, c, iy, ix));
+                    let v = input.get(n, c, iy, ix);
+                    if v.is_nan() || v > m {
+                        m = v;
+                    }
                 }
             }
         }
@@ -144,7 +148,7 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, inputs: usize) -> Resu
 /// max(x, 0) elementwise.
 pub fn relu(t: &Tensor) -> Tensor {
     let mut out = t.clone();
-    out.data_mut().iter_mut().for_each(|v| *v = v.max(0.0));
+    out.data_mut().iter_mut().for_each(|v| *v = convkit_tensor::relu(*v));
     out
 }
 

@@ -18,6 +18,18 @@ pub use storage::{AlignedVec, ALIGN};
 pub use tensor::{transpose, Tensor, TensorView, TensorViewMut};
 pub use window::Window;
 
+/// PyTorch's ReLU of one value: 0 where `v < 0`, else `v`, so NaN stays NaN (a plain
+/// `v.max(0.0)` turns NaN into 0). The vector kernels compute the same with
+/// `max(0, v)` in x86's operand order, which returns `v` when it is NaN.
+#[inline(always)]
+pub fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
 /// Checks that an optional per-channel vector (bias) has `expected` entries.
 pub fn check_channels(what: &str, expected: usize, got: usize) -> Result<()> {
     if expected != got {

@@ -574,7 +574,7 @@ impl ChunkEpilogue<'_> {
             v = s.add(v, s.load_n(&out[at..], lanes));
         }
         if self.relu {
-            v = s.max(v, s.zero());
+            v = s.max(s.zero(), v); // NaN stays NaN, as in PyTorch
         }
         s.store_n(&mut out[at..], lanes, v);
     }
