@@ -78,6 +78,13 @@ fn dims_that_overflow() {
     assert!(e.contains("overflow"), "{e}");
     let e = err_text(conv(3, Layout::Nhwc).output_shape(Shape::new(1, 3, usize::MAX / 2, usize::MAX / 2)));
     assert!(e.contains("overflow"), "{e}");
+    // Dimensions whose product wraps are an overflow in both im2col layouts, not a call
+    // that writes nothing (the image slice is empty, as a wrapped product would allow).
+    let dims = ImageDims { h: 1 << 32, w: 1 << 32, c: 1 << 1 };
+    for f in [im2col_nhwc, convkit_im2col::im2col_nchw] {
+        let e = err_text(f(&[], dims, &Window::square(1, 1, 0), 0..1, &mut []));
+        assert!(e.contains("overflow") && e.contains("im2col image"), "{e}");
+    }
 }
 
 #[test]
@@ -133,4 +140,38 @@ fn pool_errors() {
     assert!(e.contains("at most half the kernel"), "{e}");
     let e = err_text(global_avg_pool_into(x.view(), &mut [0.0; 2]));
     assert!(e.contains("expected 3, got 2"), "{e}");
+}
+
+/// A destination whose rows overlap would be written by two threads at once: refused.
+#[test]
+fn matmul_refuses_overlapping_destinations() {
+    use convkit_im2col::{matmul, MatMut, MatRef, MatrixShape};
+    let a = vec![1.0; 4 * 3];
+    let b = vec![1.0; 3 * 4];
+    let mut d = vec![0.0; 16];
+    for (row_stride, col_stride) in [(2, 1), (1, 1), (0, 1), (4, 0)] {
+        let shape = MatrixShape { rows: 4, cols: 4, row_stride, col_stride };
+        let e = matmul(
+            MatMut { data: &mut d, shape },
+            MatRef { data: &a, shape: MatrixShape::row_major(4, 3) },
+            MatRef { data: &b, shape: MatrixShape::row_major(3, 4) },
+            false,
+            true,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("addresses some elements twice"), "{row_stride}, {col_stride}: {e}");
+    }
+    // Row-major and column-major destinations are fine.
+    for shape in [MatrixShape::row_major(4, 4), MatrixShape { rows: 4, cols: 4, row_stride: 1, col_stride: 4 }] {
+        let dst = MatMut { data: &mut d, shape };
+        matmul(
+            dst,
+            MatRef { data: &a, shape: MatrixShape::row_major(4, 3) },
+            MatRef { data: &b, shape: MatrixShape::row_major(3, 4) },
+            false,
+            true,
+        )
+        .unwrap();
+        assert!(d.iter().all(|&v| v == 3.0));
+    }
 }

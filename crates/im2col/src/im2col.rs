@@ -1,7 +1,7 @@
 //! Lowering a padded, strided KxK window to a matrix, for one image and a range of
 //! output rows. Positions in the padding become zeros.
 
-use convkit_tensor::{Error, Result, Window};
+use convkit_tensor::{checked_product, Error, Result, Window};
 use std::ops::Range;
 
 /// Height, width and channels of one image.
@@ -24,24 +24,21 @@ fn check(
     window: &Window,
     rows: &Range<usize>,
     out_len: usize,
-    row_len: usize,
 ) -> Result<(usize, usize)> {
-    if image.len() != dims.h * dims.w * dims.c {
-        return Err(Error::mismatch(
-            format!("im2col image length for {dims:?}"),
-            dims.h * dims.w * dims.c,
-            image.len(),
-        ));
+    let image_len = checked_product("im2col image", &[dims.h, dims.w, dims.c])?;
+    if image.len() != image_len {
+        return Err(Error::mismatch(format!("im2col image length for {dims:?}"), image_len, image.len()));
     }
     let (ho, wo) = window.output_hw(dims.h, dims.w)?;
     if rows.start > rows.end || rows.end > ho {
         return Err(Error::invalid(format!("im2col output rows {rows:?} outside 0..{ho}")));
     }
-    let need = rows.len() * wo * row_len;
+    let row_len = checked_product("im2col row", &[window.kernel.0, window.kernel.1, dims.c])?;
+    let need = checked_product("im2col scratch", &[rows.len(), wo, row_len])?;
     if out_len < need {
         return Err(Error::mismatch("im2col scratch length", format!("at least {need}"), out_len));
     }
-    Ok((ho, wo))
+    Ok((wo, row_len))
 }
 
 /// NHWC im2col: one matrix row per output position of `rows` (row-major over oy, ox),
@@ -50,8 +47,7 @@ fn check(
 pub fn im2col_nhwc(image: &[f32], dims: ImageDims, window: &Window, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
     let (kh, kw) = window.kernel;
     let c = dims.c;
-    let k_len = kh * kw * c;
-    let (_, wo) = check(image, dims, window, &rows, out.len(), k_len)?;
+    let (wo, k_len) = check(image, dims, window, &rows, out.len())?;
     let (sy, sx) = window.stride;
     let (dy, dx) = window.dilation;
     let (py, px) = window.padding;
@@ -96,8 +92,7 @@ pub fn im2col_nhwc(image: &[f32], dims: ImageDims, window: &Window, rows: Range<
 /// row index (c, ky, kx), column index (oy, ox) over the output rows `rows`.
 pub fn im2col_nchw(image: &[f32], dims: ImageDims, window: &Window, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
     let (kh, kw) = window.kernel;
-    let k_len = kh * kw * dims.c;
-    let (_, wo) = check(image, dims, window, &rows, out.len(), k_len)?;
+    let (wo, k_len) = check(image, dims, window, &rows, out.len())?;
     let cols = rows.len() * wo;
     let (sy, sx) = window.stride;
     let (dy, dx) = window.dilation;

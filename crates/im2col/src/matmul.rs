@@ -40,6 +40,26 @@ impl MatrixShape {
         }
         Ok(())
     }
+
+    /// Checks that no two elements share an index, which a destination written from
+    /// several threads needs: the inner axis (the smaller stride) must step by at least
+    /// 1 and the outer axis past the whole inner extent. Strides that interleave without
+    /// colliding are refused too: the check is sufficient, not necessary.
+    fn check_distinct(&self, what: &str) -> Result<()> {
+        let (inner, outer) = if self.col_stride <= self.row_stride {
+            ((self.col_stride, self.cols), (self.row_stride, self.rows))
+        } else {
+            ((self.row_stride, self.rows), (self.col_stride, self.cols))
+        };
+        let inner_ok = inner.1 <= 1 || inner.0 >= 1;
+        let outer_ok = outer.1 <= 1 || inner.0.checked_mul(inner.1).is_some_and(|extent| outer.0 >= extent);
+        if inner_ok && outer_ok {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "{what} matrix {self:?} addresses some elements twice: its rows or columns overlap"
+        )))
+    }
 }
 
 /// A matrix operand: a slice and the shape that addresses it.
@@ -71,6 +91,7 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
         ));
     }
     dst_shape.check("dst", dst.len())?;
+    dst_shape.check_distinct("dst")?;
     lhs_shape.check("lhs", lhs.len())?;
     rhs_shape.check("rhs", rhs.len())?;
     if m == 0 || n == 0 {
@@ -92,7 +113,9 @@ pub fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
         gemm::Parallelism::None
     };
     // SAFETY: every element each operand's shape addresses lies inside its slice (checked
-    // above), strides fit in isize, `dst` is borrowed mutably so it aliases neither input.
+    // above), strides fit in isize, `dst` is borrowed mutably so it aliases neither input,
+    // and `check_distinct` proved that no two destination elements share an index, so the
+    // threads gemm writes from never write the same memory.
     unsafe {
         gemm::gemm(
             m,
