@@ -19,19 +19,53 @@ pub fn class_names() -> Vec<&'static str> {
     CLASS_NAMES.lines().collect()
 }
 
-/// Decodes an image, resizes its shorter side to [`RESIZE`] (bilinear), center-crops
-/// [`CROP`] x [`CROP`], and normalises with the ImageNet mean and std: 3*224*224 values, CHW.
-pub fn preprocess(path: &Path) -> Result<Vec<f32>, String> {
-    let img = image::open(path).map_err(|e| format!("{}: cannot decode image: {e}", path.display()))?.to_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
+/// Largest decoded side accepted, and most decoder memory: a photograph fits well inside;
+/// a small file that claims a huge image (a decompression bomb) is refused before it is
+/// decoded.
+const MAX_SIDE: u32 = 16384;
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+/// Most pixels of the image after its shorter side is resized to [`RESIZE`]: a very thin
+/// image (65535 x 1) would otherwise ask for gigabytes.
+const MAX_RESIZED_PIXELS: u64 = 64 << 20;
+
+/// The size torchvision's `Resize(256)` gives a `w` x `h` image: the shorter side becomes
+/// [`RESIZE`], the longer one `RESIZE * long / short` truncated (640x480 -> 341x256).
+/// Errors if the result would not fit [`MAX_RESIZED_PIXELS`] or the crop.
+pub fn resized_size(w: u32, h: u32) -> Result<(u32, u32), String> {
     if w == 0 || h == 0 {
-        return Err(format!("{}: image has no pixels", path.display()));
+        return Err(format!("image of {w}x{h} has no pixels"));
     }
-    let short = w.min(h);
-    let (nw, nh) = ((w * RESIZE).div_ceil(short).max(RESIZE), (h * RESIZE).div_ceil(short).max(RESIZE));
-    let (nw, nh) = if w <= h { (RESIZE, nh) } else { (nw, RESIZE) };
-    let resized = image::imageops::resize(&img, nw as u32, nh as u32, FilterType::Triangle);
-    let (x0, y0) = ((nw - CROP) / 2, (nh - CROP) / 2);
+    let (short, long) = (w.min(h) as u64, w.max(h) as u64);
+    let resized_long = (RESIZE as u64 * long / short).max(RESIZE as u64);
+    if RESIZE as u64 * resized_long > MAX_RESIZED_PIXELS {
+        return Err(format!(
+            "image of {w}x{h} is too elongated: resizing its shorter side to {RESIZE} makes {resized_long} pixels of the other"
+        ));
+    }
+    let l = resized_long as u32; // at most MAX_RESIZED_PIXELS / RESIZE: fits
+    Ok(if w <= h { (RESIZE as u32, l) } else { (l, RESIZE as u32) })
+}
+
+/// Decodes an image (with limits on its size), resizes its shorter side to [`RESIZE`]
+/// (bilinear), center-crops [`CROP`] x [`CROP`], and normalises with the ImageNet mean and
+/// std: 3*224*224 values, CHW. Errors name the file and what is wrong with it.
+pub fn preprocess(path: &Path) -> Result<Vec<f32>, String> {
+    let at = |e: String| format!("{}: {e}", path.display());
+    if path.is_dir() {
+        return Err(at("is a directory, not an image file".into()));
+    }
+    let mut reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| at(format!("cannot read the file: {e}")))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| at(format!("cannot decode the image: {e}")))?.to_rgb8();
+    let (nw, nh) = resized_size(img.width(), img.height()).map_err(at)?;
+    let resized = image::imageops::resize(&img, nw, nh, FilterType::Triangle);
+    let (x0, y0) = ((nw as usize - CROP) / 2, (nh as usize - CROP) / 2);
     let mut out = vec![0.0; 3 * CROP * CROP];
     for y in 0..CROP {
         for x in 0..CROP {
@@ -56,6 +90,17 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resize_follows_torchvision() {
+        assert_eq!(resized_size(640, 480), Ok((341, 256)));
+        assert_eq!(resized_size(480, 640), Ok((256, 341)));
+        assert_eq!(resized_size(256, 256), Ok((256, 256)));
+        assert_eq!(resized_size(300, 257), Ok((298, 256)));
+        assert!(resized_size(65535, 1).unwrap_err().contains("too elongated"));
+        assert!(resized_size(1, 0).unwrap_err().contains("no pixels"));
+        assert_eq!(resized_size(1, 1), Ok((256, 256)));
+    }
 
     #[test]
     fn thousand_names() {

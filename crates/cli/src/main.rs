@@ -593,22 +593,41 @@ fn load_model(variant: &str, weights: &std::path::Path) -> Result<ResNet, String
 }
 
 fn classify(images: &[PathBuf], variant: &str, weights: &std::path::Path, threads: usize) -> CliResult {
-    let mut batch = Vec::with_capacity(images.len() * 3 * classify::CROP * classify::CROP);
+    // Every image is read first; one that fails is reported and the others are classified.
+    let mut batch = Vec::new();
+    let (mut good, mut errors) = (Vec::new(), Vec::new());
     for path in images {
-        batch.extend(classify::preprocess(path)?);
-    }
-    let model = load_model(variant, weights)?;
-    let shape = Shape::new(images.len(), 3, classify::CROP, classify::CROP);
-    let view = TensorView::new(shape, Layout::Nchw, &batch).map_err(|e| e.to_string())?;
-    let pool = thread_pool(threads)?;
-    let mut ws = Workspace::new();
-    let logits = pool.install(|| model.forward(view, &mut ws)).map_err(|e| e.to_string())?;
-    let names = classify::class_names();
-    for (path, row) in images.iter().zip(logits.chunks(model.classes())) {
-        println!("{}:", path.display());
-        for (class, p) in classify::top_k(row, 5) {
-            println!("  {:>6.2}%  {:>3}  {}", 100.0 * p, class, names.get(class).copied().unwrap_or("?"));
+        match classify::preprocess(path) {
+            Ok(x) => {
+                batch.extend(x);
+                good.push(path);
+            }
+            Err(e) => errors.push(e),
         }
     }
-    Ok(())
+    if good.is_empty() && errors.len() == 1 {
+        return Err(errors.remove(0));
+    }
+    for e in &errors {
+        eprintln!("convkit: error: {e}");
+    }
+    if !good.is_empty() {
+        let model = load_model(variant, weights)?;
+        let shape = Shape::new(good.len(), 3, classify::CROP, classify::CROP);
+        let view = TensorView::new(shape, Layout::Nchw, &batch).map_err(|e| e.to_string())?;
+        let pool = thread_pool(threads)?;
+        let mut ws = Workspace::new();
+        let logits = pool.install(|| model.forward(view, &mut ws)).map_err(|e| e.to_string())?;
+        let names = classify::class_names();
+        for (path, row) in good.iter().zip(logits.chunks(model.classes())) {
+            println!("{}:", path.display());
+            for (class, p) in classify::top_k(row, 5) {
+                println!("  {:>6.2}%  {:>3}  {}", 100.0 * p, class, names.get(class).copied().unwrap_or("?"));
+            }
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} of {} images could not be classified (see above)", images.len())),
+    }
 }

@@ -89,6 +89,24 @@ fn export_run_classify_and_errors() {
     let junk = dir.join("junk.jpg");
     std::fs::write(&junk, b"no").unwrap();
     assert_one_line_error(&convkit(&["classify", s(&junk), "--weights", s(&weights)]), "junk.jpg");
+
+    // classify's inputs: a directory, a missing file, a very thin image, a bad image among
+    // good ones (the good ones are still classified).
+    assert_one_line_error(&convkit(&["classify", s(&dir), "--weights", s(&weights)]), "is a directory");
+    let nowhere = dir.join("nowhere.png");
+    assert_one_line_error(&convkit(&["classify", s(&nowhere), "--weights", s(&weights)]), "nowhere.png: cannot read the file");
+    let bomb = dir.join("bomb.png");
+    image::GrayImage::new(65535, 1).save(&bomb).unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 4096, "a small file");
+    assert_one_line_error(&convkit(&["classify", s(&bomb), "--weights", s(&weights)]), "exceeds limit");
+    let thin = dir.join("thin.png");
+    image::GrayImage::new(16000, 1).save(&thin).unwrap();
+    assert_one_line_error(&convkit(&["classify", s(&thin), "--weights", s(&weights)]), "too elongated");
+    let out = convkit(&["classify", s(&img), s(&junk), s(&img), "--variant", "d", "--weights", s(&weights)]);
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert_eq!(text.lines().filter(|l| l.contains('%')).count(), 10, "{text}");
+    assert!(err.contains("junk.jpg: cannot decode") && err.contains("1 of 3 images could not be classified"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
