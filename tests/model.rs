@@ -258,3 +258,15 @@ fn nan_input_gives_nan_logits() {
         );
     }
 }
+
+/// Inputs down to one pixel run in every variant, as in timm and torchvision: D's 2x2
+/// ceil-mode average pool over a 1-pixel map has one window (PyTorch's rule), and the
+/// logits match the reference network's.
+#[test]
+fn tiny_inputs_run_in_every_variant() {
+    for v in Variant::ALL {
+        for side in [1, 2, 3, 16, 17] {
+            check(v, [1, 1, 1, 1], Shape::new(1, 3, side, side), Layout::Nchw, 1e-5);
+        }
+    }
+}

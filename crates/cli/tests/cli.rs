@@ -94,7 +94,10 @@ fn export_run_classify_and_errors() {
     // good ones (the good ones are still classified).
     assert_one_line_error(&convkit(&["classify", s(&dir), "--weights", s(&weights)]), "is a directory");
     let nowhere = dir.join("nowhere.png");
-    assert_one_line_error(&convkit(&["classify", s(&nowhere), "--weights", s(&weights)]), "nowhere.png: cannot read the file");
+    assert_one_line_error(
+        &convkit(&["classify", s(&nowhere), "--weights", s(&weights)]),
+        "nowhere.png: cannot read the file",
+    );
     let bomb = dir.join("bomb.png");
     image::GrayImage::new(65535, 1).save(&bomb).unwrap();
     assert!(std::fs::metadata(&bomb).unwrap().len() < 4096, "a small file");

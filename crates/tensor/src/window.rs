@@ -60,16 +60,21 @@ impl Window {
         };
         let padded = pad.checked_mul(2).and_then(|p2| input.checked_add(p2)).ok_or_else(overflow)?;
         let span = (kernel - 1).checked_mul(dilation).ok_or_else(overflow)? + 1;
-        if span > padded {
+        // PyTorch's rule in signed arithmetic (i128: no size here overflows it): in ceil
+        // mode a window may start inside the input and hang over its end, so a 2x2 pool
+        // over a 1-pixel input has one output; then the last window must start inside the
+        // input or its left padding.
+        let (room, s) = (padded as i128 - span as i128, stride as i128);
+        let mut out = (room + if self.ceil_mode { s - 1 } else { 0 }).div_euclid(s) + 1;
+        if self.ceil_mode && out >= 1 && (out - 1) * s >= (input + pad) as i128 {
+            out -= 1;
+        }
+        if out < 1 {
             return Err(Error::invalid(format!(
                 "kernel {axis} {span} (kernel {kernel}, dilation {dilation}) is larger than the padded input {axis} {padded}"
             )));
         }
-        let room = padded - span;
-        let mut out = if self.ceil_mode { room.div_ceil(stride) + 1 } else { room / stride + 1 };
-        if self.ceil_mode && (out - 1) * stride >= input + pad {
-            out -= 1;
-        }
+        let out = out as usize; // at most padded + 1, a usize
         Ok(out)
     }
 }
@@ -93,6 +98,16 @@ mod tests {
         // PyTorch: input 5, kernel 2, stride 2, pad 1, ceil -> 3 (a 4th window would start in right padding)
         let w = Window::square(2, 2, 1).with_ceil_mode(true);
         assert_eq!(w.output_hw(5, 5).unwrap(), (3, 3));
+        // PyTorch (torch.nn.AvgPool2d(2, 2, ceil_mode=True)): a 1x1 input has one window,
+        // which hangs over its end; without ceil mode it has none.
+        let w = Window::square(2, 2, 0).with_ceil_mode(true);
+        assert_eq!(w.output_hw(1, 1).unwrap(), (1, 1));
+        assert_eq!(w.output_hw(3, 1).unwrap(), (2, 1));
+        assert!(Window::square(2, 2, 0).output_hw(1, 1).is_err());
+        // ResNet's stem pool (3x3, stride 2, padding 1) on 1 pixel: one window.
+        assert_eq!(Window::square(3, 2, 1).output_hw(1, 1).unwrap(), (1, 1));
+        // A kernel of 3 with ceil mode over 1 pixel and no padding: none.
+        assert!(Window::square(3, 2, 0).with_ceil_mode(true).output_hw(1, 1).is_err());
     }
 
     #[test]
