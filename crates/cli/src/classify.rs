@@ -54,16 +54,26 @@ pub fn preprocess(path: &Path) -> Result<Vec<f32>, String> {
     if path.is_dir() {
         return Err(at("is a directory, not an image file".into()));
     }
-    let mut reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| at(format!("cannot read the file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| at(format!("cannot read the file: {e}")))?;
+    preprocess_bytes(&bytes).map_err(at)
+}
+
+/// [`preprocess`] of an encoded image (JPEG or PNG) in memory.
+pub fn preprocess_bytes(bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read the image: {e}"))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // The decoder fills a cut-off scan with grey and returns it as if it were whole.
+        return Err("the JPEG is truncated: it has no end-of-image marker after its scan".into());
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| at(format!("cannot decode the image: {e}")))?.to_rgb8();
-    let (nw, nh) = resized_size(img.width(), img.height()).map_err(at)?;
+    let img = reader.decode().map_err(|e| format!("cannot decode the image: {e}"))?.to_rgb8();
+    let (nw, nh) = resized_size(img.width(), img.height())?;
     let resized = image::imageops::resize(&img, nw, nh, FilterType::Triangle);
     let (x0, y0) = ((nw as usize - CROP) / 2, (nh as usize - CROP) / 2);
     let mut out = vec![0.0; 3 * CROP * CROP];
@@ -78,6 +88,14 @@ pub fn preprocess(path: &Path) -> Result<Vec<f32>, String> {
     Ok(out)
 }
 
+/// Whether a JPEG has an end-of-image marker (FF D9) after its first start-of-scan (FF
+/// DA). Inside a scan every FF byte of data is followed by 00, so the marker cannot occur
+/// by chance; bytes after it (some cameras append a trailer) are allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else { return false };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// Softmax probabilities of the `k` largest logits: (class, probability), best first.
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -90,6 +108,22 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        let img = image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, 9]));
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        assert_eq!(preprocess_bytes(&jpeg).unwrap().len(), 3 * CROP * CROP);
+        let cut = &jpeg[..jpeg.len() / 50];
+        assert!(preprocess_bytes(cut).unwrap_err().contains("truncated"), "2% of a JPEG");
+        let cut = &jpeg[..jpeg.len() - 2];
+        assert!(preprocess_bytes(cut).unwrap_err().contains("truncated"), "all but the end marker");
+        let mut trailer = jpeg.clone();
+        trailer.extend_from_slice(b"camera trailer");
+        assert!(preprocess_bytes(&trailer).is_ok());
+    }
 
     #[test]
     fn resize_follows_torchvision() {

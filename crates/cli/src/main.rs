@@ -1,9 +1,7 @@
 //! `convkit`: ResNet-50 A/B/C/D counts, benchmarks, profiles, inference and weight export.
 
-mod classify;
-mod npy;
-
 use clap::{Args, Parser, Subcommand};
+use convkit_cli::{classify, npy};
 use convkit_microkernel::{CacheSizes, Isa};
 use convkit_model::{BatchRunner, ConvPath, KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
 use convkit_tensor::{Layout, Shape, Tensor, TensorView};

@@ -8,7 +8,8 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), String> {
     parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn parse(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+/// Parses the bytes of a .npy file (see [`read_f32`]).
+pub fn parse(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (bad magic)".into());
     }

@@ -1,9 +1,6 @@
 //! The `convkit` binary end to end: export, run, classify, and one-line errors.
 
-#[path = "../src/npy.rs"]
-#[allow(dead_code)]
-mod npy;
-
+use convkit_cli::npy;
 use convkit_model::{ResNet, ResNetSpec, Variant, Weights, Workspace};
 use convkit_tensor::{Layout, Shape, TensorView};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,5 @@
+//! The parsers and image preprocessing behind the `convkit` binary, as a library so that
+//! the fuzz targets and tests reach them.
+
+pub mod classify;
+pub mod npy;
