@@ -150,4 +150,15 @@ fn impossible_sizes_are_errors() {
     assert_one_line_error(&out, "out of memory: could not allocate");
     let out = convkit(&["bench", "--variant", "a", "--size", "100000", "--iters", "1", "--warmup", "0"]);
     assert_one_line_error(&out, "out of memory: could not allocate");
+    // A valid 2048x2048 input under a 600 MB address-space limit: the weights fit, the
+    // arena does not.
+    #[cfg(target_os = "linux")]
+    {
+        let script = format!(
+            "ulimit -v 600000 && exec '{}' bench --variant d --size 2048 --iters 1 --warmup 0",
+            env!("CARGO_BIN_EXE_convkit")
+        );
+        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        assert_one_line_error(&out, "out of memory: could not allocate");
+    }
 }
