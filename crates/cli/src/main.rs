@@ -394,17 +394,19 @@ fn bench(args: &BenchArgs) -> CliResult {
     }
     let time_of_a = |path: &str| rows.iter().find(|r| r.0 == path && r.1 == Variant::A).map(|r| r.2);
     if c.json {
-        let items: Vec<String> = rows
+        // serde_json writes a number that is not finite (a zero --peak, a zero time) as null.
+        let items: Vec<serde_json::Value> = rows
             .iter()
             .map(|(path, v, med, min, macs)| {
-                format!(
-                    "{{\"variant\":\"{v}\",\"kxk\":\"{path}\",\"batch\":{},\"threads\":{},\"size\":{},\"median_ms\":{:.3},\"min_ms\":{:.3},\"images_per_s\":{:.2},\"gflops\":{:.1},\"peak_share\":{:.3},\"macs\":{}}}",
-                    c.batch, c.threads, c.size, med * 1e3, min * 1e3, c.batch as f64 / med, 2.0 * macs / med / 1e9,
-                    2.0 * macs / med / 1e9 / peak, *macs as u64
-                )
+                let gflops = 2.0 * macs / med / 1e9;
+                serde_json::json!({
+                    "variant": v.to_string(), "kxk": path, "batch": c.batch, "threads": c.threads, "size": c.size,
+                    "median_ms": med * 1e3, "min_ms": min * 1e3, "images_per_s": c.batch as f64 / med,
+                    "gflops": gflops, "peak_share": gflops / peak, "macs": *macs as u64,
+                })
             })
             .collect();
-        println!("[{}]", items.join(","));
+        println!("{}", serde_json::Value::Array(items));
         return Ok(());
     }
     println!(
@@ -475,35 +477,31 @@ fn profile(args: &ProfileArgs) -> CliResult {
         e.2 += 1;
     }
     if c.json {
-        let layer_items: Vec<String> = steps
+        let layers: Vec<serde_json::Value> = steps
             .iter()
             .map(|s| {
-                format!(
-                    "{{\"name\":\"{}\",\"kind\":\"{}\",\"path\":\"{}\",\"input\":[{},{},{},{}],\"output\":[{},{},{},{}],\"macs\":{},\"ms\":{:.4},\"gflops\":{:.1},\"share\":{:.4},\"scratch_bytes\":{},\"im2col_ms\":{:.4}}}",
-                    s.name, s.kind.label(), s.path.map_or("", ConvPath::label), s.input.n, s.input.c, s.input.h, s.input.w, s.output.n, s.output.c,
-                    s.output.h, s.output.w, s.macs, s.seconds * 1e3, gflops(s.macs, s.seconds), s.seconds / total, s.scratch_bytes, s.lowering_seconds * 1e3
-                )
+                serde_json::json!({
+                    "name": s.name, "kind": s.kind.label(), "path": s.path.map_or("", ConvPath::label),
+                    "input": [s.input.n, s.input.c, s.input.h, s.input.w],
+                    "output": [s.output.n, s.output.c, s.output.h, s.output.w],
+                    "macs": s.macs, "ms": s.seconds * 1e3, "gflops": gflops(s.macs, s.seconds),
+                    "share": s.seconds / total, "scratch_bytes": s.scratch_bytes, "im2col_ms": s.lowering_seconds * 1e3,
+                })
             })
             .collect();
-        let kind_items: Vec<String> = by_kind
+        let kinds: Vec<serde_json::Value> = by_kind
             .iter()
             .map(|(k, (m, t, n))| {
-                format!(
-                    "{{\"kind\":\"{k}\",\"layers\":{n},\"macs\":{m},\"ms\":{:.3},\"gflops\":{:.1},\"share\":{:.4}}}",
-                    t * 1e3,
-                    gflops(*m, *t),
-                    t / total
-                )
+                serde_json::json!({
+                    "kind": k, "layers": n, "macs": m, "ms": t * 1e3, "gflops": gflops(*m, *t), "share": t / total,
+                })
             })
             .collect();
-        println!(
-            "{{\"variant\":\"{variant}\",\"batch\":{},\"threads\":{},\"total_ms\":{:.3},\"layers\":[{}],\"by_kind\":[{}]}}",
-            c.batch,
-            c.threads,
-            total * 1e3,
-            layer_items.join(","),
-            kind_items.join(",")
-        );
+        let report = serde_json::json!({
+            "variant": variant.to_string(), "batch": c.batch, "threads": c.threads, "total_ms": total * 1e3,
+            "layers": layers, "by_kind": kinds,
+        });
+        println!("{report}");
         return Ok(());
     }
     println!(

@@ -116,13 +116,20 @@ fn info_and_small_bench() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("25557032") && text.contains("25576264"), "{text}");
-    let out = convkit(&["bench", "--variant", "a,d", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with('[') && text.contains("\"variant\":\"D\"") && text.contains("median_ms"), "{text}");
-    let out = convkit(&["profile", "--variant", "b", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"by_kind\""));
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = convkit(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let bench = json(&["bench", "--variant", "a,d", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
+    assert_eq!(bench[1]["variant"], "D");
+    assert!(bench[0]["median_ms"].as_f64().unwrap() > 0.0, "{bench}");
+    // A zero peak makes the share infinite: valid JSON (null), where "inf" was printed.
+    let bench =
+        json(&["bench", "--variant", "a", "--size", "32", "--iters", "1", "--warmup", "0", "--json", "--peak", "0"]);
+    assert!(bench[0]["peak_share"].is_null(), "{bench}");
+    let profile = json(&["profile", "--variant", "b", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
+    assert!(profile["by_kind"].as_array().is_some_and(|k| !k.is_empty()), "{profile}");
 }
 
 /// A closed stdout ends the program quietly (no panic message), killed by SIGPIPE as
