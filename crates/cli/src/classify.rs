@@ -13,8 +13,10 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Side of the network input, and of the shorter side before the center crop.
 pub const CROP: usize = 224;
+/// The shorter side an image is resized to before the center crop (torchvision's `Resize(256)`).
 pub const RESIZE: usize = 256;
 
+/// The 1000 ImageNet class names, in class-index order.
 pub fn class_names() -> Vec<&'static str> {
     CLASS_NAMES.lines().collect()
 }

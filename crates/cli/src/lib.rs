@@ -1,5 +1,7 @@
 //! The parsers and image preprocessing behind the `convkit` binary, as a library so that
 //! the fuzz targets and tests reach them.
 
+#![warn(missing_docs)]
+
 pub mod classify;
 pub mod npy;

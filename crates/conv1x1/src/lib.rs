@@ -17,6 +17,9 @@
 //! weights are the broadcast operand and the input is packed into panels per call, in
 //! scratch.
 
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
 pub use convkit_microkernel::Isa;
 pub use convkit_tensor::Conv;
 

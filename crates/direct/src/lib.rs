@@ -6,6 +6,8 @@
 //! this CPU runs. Compared with im2col + GEMM this copies the input once instead of
 //! kh*kw times and packs nothing per call.
 
+#![warn(missing_docs)]
+
 pub use convkit_microkernel::Isa;
 pub use convkit_tensor::Conv;
 

@@ -7,8 +7,11 @@ use std::ops::Range;
 /// Height, width and channels of one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageDims {
+    /// Image height.
     pub h: usize,
+    /// Image width.
     pub w: usize,
+    /// Channels.
     pub c: usize,
 }
 

@@ -6,6 +6,8 @@
 //! tile with bias (+ residual), accumulates the GEMM into it, and applies ReLU while
 //! the tile is still in cache.
 
+#![warn(missing_docs)]
+
 mod conv;
 mod im2col;
 pub mod matmul;

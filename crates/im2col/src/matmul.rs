@@ -10,9 +10,13 @@ use convkit_tensor::{Error, Result};
 /// A strided matrix operand: `rows` x `cols`, element (r, c) at `r * row_stride + c * col_stride`.
 #[derive(Debug, Clone, Copy)]
 pub struct MatrixShape {
+    /// Rows.
     pub rows: usize,
+    /// Columns.
     pub cols: usize,
+    /// Distance between consecutive rows, in elements.
     pub row_stride: usize,
+    /// Distance between consecutive columns, in elements.
     pub col_stride: usize,
 }
 
@@ -65,14 +69,18 @@ impl MatrixShape {
 /// A matrix operand: a slice and the shape that addresses it.
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a> {
+    /// The elements.
     pub data: &'a [f32],
+    /// How `data` is addressed.
     pub shape: MatrixShape,
 }
 
 /// The destination of [`matmul`].
 #[derive(Debug)]
 pub struct MatMut<'a> {
+    /// The elements, written by [`matmul`].
     pub data: &'a mut [f32],
+    /// How `data` is addressed; no two elements may share an index.
     pub shape: MatrixShape,
 }
 

@@ -26,6 +26,8 @@
 //! # Ok::<(), convkit_tensor::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod cache;
 mod gemm;
 mod isa;

@@ -49,7 +49,7 @@ impl PackedWeights {
         Ok(PackedWeights { isa, k, n, panels, bias: padded })
     }
 
-    /// Packs OIHW conv weights [co][ci][kh][kw] as the K x N matrix of reduction index
+    /// Packs OIHW conv weights `[co][ci][kh][kw]` as the K x N matrix of reduction index
     /// (ky, kx, ci) by output channel: what an NHWC conv reads (kh runs of kw*ci values).
     pub fn from_oihw(isa: Isa, weights: &[f32], filter: FilterShape, bias: Option<&[f32]>) -> Result<Self> {
         filter.check(weights, bias)?;

@@ -4,6 +4,8 @@
 //! forward pass with BN folded, 1x1 and KxK convs on the direct SIMD microkernel (KxK
 //! optionally on im2col + gemm, [`KxkPath`]), residual add and ReLU fused into the last conv of each block.
 
+#![warn(missing_docs)]
+
 mod arena;
 mod batch;
 mod layers;
@@ -29,15 +31,25 @@ use std::path::Path;
 /// Errors of the model crate: each names the file, key or shape at fault.
 #[derive(Debug)]
 pub enum ModelError {
+    /// A kernel refused a call (a shape, a layout, a size).
     Kernel(convkit_tensor::Error),
+    /// A weight file or tensor map does not fit the network: the message names the key.
     Weights(String),
-    Io { path: String, message: String },
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: String,
+        /// What the system said.
+        message: String,
+    },
 }
 
 impl ModelError {
+    /// A [`ModelError::Weights`] with `msg`.
     pub fn weights(msg: impl Into<String>) -> Self {
         ModelError::Weights(msg.into())
     }
+    /// An [`ModelError::Io`] naming `path`.
     pub fn io(path: &Path, e: std::io::Error) -> Self {
         ModelError::Io { path: path.display().to_string(), message: e.to_string() }
     }

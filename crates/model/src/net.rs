@@ -82,9 +82,11 @@ impl ResNet {
         Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH })
     }
 
+    /// The spec the network was built from.
     pub fn spec(&self) -> ResNetSpec {
         self.spec
     }
+    /// Number of classes (the length of each image's logits).
     pub fn classes(&self) -> usize {
         self.net.classes
     }
@@ -97,6 +99,7 @@ impl ResNet {
         self
     }
 
+    /// Images run through the network at a time.
     pub fn sub_batch(&self) -> usize {
         self.sub_batch
     }

@@ -10,14 +10,20 @@ use std::time::Instant;
 pub enum StepKind {
     /// Layout conversion of the input into the NHWC arena.
     Input,
+    /// A convolution of this kind.
     Conv(ConvKind),
+    /// Max pooling (the stem's, or the subsampling of a reduced block's shortcut).
     MaxPool,
+    /// D's 2x2 average pool before a projection shortcut.
     AvgPool,
+    /// The global average pool before the classifier.
     GlobalPool,
+    /// The fully connected classifier.
     Fc,
 }
 
 impl StepKind {
+    /// The short name profiles print: stem, 1x1, 3x3, maxpool, avgpool, gap, fc, input.
     pub fn label(&self) -> &'static str {
         match self {
             StepKind::Input => "input",
@@ -35,13 +41,19 @@ impl StepKind {
 /// One step of a profiled forward pass.
 #[derive(Debug, Clone)]
 pub struct StepTiming {
+    /// The layer's name (its weight key prefix).
     pub name: String,
+    /// What the step was.
     pub kind: StepKind,
     /// The kernel a conv step ran on (None for other steps).
     pub path: Option<ConvPath>,
+    /// Its input shape (the whole batch).
     pub input: Shape,
+    /// Its output shape (the whole batch).
     pub output: Shape,
+    /// Multiply-adds it computed.
     pub macs: u64,
+    /// Wall time, summed over sub-batches.
     pub seconds: f64,
     /// Scratch bytes of this step: the im2col matrix tile, or the padded input of a direct
     /// KxK conv (0 for 1x1 convs and pools).

@@ -7,13 +7,18 @@ use std::fmt;
 /// The four ResNet-50 variants of He et al., 2018.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
+    /// The original ResNet-50 (v1): 7x7/2 stem, stride on the first 1x1 conv of a downsampling block.
     A,
+    /// The stride moves to the 3x3 conv (torchvision's resnet50).
     B,
+    /// B with the deep stem: three 3x3 convs.
     C,
+    /// C with the average-pool shortcut (timm's resnet50d).
     D,
 }
 
 impl Variant {
+    /// The four variants, in order.
     pub const ALL: [Variant; 4] = [Variant::A, Variant::B, Variant::C, Variant::D];
 
     /// Parses "a".."d" (any case).
@@ -70,18 +75,26 @@ pub enum Shortcut {
 /// A ResNet with bottleneck blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResNetSpec {
+    /// Residual blocks per stage.
     pub depths: [usize; 4],
+    /// The stem.
     pub stem: Stem,
+    /// Where a downsampling block puts its stride.
     pub stride_at: StrideAt,
+    /// The projection shortcut of a downsampling block.
     pub shortcut: Shortcut,
+    /// Number of classes of the classifier.
     pub classes: usize,
 }
 
 /// Kind of a conv layer, for counting and profiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConvKind {
+    /// A conv of the stem (7x7, or the deep stem's 3x3s).
     Stem,
+    /// A 1x1 conv (bottleneck or projection).
     Conv1x1,
+    /// A 3x3 conv of a bottleneck.
     Conv3x3,
 }
 
@@ -92,17 +105,24 @@ pub struct ConvSpec {
     pub conv: String,
     /// Key prefix of its batch norm.
     pub bn: String,
+    /// Input channels.
     pub ci: usize,
+    /// Output channels.
     pub co: usize,
+    /// Kernel side.
     pub kernel: usize,
+    /// Stride along both axes.
     pub stride: usize,
+    /// What kind of layer it is (for counts and profiles).
     pub kind: ConvKind,
 }
 
 impl ConvSpec {
+    /// Its window: kernel, stride, and the padding of a same-size conv (kernel / 2).
     pub fn window(&self) -> Window {
         Window::square(self.kernel, self.stride, self.kernel / 2)
     }
+    /// Number of weights (co x ci x kernel x kernel).
     pub fn weight_len(&self) -> usize {
         self.co * self.ci * self.kernel * self.kernel
     }
@@ -111,27 +131,37 @@ impl ConvSpec {
 /// A bottleneck block: 1x1 reduce, 3x3, 1x1 expand (+ shortcut), ReLU after the add.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockSpec {
+    /// The block's key prefix, such as `layer2.0`.
     pub name: String,
+    /// The first 1x1 conv.
     pub conv1: ConvSpec,
+    /// The 3x3 conv.
     pub conv2: ConvSpec,
+    /// The last 1x1 conv (its epilogue adds the shortcut).
     pub conv3: ConvSpec,
     /// None: identity shortcut.
     pub downsample: Option<DownsampleSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// The projection shortcut of a downsampling block.
 pub struct DownsampleSpec {
     /// 2x2/2 ceil-mode average pool before the conv (D, stride 2 only).
     pub pool: bool,
+    /// The 1x1 projection conv.
     pub conv: ConvSpec,
 }
 
 /// Every layer of a network, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetSpec {
+    /// The stem's convs.
     pub stem: Vec<ConvSpec>,
+    /// The residual blocks, in order.
     pub blocks: Vec<BlockSpec>,
+    /// Channels into the classifier.
     pub features: usize,
+    /// Classes out of it.
     pub classes: usize,
 }
 
@@ -141,6 +171,7 @@ pub const STEM_POOL: Window = Window::square(3, 2, 1);
 pub const SHORTCUT_POOL: Window = Window::square(2, 2, 0).with_ceil_mode(true);
 
 impl ResNetSpec {
+    /// A variant with `depths` blocks per stage and 1000 classes.
     pub fn new(variant: Variant, depths: [usize; 4]) -> Self {
         let (stem, stride_at, shortcut) = match variant {
             Variant::A => (Stem::Classic, StrideAt::First1x1, Shortcut::StridedConv),
@@ -150,12 +181,15 @@ impl ResNetSpec {
         };
         ResNetSpec { depths, stem, stride_at, shortcut, classes: 1000 }
     }
+    /// ResNet-50 (3, 4, 6, 3 blocks).
     pub fn resnet50(variant: Variant) -> Self {
         Self::new(variant, [3, 4, 6, 3])
     }
+    /// ResNet-101 (3, 4, 23, 3 blocks).
     pub fn resnet101(variant: Variant) -> Self {
         Self::new(variant, [3, 4, 23, 3])
     }
+    /// ResNet-152 (3, 8, 36, 3 blocks).
     pub fn resnet152(variant: Variant) -> Self {
         Self::new(variant, [3, 8, 36, 3])
     }
@@ -241,13 +275,18 @@ impl ResNetSpec {
 pub struct Counts {
     /// Conv weights, BN weight and bias, FC weight and bias.
     pub params: u64,
+    /// Multiply-adds of the 1x1 convs (projections included).
     pub macs_1x1: u64,
+    /// Multiply-adds of the bottleneck 3x3 convs.
     pub macs_3x3: u64,
+    /// Multiply-adds of the stem.
     pub macs_stem: u64,
+    /// Multiply-adds of the classifier.
     pub macs_fc: u64,
 }
 
 impl Counts {
+    /// All multiply-adds.
     pub fn macs(&self) -> u64 {
         self.macs_1x1 + self.macs_3x3 + self.macs_stem + self.macs_fc
     }

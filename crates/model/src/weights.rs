@@ -13,7 +13,9 @@ const BN_KEYS: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
 /// One named tensor of f32 values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightTensor {
+    /// Dimensions, PyTorch order (OIHW for a conv weight).
     pub shape: Vec<usize>,
+    /// Values, row-major.
     pub data: Vec<f32>,
 }
 
@@ -196,10 +198,12 @@ impl Weights {
         safetensors::serialize(views, None).map_err(|e| ModelError::weights(format!("serialize: {e}")))
     }
 
+    /// Writes the weights as a safetensors file (f32).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         std::fs::write(path, self.to_safetensors_bytes()?).map_err(|e| ModelError::io(path, e))
     }
 
+    /// The spec the weights are for.
     pub fn spec(&self) -> ResNetSpec {
         self.spec
     }
@@ -215,6 +219,7 @@ impl Weights {
         self.tensors.remove(key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
     }
 
+    /// Every tensor, by key.
     pub fn tensors(&self) -> &BTreeMap<String, WeightTensor> {
         &self.tensors
     }

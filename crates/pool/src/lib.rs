@@ -8,6 +8,8 @@
 //! the threads. Each output is computed by one task, so results do not depend on the
 //! thread count.
 
+#![warn(missing_docs)]
+
 use convkit_microkernel::{Isa, Simd, SimdOp};
 use convkit_tensor::{Error, Layout, Result, Shape, Tensor, TensorView, TensorViewMut, Window};
 use rayon::prelude::*;
@@ -18,10 +20,12 @@ const PARALLEL_MIN_OUTPUTS: usize = 1 << 14;
 /// What a window reduces to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
+    /// The largest value of the window (NaN if the window holds one, as in PyTorch).
     Max,
     /// Mean; with `count_include_pad` the divisor counts padded cells (not ceil-mode
     /// overhang), without it only the cells inside the input.
     Average {
+        /// Count padded cells in the divisor (ceil-mode overhang never counts).
         count_include_pad: bool,
     },
 }

@@ -7,6 +7,8 @@
 //! To bound the error of a fast kernel, run the same reference on |inputs| and
 //! |weights|: that gives, per output, the sum of |a*b| terms the tolerance scales with.
 
+#![warn(missing_docs)]
+
 use convkit_tensor::{Error, FilterShape, Layout, Result, Shape, Tensor, TensorView, Window};
 
 /// 2-d convolution (groups = 1, zero padding) of `input` with OIHW `weights`. The output
@@ -117,7 +119,7 @@ pub fn global_avg_pool(input: TensorView<'_>) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// y[n, o] = sum_i x[n, i] * w[o, i] + b[o]; x is [n, inputs], w is [outputs, inputs].
+/// `y[n, o] = sum_i x[n, i] * w[o, i] + b[o]`; x is `[n, inputs]`, w is `[outputs, inputs]`.
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, inputs: usize) -> Result<Vec<f32>> {
     if inputs == 0 || !x.len().is_multiple_of(inputs) || !w.len().is_multiple_of(inputs) {
         return Err(Error::mismatch(

@@ -4,7 +4,14 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Two things that must agree do not: `what` names them.
-    ShapeMismatch { what: String, expected: String, got: String },
+    ShapeMismatch {
+        /// What was compared (a buffer, a shape, a layout).
+        what: String,
+        /// What it had to be.
+        expected: String,
+        /// What it was.
+        got: String,
+    },
     /// An argument that is invalid on its own (zero size, kernel larger than the input, ...).
     InvalidArgument(String),
     /// A size whose arithmetic does not fit in `usize`.
@@ -14,18 +21,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A [`Error::ShapeMismatch`]: `what` expected `expected` and got `got`.
     pub fn mismatch(what: impl Into<String>, expected: impl fmt::Display, got: impl fmt::Display) -> Self {
         Error::ShapeMismatch { what: what.into(), expected: expected.to_string(), got: got.to_string() }
     }
 
+    /// An [`Error::InvalidArgument`] with `msg`.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }
 
+    /// An [`Error::Overflow`] with `msg`.
     pub fn overflow(msg: impl Into<String>) -> Self {
         Error::Overflow(msg.into())
     }
 
+    /// An [`Error::OutOfMemory`]: `msg` says how much was asked for.
     pub fn out_of_memory(msg: impl Into<String>) -> Self {
         Error::OutOfMemory(msg.into())
     }
@@ -44,6 +55,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The result of every fallible kernel call.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Product of sizes with overflow reported as an error naming `what`.

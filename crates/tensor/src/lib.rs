@@ -4,6 +4,8 @@
 //! A tensor always carries its [`Layout`] as an explicit tag: the layout is never
 //! inferred from strides.
 
+#![warn(missing_docs)]
+
 mod conv;
 mod error;
 mod shape;
@@ -83,14 +85,19 @@ mod tests {
 /// shortcut computed into the output buffer needs no buffer of its own), then optionally ReLU.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
+    /// Added after the bias: a tensor of the output's shape and layout.
     pub residual: Option<TensorView<'a>>,
+    /// Add the output's prior contents (a shortcut computed into it).
     pub accumulate: bool,
+    /// max(v, 0) last (NaN stays NaN).
     pub relu: bool,
 }
 
 impl<'a> Epilogue<'a> {
+    /// Bias only.
     pub const NONE: Epilogue<'static> = Epilogue { residual: None, accumulate: false, relu: false };
 
+    /// Bias, then ReLU.
     pub fn relu() -> Self {
         Epilogue { residual: None, accumulate: false, relu: true }
     }

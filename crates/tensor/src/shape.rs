@@ -24,9 +24,13 @@ impl fmt::Display for Layout {
 /// Logical size of a 4-d activation, independent of its layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shape {
+    /// Batch.
     pub n: usize,
+    /// Channels.
     pub c: usize,
+    /// Height.
     pub h: usize,
+    /// Width.
     pub w: usize,
 }
 
@@ -37,6 +41,7 @@ impl fmt::Display for Shape {
 }
 
 impl Shape {
+    /// A shape of `n` images of `c` channels of `h` x `w`, in this order whatever the layout the tensor is stored in.
     pub const fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
         Shape { n, c, h, w }
     }
@@ -72,14 +77,19 @@ impl Shape {
 /// Element strides of the four logical dims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Strides {
+    /// Distance between images.
     pub n: usize,
+    /// Distance between channels.
     pub c: usize,
+    /// Distance between rows.
     pub h: usize,
+    /// Distance between columns.
     pub w: usize,
 }
 
 impl Strides {
     #[inline]
+    /// Offset of element (n, c, h, w).
     pub fn offset(&self, n: usize, c: usize, h: usize, w: usize) -> usize {
         n * self.n + c * self.c + h * self.h + w * self.w
     }
@@ -89,9 +99,13 @@ impl Strides {
 /// input channels, kernel height, kernel width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FilterShape {
+    /// Output channels.
     pub co: usize,
+    /// Input channels.
     pub ci: usize,
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
 }
 
@@ -102,6 +116,7 @@ impl fmt::Display for FilterShape {
 }
 
 impl FilterShape {
+    /// A filter of `co` output and `ci` input channels and a `kh` x `kw` kernel (OIHW order).
     pub const fn new(co: usize, ci: usize, kh: usize, kw: usize) -> Self {
         FilterShape { co, ci, kh, kw }
     }

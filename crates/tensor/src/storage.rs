@@ -32,24 +32,29 @@ impl AlignedVec {
         Ok(v)
     }
 
+    /// A buffer holding a copy of `values`.
     pub fn from_slice(values: &[f32]) -> Self {
         let mut v = Self::zeros(values.len());
         v.as_mut_slice().copy_from_slice(values);
         v
     }
 
+    /// Number of floats.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether it holds no floats.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The floats.
     pub fn as_slice(&self) -> &[f32] {
         &bytemuck::cast_slice::<Line, f32>(&self.lines)[..self.len]
     }
 
+    /// The floats, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut bytemuck::cast_slice_mut::<Line, f32>(&mut self.lines)[..self.len]
     }
@@ -75,6 +80,7 @@ impl AlignedVec {
         Ok(())
     }
 
+    /// Floats the allocation holds without growing.
     pub fn capacity(&self) -> usize {
         self.lines.len() * 16
     }

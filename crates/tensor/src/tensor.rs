@@ -35,6 +35,7 @@ fn check_len(shape: Shape, len: usize) -> Result<()> {
 }
 
 impl Tensor {
+    /// A zero-filled tensor; running out of memory is an error.
     pub fn zeros(shape: Shape, layout: Layout) -> Result<Self> {
         let numel = shape.numel()?;
         Ok(Tensor { shape, layout, data: AlignedVec::try_zeros(numel)? })
@@ -56,29 +57,37 @@ impl Tensor {
         Ok(t)
     }
 
+    /// A tensor holding a copy of `data`, laid out as `layout` says.
     pub fn from_slice(shape: Shape, layout: Layout, data: &[f32]) -> Result<Self> {
         check_len(shape, data.len())?;
         Ok(Tensor { shape, layout, data: AlignedVec::from_slice(data) })
     }
 
+    /// Its shape (n, c, h, w).
     pub fn shape(&self) -> Shape {
         self.shape
     }
+    /// Its layout.
     pub fn layout(&self) -> Layout {
         self.layout
     }
+    /// Its elements in layout order.
     pub fn data(&self) -> &[f32] {
         &self.data
     }
+    /// Its elements in layout order, mutable.
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
+    /// A borrowed view.
     pub fn view(&self) -> TensorView<'_> {
         TensorView { shape: self.shape, layout: self.layout, data: &self.data }
     }
+    /// A mutable borrowed view.
     pub fn view_mut(&mut self) -> TensorViewMut<'_> {
         TensorViewMut { shape: self.shape, layout: self.layout, data: &mut self.data }
     }
+    /// Element strides of its layout.
     pub fn strides(&self) -> Strides {
         self.shape.strides(self.layout)
     }
@@ -93,23 +102,29 @@ impl Tensor {
 }
 
 impl<'a> TensorView<'a> {
+    /// A view of `data` as a tensor of `shape` in `layout` (the length must match).
     pub fn new(shape: Shape, layout: Layout, data: &'a [f32]) -> Result<Self> {
         check_len(shape, data.len())?;
         Ok(TensorView { shape, layout, data })
     }
+    /// Its shape (n, c, h, w).
     pub fn shape(&self) -> Shape {
         self.shape
     }
+    /// Its layout.
     pub fn layout(&self) -> Layout {
         self.layout
     }
+    /// Its elements in layout order.
     pub fn data(&self) -> &'a [f32] {
         self.data
     }
+    /// Element strides of its layout.
     pub fn strides(&self) -> Strides {
         self.shape.strides(self.layout)
     }
     #[inline]
+    /// Element (n, c, h, w), whatever the layout.
     pub fn get(&self, n: usize, c: usize, h: usize, w: usize) -> f32 {
         self.data[self.strides().offset(n, c, h, w)]
     }
@@ -118,36 +133,45 @@ impl<'a> TensorView<'a> {
         let len = self.shape.image_len();
         &self.data[n * len..(n + 1) * len]
     }
+    /// A copy in `layout`.
     pub fn to_layout(&self, layout: Layout) -> Tensor {
         let mut out = Tensor { shape: self.shape, layout, data: AlignedVec::zeros(self.data.len()) };
         convert_layout(self, &mut out.view_mut());
         out
     }
+    /// An owned copy.
     pub fn to_tensor(&self) -> Tensor {
         Tensor { shape: self.shape, layout: self.layout, data: AlignedVec::from_slice(self.data) }
     }
 }
 
 impl<'a> TensorViewMut<'a> {
+    /// A mutable view of `data` as a tensor of `shape` in `layout` (the length must match).
     pub fn new(shape: Shape, layout: Layout, data: &'a mut [f32]) -> Result<Self> {
         check_len(shape, data.len())?;
         Ok(TensorViewMut { shape, layout, data })
     }
+    /// Its shape (n, c, h, w).
     pub fn shape(&self) -> Shape {
         self.shape
     }
+    /// Its layout.
     pub fn layout(&self) -> Layout {
         self.layout
     }
+    /// Its elements in layout order.
     pub fn data(&self) -> &[f32] {
         self.data
     }
+    /// Its elements in layout order, mutable.
     pub fn data_mut(&mut self) -> &mut [f32] {
         self.data
     }
+    /// The elements, for as long as the view was borrowed.
     pub fn into_data(self) -> &'a mut [f32] {
         self.data
     }
+    /// A read-only view of the same elements.
     pub fn as_view(&self) -> TensorView<'_> {
         TensorView { shape: self.shape, layout: self.layout, data: self.data }
     }

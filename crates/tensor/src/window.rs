@@ -7,9 +7,11 @@ use crate::error::{Error, Result};
 pub struct Window {
     /// (height, width) of the kernel.
     pub kernel: (usize, usize),
+    /// Step between windows (height, width).
     pub stride: (usize, usize),
     /// Zero (conv) or ignored (pool) padding added on both sides of each axis.
     pub padding: (usize, usize),
+    /// Step between kernel taps (height, width); 1 is a dense kernel.
     pub dilation: (usize, usize),
     /// Round the output size up (pooling only in practice).
     pub ceil_mode: bool,
@@ -21,6 +23,7 @@ impl Window {
         Window { kernel: (k, k), stride: (s, s), padding: (p, p), dilation: (1, 1), ceil_mode: false }
     }
 
+    /// The same window with ceil mode on or off.
     pub const fn with_ceil_mode(mut self, ceil_mode: bool) -> Self {
         self.ceil_mode = ceil_mode;
         self

@@ -2,6 +2,8 @@
 //! conv problem strategies for proptest, the reference result with its magnitude bound
 //! (the sum of |a*b| terms), and a runner for NHWC kernels.
 
+#![warn(missing_docs)]
+
 use convkit_reference as reference;
 use convkit_tensor::{FilterShape, Layout, Shape, Tensor, Window};
 use proptest::prelude::*;
@@ -27,10 +29,12 @@ pub fn random_vec(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A tensor of `shape` in `layout` holding [`random_vec`] values.
 pub fn random_tensor(shape: Shape, layout: Layout, seed: u64) -> Tensor {
     Tensor::from_slice(shape, layout, &random_vec(shape.numel().unwrap(), seed)).unwrap()
 }
 
+/// Either layout.
 pub fn layout() -> impl Strategy<Value = Layout> {
     prop_oneof![Just(Layout::Nchw), Just(Layout::Nhwc)]
 }
@@ -38,15 +42,23 @@ pub fn layout() -> impl Strategy<Value = Layout> {
 /// A convolution problem: input shape and layout, filter, window, and a data seed.
 #[derive(Debug, Clone)]
 pub struct ConvProblem {
+    /// Input shape.
     pub input: Shape,
+    /// Input (and output) layout.
     pub layout: Layout,
+    /// The filter.
     pub filter: FilterShape,
+    /// The window.
     pub window: Window,
+    /// Whether the conv has a bias.
     pub bias: bool,
+    /// Whether the epilogue adds a residual.
     pub residual: bool,
     /// Add the output's prior contents (`Epilogue::accumulate`).
     pub accumulate: bool,
+    /// Whether the epilogue applies ReLU.
     pub relu: bool,
+    /// Seed of the data.
     pub seed: u64,
 }
 
@@ -94,6 +106,7 @@ pub fn conv_problem(
 /// Tolerance of an f32 kernel against the f64 reference: relative to the sum of |a*b|
 /// terms of each output (the reference run on absolute values), plus a tiny absolute floor.
 pub const REL_TOL: f32 = 1e-5;
+/// Absolute floor of that tolerance.
 pub const ABS_TOL: f32 = 1e-6;
 
 /// The output buffer a conv test starts from: values the kernel must overwrite, or add
