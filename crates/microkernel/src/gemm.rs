@@ -152,6 +152,11 @@ impl<'a> Gemm<'a> {
         if self.m == 0 {
             return Ok(());
         }
+        if let RowMap::Pixels { ho, wo, .. } = lhs.rows {
+            if ho == 0 || wo == 0 {
+                return Err(Error::invalid(format!("GEMM rows over an output of {ho}x{wo} pixels")));
+            }
+        }
         let need = self.out_len();
         if out < need {
             return Err(Error::mismatch("GEMM output length", format!("at least {need}"), out));

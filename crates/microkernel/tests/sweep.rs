@@ -196,6 +196,10 @@ fn bad_calls_are_errors() {
     let mut out = [0.0; 9];
     let e = Gemm::new(Lhs::strided(&a, 0, 4), packed.panels(), 3, 3).run(&mut out[..]).unwrap_err();
     assert!(e.to_string().contains("left operand"), "{e}");
+    let rows = RowMap::Pixels { ho: 0, wo: 3, src_h: 1, src_w: 3, stride: 1, ci: 4 };
+    let lhs = Lhs { data: &a, rows, segments: 1, segment_step: 0 };
+    let e = Gemm::new(lhs, packed.panels(), 2, 3).run(&mut out[..]).unwrap_err();
+    assert!(e.to_string().contains("0x3 pixels"), "{e}");
     let e = PackedWeights::new(isa, 0, 3, |_, _| 1.0, None).unwrap_err();
     assert!(e.to_string().contains("K and N"), "{e}");
     let e = PackedWeights::new(isa, 2, 3, |_, _| 1.0, Some(&[0.0; 2])).unwrap_err();
