@@ -6,6 +6,7 @@
 //! this CPU runs. Compared with im2col + GEMM this copies the input once instead of
 //! kh*kw times and packs nothing per call.
 
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub use convkit_microkernel::Isa;

@@ -13,19 +13,8 @@
 //!   on the current rayon pool. The 1x1, direct KxK and Winograd convolutions all run on it.
 //! - [`CacheSizes`]: the cache sizes of the CPU it runs on, and every block size derived
 //!   from them.
-//!
-//! ```
-//! use convkit_microkernel::{Gemm, Isa, Lhs, PackedWeights};
-//! // out (2 x 3) = a (2 x 4) * w (4 x 3) + bias
-//! let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-//! let w = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]; // row-major 4 x 3
-//! let packed = PackedWeights::new(Isa::selected()?, 4, 3, |k, n| w[k * 3 + n], Some(&[0.5; 3]))?;
-//! let mut out = [0.0; 6];
-//! Gemm::new(Lhs::strided(&a, 0, 4), packed.panels(), 2, 3).run(&mut out)?;
-//! assert_eq!(out, [5.5, 6.5, 7.5, 13.5, 14.5, 15.5]);
-//! # Ok::<(), convkit_tensor::Error>(())
-//! ```
 
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod cache;

@@ -8,6 +8,7 @@
 //! the threads. Each output is computed by one task, so results do not depend on the
 //! thread count.
 
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 use convkit_microkernel::{Isa, Simd, SimdOp};

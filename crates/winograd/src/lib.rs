@@ -9,6 +9,7 @@
 //! the GEMMs (one task per position, so each weight matrix is read by one thread), and
 //! the output transform with bias and epilogue (over tile rows).
 
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub use convkit_microkernel::Isa;
