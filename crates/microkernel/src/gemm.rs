@@ -343,10 +343,11 @@ fn tile_dispatch<S: Simd>(s: S, rows: usize, panels: usize, t: &TileArgs<'_>, ou
             }
         };
     }
-    if panels == 2 {
-        by_rows!(4)
-    } else {
-        by_rows!(2)
+    // Vectors per tile row: the family's vectors per panel times the panels.
+    match panels * S::PANEL_VECTORS {
+        4 => by_rows!(4),
+        3 => by_rows!(3),
+        _ => by_rows!(2),
     }
 }
 
@@ -355,7 +356,8 @@ fn tile_dispatch<S: Simd>(s: S, rows: usize, panels: usize, t: &TileArgs<'_>, ou
 #[inline(always)]
 fn tile<S: Simd, const R: usize, const V: usize>(s: S, t: &TileArgs<'_>, out: &mut [f32]) {
     let lanes = S::LANES;
-    let nr = 2 * lanes;
+    let vp = S::PANEL_VECTORS;
+    let nr = vp * lanes;
     let mut acc = [[s.zero(); V]; R];
     let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
     for seg in 0..t.lhs.segments {
@@ -365,7 +367,9 @@ fn tile<S: Simd, const R: usize, const V: usize>(s: S, t: &TileArgs<'_>, out: &m
         // early exit that would keep the accumulators in memory) in the loop.
         for (kk, (b0, b1)) in (0..seg_len).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
             let b: [S::F32; V] =
-                std::array::from_fn(|j| if j < 2 { s.load(&b0[j * lanes..]) } else { s.load(&b1[(j - 2) * lanes..]) });
+                std::array::from_fn(
+                    |j| if j < vp { s.load(&b0[j * lanes..]) } else { s.load(&b1[(j - vp) * lanes..]) },
+                );
             for r in 0..R {
                 let a = s.splat(rows[r][kk]);
                 for j in 0..V {

@@ -18,6 +18,8 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + 'static {
     const LANES: usize;
     /// The family this token stands for.
     const ISA: Isa;
+    /// Vectors per packed weight panel: the family's panel width over its lanes.
+    const PANEL_VECTORS: usize = Self::ISA.tile().nr / Self::LANES;
 
     /// Every lane `v`.
     fn splat(self, v: f32) -> Self::F32;
