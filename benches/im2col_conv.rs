@@ -1,7 +1,7 @@
 //! The im2col convolution on ResNet-50's KxK layers (224x224, batch 1): the 7x7/2 stem,
 //! the deep stem's three 3x3 convs (C/D), and the 3x3 convs of each stage (stride 1, and
 //! stride 2 where B/C/D downsample), side by side: im2col + gemm, the direct NHWC conv on
-//! the 1x1 microkernel (`DirectConv`), and for stride-1 3x3 Winograd F(2x2, 3x3)
+//! the microkernel (`DirectConv`), and for stride-1 3x3 Winograd F(2x2, 3x3)
 //! (`winograd/`) and F(4x4, 3x3) (`winograd4/`). Throughput in direct-conv FLOPs (2 per MAC), so Winograd's figure is
 //! an effective rate.
 //!

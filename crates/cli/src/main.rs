@@ -94,7 +94,7 @@ struct Common {
     json: bool,
     /// How KxK convs run: auto (stride-1 3x3 on Winograd, F(4x4) up to 128 channels and
     /// F(2x2) above; the others direct; the default), winograd (F(4x4) up to 256
-    /// channels: fastest, 26 MB more weights), direct (the 1x1 microkernel) or im2col
+    /// channels: fastest, 26 MB more weights), direct (the microkernel, no im2col) or im2col
     /// (+ gemm); bench takes a comma-separated list and times every path in the same rounds.
     #[arg(long, default_value = "auto")]
     kxk: String,

@@ -29,7 +29,7 @@ pub enum KxkPath {
     Auto,
     /// As `Auto` with F(4x4) up to 256 channels: the fastest, for 26 MB more weights.
     Winograd,
-    /// `DirectConv`: the 1x1 microkernel over a zero-padded input copy.
+    /// `DirectConv`: the microkernel over a zero-padded input copy (no im2col matrix).
     Direct,
     /// im2col + the `gemm` crate: the formulation of the paper's argument.
     Im2col,
