@@ -148,13 +148,20 @@ def ort_session(model, threads):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def ov_model(model, threads):
+def ov_model(model, threads, precision="f32"):
+    """OpenVINO's CPU plugin; precision "default" leaves INFERENCE_PRECISION_HINT unset, as a
+    user who changes nothing gets it (bf16 on CPUs with AVX512-BF16 or AMX)."""
     import openvino as ov
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-        "PERFORMANCE_HINT": "LATENCY"})
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config)
     return compiled
+
+
+def ov_precision(compiled):
+    return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
 
 def check(args, tmp):
@@ -181,24 +188,32 @@ def check(args, tmp):
 
 def bench(args, tmp):
     variants = args.variants.split(",")
+    precisions = args.precision.split(",")
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)
     engines = {}
+    names = [f"convkit {p}" for p in precisions] + ["onnxruntime", "openvino f32", "openvino default"]
     for v in variants:
         wpath = os.path.join(tmp, f"{v}.safetensors")
         run([CONVKIT, "export", "--variant", v, "--seed", "0", "-o", wpath])
         model = build_onnx(v, load_file(wpath))
         sess = ort_session(model, args.threads)
-        comp = ov_model(model, args.threads)
-        req = comp.create_infer_request()
         engines[("onnxruntime", v)] = lambda s=sess: s.run(None, {"x": x})
-        engines[("openvino", v)] = lambda r=req: r.infer({0: x})
+        for prec in ("f32", "default"):
+            comp = ov_model(model, args.threads, prec)
+            if prec == "default":
+                print(f"openvino default runs {ov_precision(comp)} on this CPU")
+            req = comp.create_infer_request()
+            engines[(f"openvino {prec}", v)] = lambda r=req: r.infer({0: x})
     medians = {}
     for rnd in range(args.rounds):
         for v in variants:
-            out = run([CONVKIT, "bench", "--variant", v, "--batch", str(args.batch), "--threads", str(args.threads),
-                       "--iters", str(args.iters), "--warmup", "2", "--kxk", args.kxk, "--json"])
-            medians.setdefault(("convkit", v), []).append(json.loads(out)[0]["median_ms"])
-            for eng in ("onnxruntime", "openvino"):
+            for prec in precisions:
+                cmd = [CONVKIT, "bench", "--variant", v, "--batch", str(args.batch), "--threads",
+                       str(args.threads), "--iters", str(args.iters), "--warmup", "2", "--kxk", args.kxk, "--json"]
+                if prec != "f32":
+                    cmd += ["--precision", prec]
+                medians.setdefault((f"convkit {prec}", v), []).append(json.loads(run(cmd))[0]["median_ms"])
+            for eng in names[len(precisions):]:
                 f = engines[(eng, v)]
                 for _ in range(2):
                     f()
@@ -209,22 +224,24 @@ def bench(args, tmp):
                     ts.append((time.perf_counter() - t0) * 1e3)
                 medians.setdefault((eng, v), []).append(float(np.median(ts)))
     print(f"batch {args.batch}, {args.threads} thread(s), {args.rounds} alternating rounds of {args.iters}: "
-          "lowest median ms (range of medians)")
-    print(f"{'engine':<12}" + "".join(f"{v.upper():>20}" for v in variants))
-    best = {}
-    for eng in ("convkit", "onnxruntime", "openvino"):
+          "median over rounds of each round's median, ms (range of the round medians)")
+    print(f"{'engine':<18}" + "".join(f"{v.upper():>20}" for v in variants))
+    mid = {}
+    for eng in names:
         cells = []
         for v in variants:
             m = medians[(eng, v)]
-            best[(eng, v)] = min(m)
-            cells.append(f"{min(m):>8.1f} ({min(m):.0f}-{max(m):.0f})")
-        print(f"{eng:<12}" + "".join(f"{c:>20}" for c in cells))
+            mid[(eng, v)] = float(np.median(m))
+            cells.append(f"{mid[(eng, v)]:>8.1f} ({min(m):.0f}-{max(m):.0f})")
+        print(f"{eng:<18}" + "".join(f"{c:>20}" for c in cells))
     for v in variants:
-        print(f"{v.upper()}: convkit / onnxruntime {best[('convkit', v)] / best[('onnxruntime', v)]:.3f}, "
-              f"convkit / openvino {best[('convkit', v)] / best[('openvino', v)]:.3f}")
+        for prec in precisions:
+            me = f"convkit {prec}"
+            print(f"{v.upper()}: {me} / " + ", ".join(
+                f"{other} {mid[(me, v)] / mid[(other, v)]:.3f}" for other in names[len(precisions):]))
     if "a" in variants:
-        for eng in ("convkit", "onnxruntime", "openvino"):
-            ratios = ", ".join(f"{v.upper()}/A {best[(eng, v)] / best[(eng, 'a')]:.3f}" for v in variants if v != "a")
+        for eng in names:
+            ratios = ", ".join(f"{v.upper()}/A {mid[(eng, v)] / mid[(eng, 'a')]:.3f}" for v in variants if v != "a")
             print(f"{eng}: {ratios}")
 
 
@@ -293,6 +310,7 @@ def main():
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--iters", type=int, default=10)
     b.add_argument("--kxk", default="auto", help="convkit's KxK path: auto, winograd, direct, im2col")
+    b.add_argument("--precision", default="f32", help="convkit's precisions, comma separated: f32, bf16")
     m = sub.add_parser("memory")
     m.add_argument("--variant", default="d")
     m.add_argument("--batch", type=int, default=1)

@@ -25,7 +25,8 @@ pub use convkit_tensor::Conv;
 
 use convkit_microkernel::{Gemm, Lhs, PackedWeights, Panels, RowMap};
 use convkit_tensor::{
-    AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
+    bf16, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
+    TensorViewMut, Window,
 };
 
 /// A 1x1 convolution (stride 1 or 2, no padding) prepared for one activation layout.
@@ -66,6 +67,21 @@ impl Conv1x1 {
         stride: usize,
         layout: Layout,
     ) -> Result<Self> {
+        Self::for_precision(isa, Precision::F32, weights, filter, bias, stride, layout)
+    }
+
+    /// As [`Conv1x1::for_isa`], with the weights packed in `precision`. A bf16 conv runs
+    /// [`Conv::forward_bf16`] over NHWC bf16 activations (the bias stays f32); its
+    /// weights are rounded to nearest bf16 here.
+    pub fn for_precision(
+        isa: Isa,
+        precision: Precision,
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        stride: usize,
+        layout: Layout,
+    ) -> Result<Self> {
         if (filter.kh, filter.kw) != (1, 1) {
             return Err(Error::mismatch("kernel of a 1x1 convolution", "1x1", format!("{}x{}", filter.kh, filter.kw)));
         }
@@ -73,13 +89,16 @@ impl Conv1x1 {
         if stride == 0 {
             return Err(Error::invalid("1x1 convolution stride must be at least 1"));
         }
-        let weights = match layout {
-            Layout::Nhwc => Weights::Nhwc(PackedWeights::from_oihw(isa, weights, filter, bias)?),
-            Layout::Nchw => Weights::Nchw {
+        let weights = match (layout, precision) {
+            (Layout::Nhwc, _) => Weights::Nhwc(PackedWeights::from_oihw(isa, precision, weights, filter, bias)?),
+            (Layout::Nchw, Precision::F32) => Weights::Nchw {
                 isa: isa.check_available()?,
                 weights: AlignedVec::from_slice(weights),
                 bias: bias.map_or_else(|| vec![0.0; filter.co], <[f32]>::to_vec),
             },
+            (Layout::Nchw, _) => {
+                return Err(Error::invalid(format!("a {precision} 1x1 convolution takes NHWC activations, not NCHW")))
+            }
         };
         Ok(Conv1x1 { filter, stride, weights })
     }
@@ -97,13 +116,13 @@ impl Conv1x1 {
         }
     }
 
-    fn forward_nhwc(
+    fn forward_nhwc<T: Element>(
         &self,
         packed: &PackedWeights,
-        input: TensorView<'_>,
+        input: TensorView<'_, T>,
         out: Shape,
-        dst: &mut [f32],
-        e: &Epilogue<'_>,
+        dst: &mut [T],
+        e: &Epilogue<'_, T>,
     ) -> Result<()> {
         let s = input.shape();
         let ci = self.filter.ci;
@@ -195,6 +214,28 @@ impl Conv for Conv1x1 {
         match &self.weights {
             Weights::Nhwc(p) => p.bytes(),
             Weights::Nchw { weights, bias, .. } => 4 * (weights.len() + bias.len()),
+        }
+    }
+
+    fn precision(&self) -> Precision {
+        match &self.weights {
+            Weights::Nhwc(p) => p.precision(),
+            Weights::Nchw { .. } => Precision::F32,
+        }
+    }
+
+    fn forward_bf16(
+        &self,
+        input: TensorView<'_, bf16>,
+        output: &mut TensorViewMut<'_, bf16>,
+        epilogue: Epilogue<'_, bf16>,
+        _scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        let out_shape = self.output_shape(input.shape())?;
+        epilogue.check_conv_call("1x1 conv", self.layout(), &input, output, out_shape)?;
+        match &self.weights {
+            Weights::Nhwc(packed) => self.forward_nhwc(packed, input, out_shape, output.data_mut(), &epilogue),
+            Weights::Nchw { .. } => Err(Error::invalid("an NCHW 1x1 convolution has no bf16 path")),
         }
     }
 

@@ -14,7 +14,8 @@ pub use convkit_tensor::Conv;
 
 use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, Lhs, PackedWeights, RowMap};
 use convkit_tensor::{
-    checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
+    bf16, checked_product, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape,
+    TensorView, TensorViewMut, Window,
 };
 
 /// Padded inputs below this many floats are copied on the calling thread.
@@ -44,6 +45,20 @@ impl DirectConv {
         bias: Option<&[f32]>,
         window: Window,
     ) -> Result<Self> {
+        Self::for_precision(isa, Precision::F32, weights, filter, bias, window)
+    }
+
+    /// As [`DirectConv::for_isa`], with the weights packed in `precision`. A bf16 conv
+    /// runs [`Conv::forward_bf16`] over bf16 activations (the bias stays f32); its weights
+    /// are rounded to nearest bf16 here.
+    pub fn for_precision(
+        isa: Isa,
+        precision: Precision,
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        window: Window,
+    ) -> Result<Self> {
         filter.check(weights, bias)?;
         filter.check_window(&window)?;
         if window.dilation != (1, 1) || window.ceil_mode {
@@ -58,7 +73,7 @@ impl DirectConv {
         Ok(DirectConv {
             filter,
             window,
-            packed: PackedWeights::from_oihw(isa, weights, filter, bias)?,
+            packed: PackedWeights::from_oihw(isa, precision, weights, filter, bias)?,
             scratch_bytes: CacheSizes::get().scratch_bytes(),
         })
     }
@@ -76,13 +91,13 @@ impl DirectConv {
     }
 
     /// Runs the microkernel walk over `src` (src_h x src_w images, padding included).
-    fn run(
+    fn run<T: Element>(
         &self,
-        src: &[f32],
+        src: &[T],
         (src_h, src_w): (usize, usize),
         out: Shape,
-        dst: &mut [f32],
-        e: &Epilogue<'_>,
+        dst: &mut [T],
+        e: &Epilogue<'_, T>,
     ) -> Result<()> {
         let ci = self.filter.ci;
         let rows = RowMap::Pixels { ho: out.h, wo: out.w, src_h, src_w, stride: self.window.stride.0, ci };
@@ -105,6 +120,41 @@ impl DirectConv {
         let w = pw.checked_mul(2).and_then(|p| input.w.checked_add(p)).ok_or_else(overflow)?;
         let image = checked_product("direct conv scratch", &[h, w, input.c])?;
         Ok((image, (self.scratch_bytes / (4 * image).max(1)).clamp(1, input.n)))
+    }
+
+    /// The conv over `input` of any element type: padded into `scratch` a group of images
+    /// at a time, then the microkernel walk.
+    fn forward_any<T: Element>(
+        &self,
+        input: TensorView<'_, T>,
+        output: &mut TensorViewMut<'_, T>,
+        epilogue: Epilogue<'_, T>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        let out_shape = self.output_shape(input.shape())?;
+        epilogue.check_conv_call("direct conv", Layout::Nhwc, &input, output, out_shape)?;
+        let s = input.shape();
+        let (ph, pw) = self.window.padding;
+        if (ph, pw) == (0, 0) {
+            return self.run(input.data(), (s.h, s.w), out_shape, output.data_mut(), &epilogue);
+        }
+        let (padded_image, group) = self.padded_group(s)?;
+        let scratch = scratch.grow_elements::<T>(padded_image * group)?;
+        let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
+        let (in_image, out_image) = (s.image_len(), out_shape.image_len());
+        for n0 in (0..s.n).step_by(group) {
+            let images = group.min(s.n - n0);
+            let (group_in, group_out) = (Shape { n: images, ..s }, Shape { n: images, ..out_shape });
+            let padded = &mut scratch[..padded_image * images];
+            pad_nhwc(&input.data()[n0 * in_image..(n0 + images) * in_image], group_in, (ph, pw), padded);
+            let residual = epilogue
+                .residual
+                .map(|r| TensorView::new(group_out, Layout::Nhwc, &r.data()[n0 * out_image..(n0 + images) * out_image]))
+                .transpose()?;
+            let out = &mut output.data_mut()[n0 * out_image..(n0 + images) * out_image];
+            self.run(padded, (hp, wp), group_out, out, &Epilogue { residual, ..epilogue })?;
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +185,10 @@ impl Conv for DirectConv {
         self.packed.bytes()
     }
 
+    fn precision(&self) -> Precision {
+        self.packed.precision()
+    }
+
     fn forward(
         &self,
         input: TensorView<'_>,
@@ -142,50 +196,35 @@ impl Conv for DirectConv {
         epilogue: Epilogue<'_>,
         scratch: &mut AlignedVec,
     ) -> Result<()> {
-        let out_shape = self.output_shape(input.shape())?;
-        epilogue.check_conv_call("direct conv", Layout::Nhwc, &input, output, out_shape)?;
-        let s = input.shape();
-        let (ph, pw) = self.window.padding;
-        if (ph, pw) == (0, 0) {
-            return self.run(input.data(), (s.h, s.w), out_shape, output.data_mut(), &epilogue);
-        }
-        let (padded_image, group) = self.padded_group(s)?;
-        if scratch.len() < padded_image * group {
-            scratch.resize(padded_image * group)?;
-        }
-        let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
-        let (in_image, out_image) = (s.image_len(), out_shape.image_len());
-        for n0 in (0..s.n).step_by(group) {
-            let images = group.min(s.n - n0);
-            let (group_in, group_out) = (Shape { n: images, ..s }, Shape { n: images, ..out_shape });
-            let padded = &mut scratch[..padded_image * images];
-            pad_nhwc(&input.data()[n0 * in_image..(n0 + images) * in_image], group_in, (ph, pw), padded);
-            let residual = epilogue
-                .residual
-                .map(|r| TensorView::new(group_out, Layout::Nhwc, &r.data()[n0 * out_image..(n0 + images) * out_image]))
-                .transpose()?;
-            let out = &mut output.data_mut()[n0 * out_image..(n0 + images) * out_image];
-            self.run(padded, (hp, wp), group_out, out, &Epilogue { residual, ..epilogue })?;
-        }
-        Ok(())
+        self.forward_any(input, output, epilogue, scratch)
+    }
+
+    fn forward_bf16(
+        &self,
+        input: TensorView<'_, bf16>,
+        output: &mut TensorViewMut<'_, bf16>,
+        epilogue: Epilogue<'_, bf16>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        self.forward_any(input, output, epilogue, scratch)
     }
 }
 
 /// Copies NHWC `src` into `dst` of (h + 2ph) x (w + 2pw) per image with zero borders, one
 /// padded row per task on the current rayon pool.
-fn pad_nhwc(src: &[f32], s: Shape, (ph, pw): (usize, usize), dst: &mut [f32]) {
+fn pad_nhwc<T: Element>(src: &[T], s: Shape, (ph, pw): (usize, usize), dst: &mut [T]) {
     let c = s.c;
     let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
     let row = s.w * c;
-    let fill_row = |(i, dst_row): (usize, &mut [f32])| {
+    let fill_row = |(i, dst_row): (usize, &mut [T])| {
         let (n, y) = (i / hp, i % hp);
         match y.checked_sub(ph).filter(|&iy| iy < s.h) {
-            None => dst_row.fill(0.0),
+            None => dst_row.fill(T::default()),
             Some(iy) => {
                 let src_row = &src[(n * s.h + iy) * row..][..row];
-                dst_row[..pw * c].fill(0.0);
+                dst_row[..pw * c].fill(T::default());
                 dst_row[pw * c..pw * c + row].copy_from_slice(src_row);
-                dst_row[pw * c + row..].fill(0.0);
+                dst_row[pw * c + row..].fill(T::default());
             }
         }
     };

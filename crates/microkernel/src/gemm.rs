@@ -6,7 +6,7 @@ use crate::isa::{SimdOp, MR};
 use crate::pack::Panels;
 use crate::simd::Simd;
 use crate::CacheSizes;
-use convkit_tensor::{Error, Result};
+use convkit_tensor::{bf16, Element, Error, Precision, Result};
 use rayon::prelude::*;
 
 /// Where each row of the left operand starts in its buffer.
@@ -73,11 +73,12 @@ impl RowMap {
 
 /// The left operand: row m is `segments` runs of K / segments contiguous values of
 /// `data`, the first at `rows`'s offset of m and the others `segment_step` apart (a KxK
-/// NHWC conv: one run of kw * ci values per kernel row, one input row apart).
+/// NHWC conv: one run of kw * ci values per kernel row, one input row apart). f32, or
+/// bf16 against bf16 panels.
 #[derive(Debug, Clone, Copy)]
-pub struct Lhs<'a> {
+pub struct Lhs<'a, A: Element = f32> {
     /// The buffer rows are read from.
-    pub data: &'a [f32],
+    pub data: &'a [A],
     /// Where each row starts.
     pub rows: RowMap,
     /// Runs per row (at least 1; K must be a multiple of it).
@@ -86,19 +87,23 @@ pub struct Lhs<'a> {
     pub segment_step: usize,
 }
 
-impl<'a> Lhs<'a> {
+impl<'a, A: Element> Lhs<'a, A> {
     /// Rows of `k` contiguous values, `row_step` apart from `start`: a row-major matrix.
-    pub fn strided(data: &'a [f32], start: usize, row_step: usize) -> Self {
+    pub fn strided(data: &'a [A], start: usize, row_step: usize) -> Self {
         Lhs { data, rows: RowMap::Strided { start, step: row_step }, segments: 1, segment_step: 0 }
     }
 }
 
 /// One GEMM with its epilogue: `out[m * row_len + col0 + n] = act(sum_k lhs[m, k] *
 /// rhs[k, n] + column bias [+ row bias] [+ residual] [+ out])` for m < `m`, n < N.
+///
+/// `A` is the left operand's element and must be the precision of the panels; `O` is the
+/// output's (and residual's). The sum and the epilogue are f32 whatever the types; a bf16
+/// output is rounded to nearest (ties to even) when stored.
 #[derive(Debug, Clone, Copy)]
-pub struct Gemm<'a> {
+pub struct Gemm<'a, A: Element = f32, O: Element = A> {
     /// Left operand, M x K.
-    pub lhs: Lhs<'a>,
+    pub lhs: Lhs<'a, A>,
     /// Right operand, K x N, packed (with its column bias, if any).
     pub rhs: Panels<'a>,
     /// Rows M.
@@ -110,17 +115,17 @@ pub struct Gemm<'a> {
     /// One value per row added to it (an NCHW conv, rows are output channels).
     pub row_bias: Option<&'a [f32]>,
     /// Added to the output, laid out like it (same `row_len` and `col0`).
-    pub residual: Option<&'a [f32]>,
+    pub residual: Option<&'a [O]>,
     /// Add the output's prior contents.
     pub accumulate: bool,
     /// max(v, 0) last.
     pub relu: bool,
 }
 
-impl<'a> Gemm<'a> {
+impl<'a, A: Element, O: Element> Gemm<'a, A, O> {
     /// A GEMM of `lhs` (M = `m`) by `rhs` into rows `row_len` apart from column 0, with
     /// only the column bias of `rhs` as epilogue.
-    pub fn new(lhs: Lhs<'a>, rhs: Panels<'a>, m: usize, row_len: usize) -> Self {
+    pub fn new(lhs: Lhs<'a, A>, rhs: Panels<'a>, m: usize, row_len: usize) -> Self {
         Gemm { lhs, rhs, m, row_len, col0: 0, row_bias: None, residual: None, accumulate: false, relu: false }
     }
 
@@ -140,6 +145,20 @@ impl<'a> Gemm<'a> {
         let lhs = &self.lhs;
         if lhs.segments == 0 || k % lhs.segments != 0 {
             return Err(Error::invalid(format!("K = {k} is not a whole number of {} row segments", lhs.segments)));
+        }
+        if A::PRECISION != self.rhs.precision {
+            return Err(Error::mismatch(
+                "GEMM left operand precision (that of its panels)",
+                self.rhs.precision,
+                A::PRECISION,
+            ));
+        }
+        if A::PRECISION == Precision::Bf16 && lhs.segments != self.rhs.segments {
+            return Err(Error::mismatch(
+                "row segments of a bf16 GEMM (those its panels were paired in)",
+                self.rhs.segments,
+                lhs.segments,
+            ));
         }
         if self.col0 + n > self.row_len && self.m > 1 {
             return Err(Error::invalid(format!(
@@ -183,7 +202,7 @@ impl<'a> Gemm<'a> {
     /// multiple of the thread count; a single row splits its panels instead. Every output
     /// is the same sequence of FMAs whatever the split: results are bitwise the same for
     /// any thread count.
-    pub fn run(&self, out: &mut [f32]) -> Result<()> {
+    pub fn run(&self, out: &mut [O]) -> Result<()> {
         self.check(out.len())?;
         if self.m == 0 {
             return Ok(());
@@ -200,29 +219,29 @@ impl<'a> Gemm<'a> {
             for_each_chunk(row, per_task * nr, |(t, cols)| {
                 let p0 = t * per_task;
                 let p1 = (p0 + per_task).min(panel_count);
-                self.rhs.isa.dispatch(Block { gemm: self, m0: 0, count: 1, panels: (p0, p1), out: cols, out_col0: 0 });
+                Block { gemm: self, m0: 0, count: 1, panels: (p0, p1), out: cols, out_col0: 0 }.dispatch();
             });
             return Ok(());
         }
-        let block = rows_per_task(self.m, self.rhs.k, threads);
+        let block = rows_per_task(self.m, self.rhs.k * std::mem::size_of::<A>(), threads);
         let (m, row_len, col0) = (self.m, self.row_len, self.col0);
         for_each_chunk(out, block * row_len, |(t, rows)| {
             let m0 = t * block;
             let count = block.min(m - m0);
-            self.rhs.isa.dispatch(Block { gemm: self, m0, count, panels: (0, panel_count), out: rows, out_col0: col0 });
+            Block { gemm: self, m0, count, panels: (0, panel_count), out: rows, out_col0: col0 }.dispatch();
         });
         Ok(())
     }
 
     /// Runs the whole GEMM on the calling thread (inside a task of the caller's own split).
-    pub fn run_serial(&self, out: &mut [f32]) -> Result<()> {
+    pub fn run_serial(&self, out: &mut [O]) -> Result<()> {
         self.check(out.len())?;
         if self.m == 0 {
             return Ok(());
         }
         let out = &mut out[..self.out_len()];
         let panels = (0, self.rhs.count());
-        self.rhs.isa.dispatch(Block { gemm: self, m0: 0, count: self.m, panels, out, out_col0: self.col0 });
+        Block { gemm: self, m0: 0, count: self.m, panels, out, out_col0: self.col0 }.dispatch();
         Ok(())
     }
 }
@@ -248,24 +267,37 @@ pub fn current_threads() -> usize {
 /// count and of equal size, so no thread is left with a remainder task. Not rounded to
 /// whole tiles: on the 7x7 layers (49 rows, 2 threads) that made tasks of 30 + 19 rows,
 /// 5 tiles where 4 and a single row do.
-fn rows_per_task(rows: usize, k: usize, threads: usize) -> usize {
-    let cache_rows = (CacheSizes::get().lhs_block_bytes() / (k * 4).max(1)).max(MR);
+fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let cache_rows = (CacheSizes::get().lhs_block_bytes() / row_bytes.max(1)).max(MR);
     let tasks = rows.div_ceil(cache_rows).next_multiple_of(threads);
     rows.div_ceil(tasks)
 }
 
 /// One task: rows m0..m0 + count and panels p0..p1 of a GEMM. `out` starts at row m0;
 /// column 0 of panel p0 is at `out_col0` in each of its rows.
-struct Block<'g, 'a, 'o> {
-    gemm: &'g Gemm<'a>,
+struct Block<'g, 'a, 'o, A: Element, O: Element> {
+    gemm: &'g Gemm<'a, A, O>,
     m0: usize,
     count: usize,
     panels: (usize, usize),
-    out: &'o mut [f32],
+    out: &'o mut [O],
     out_col0: usize,
 }
 
-impl SimdOp for Block<'_, '_, '_> {
+impl<A: Element, O: Element> Block<'_, '_, '_, A, O> {
+    /// Runs the task under its family's target features: the bf16 kernels through
+    /// [`crate::Isa::dispatch_bf16`], which has the native bf16 dot product where the
+    /// CPU does.
+    fn dispatch(self) {
+        let isa = self.gemm.rhs.isa;
+        match A::PRECISION {
+            Precision::F32 => isa.dispatch(self),
+            _ => isa.dispatch_bf16(self),
+        }
+    }
+}
+
+impl<A: Element, O: Element> SimdOp for Block<'_, '_, '_, A, O> {
     type Output = ();
 
     #[inline(always)]
@@ -274,7 +306,8 @@ impl SimdOp for Block<'_, '_, '_> {
         let tile_shape = S::ISA.tile();
         let (k, n, nr) = (g.rhs.k, g.rhs.n, tile_shape.nr);
         let (p0, p1) = self.panels;
-        let panel = |p: usize| &g.rhs.data[p * k * nr..(p + 1) * k * nr];
+        let panel_len = g.rhs.panel_len();
+        let panel = |p: usize| &g.rhs.data[p * panel_len..(p + 1) * panel_len];
         let mut p = p0;
         while p < p1 {
             let width = tile_shape.max_panels.min(p1 - p);
@@ -306,8 +339,8 @@ impl SimdOp for Block<'_, '_, '_> {
 }
 
 /// What one tile reads: its rows of the left operand, one or two panels, the epilogue.
-struct TileArgs<'a> {
-    lhs: &'a Lhs<'a>,
+struct TileArgs<'a, A: Element, O: Element> {
+    lhs: &'a Lhs<'a, A>,
     offsets: [usize; MR],
     seg_len: usize,
     /// The tile's first and last panel (the same one for a one-panel tile).
@@ -317,7 +350,7 @@ struct TileArgs<'a> {
     /// Row bias from the tile's first row.
     row_bias: Option<&'a [f32]>,
     /// Residual from the tile's first row and column, rows `row_len` apart.
-    residual: Option<&'a [f32]>,
+    residual: Option<&'a [O]>,
     row_len: usize,
     /// Columns of the tile that exist (at most its width).
     cols: usize,
@@ -329,17 +362,23 @@ struct TileArgs<'a> {
 /// 1..=2: the tiles a family's [`crate::TileShape`] allows are a subset of these, and the
 /// kernel sweep in tests/ runs each of them.
 #[inline(always)]
-fn tile_dispatch<S: Simd>(s: S, rows: usize, panels: usize, t: &TileArgs<'_>, out: &mut [f32]) {
+fn tile_dispatch<S: Simd, A: Element, O: Element>(
+    s: S,
+    rows: usize,
+    panels: usize,
+    t: &TileArgs<'_, A, O>,
+    out: &mut [O],
+) {
     const _: () = assert!(MR == 6, "tile_dispatch lists tiles of 1..=6 rows");
     macro_rules! by_rows {
         ($v:literal) => {
             match rows {
-                6 => tile::<S, 6, $v>(s, t, out),
-                5 => tile::<S, 5, $v>(s, t, out),
-                4 => tile::<S, 4, $v>(s, t, out),
-                3 => tile::<S, 3, $v>(s, t, out),
-                2 => tile::<S, 2, $v>(s, t, out),
-                _ => tile::<S, 1, $v>(s, t, out),
+                6 => tile::<S, A, O, 6, $v>(s, t, out),
+                5 => tile::<S, A, O, 5, $v>(s, t, out),
+                4 => tile::<S, A, O, 4, $v>(s, t, out),
+                3 => tile::<S, A, O, 3, $v>(s, t, out),
+                2 => tile::<S, A, O, 2, $v>(s, t, out),
+                _ => tile::<S, A, O, 1, $v>(s, t, out),
             }
         };
     }
@@ -354,22 +393,33 @@ fn tile_dispatch<S: Simd>(s: S, rows: usize, panels: usize, t: &TileArgs<'_>, ou
 /// One R x (V vectors) tile over the whole reduction, accumulators in registers, then the
 /// epilogue and the store. `out` starts at the tile's first row and column.
 #[inline(always)]
-fn tile<S: Simd, const R: usize, const V: usize>(s: S, t: &TileArgs<'_>, out: &mut [f32]) {
+fn tile<S: Simd, A: Element, O: Element, const R: usize, const V: usize>(s: S, t: &TileArgs<'_, A, O>, out: &mut [O]) {
+    let acc = match A::PRECISION {
+        Precision::F32 => reduce_f32::<S, R, V>(s, bytemuck::cast_slice(t.lhs.data), t),
+        _ => reduce_bf16::<S, R, V>(s, bytemuck::cast_slice(t.lhs.data), t),
+    };
+    store_tile(s, acc, t, out);
+}
+
+/// The f32 reduction of a tile: one broadcast per row and k, V FMAs with it.
+#[inline(always)]
+fn reduce_f32<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    data: &[f32],
+    t: &TileArgs<'_, impl Element, impl Element>,
+) -> [[S::F32; V]; R] {
     let lanes = S::LANES;
     let vp = S::PANEL_VECTORS;
     let nr = vp * lanes;
     let mut acc = [[s.zero(); V]; R];
     let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
     for seg in 0..t.lhs.segments {
-        let rows: [&[f32]; R] = std::array::from_fn(|r| &t.lhs.data[t.offsets[r] + seg * step..][..seg_len]);
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &data[t.offsets[r] + seg * step..][..seg_len]);
         let (first, last) = (segment(t.panels[0], seg, seg_len * nr), segment(t.panels[1], seg, seg_len * nr));
         // kk runs over 0..seg_len, the length of every row slice: no bounds check (and no
         // early exit that would keep the accumulators in memory) in the loop.
         for (kk, (b0, b1)) in (0..seg_len).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
-            let b: [S::F32; V] =
-                std::array::from_fn(
-                    |j| if j < vp { s.load(&b0[j * lanes..]) } else { s.load(&b1[(j - vp) * lanes..]) },
-                );
+            let b = panel_row::<S, V>(s, b0, b1);
             for r in 0..R {
                 let a = s.splat(rows[r][kk]);
                 for j in 0..V {
@@ -378,7 +428,80 @@ fn tile<S: Simd, const R: usize, const V: usize>(s: S, t: &TileArgs<'_>, out: &m
             }
         }
     }
-    store_tile(s, acc, t, out);
+    acc
+}
+
+/// The bf16 reduction of a tile: per pair of k, one broadcast of each row's two bf16
+/// values and V bf16 dot products with it; a segment of odd length ends with its last
+/// value alone (paired with zero, as its weights are).
+#[inline(always)]
+fn reduce_bf16<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    data: &[u16],
+    t: &TileArgs<'_, impl Element, impl Element>,
+) -> [[S::F32; V]; R] {
+    let lanes = S::LANES;
+    let vp = S::PANEL_VECTORS;
+    let nr = vp * lanes;
+    let mut acc = [[s.zero(); V]; R];
+    let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
+    let (pairs, seg_pairs) = (seg_len / 2, seg_len.div_ceil(2));
+    for seg in 0..t.lhs.segments {
+        let rows: [&[u16]; R] = std::array::from_fn(|r| &data[t.offsets[r] + seg * step..][..seg_len]);
+        let (first, last) = (segment(t.panels[0], seg, seg_pairs * nr), segment(t.panels[1], seg, seg_pairs * nr));
+        for (kk, (b0, b1)) in (0..pairs).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
+            let b = panel_row::<S, V>(s, b0, b1);
+            for r in 0..R {
+                let pair = u32::from(rows[r][2 * kk]) | u32::from(rows[r][2 * kk + 1]) << 16;
+                let a = s.splat(f32::from_bits(pair));
+                for j in 0..V {
+                    acc[r][j] = s.dot_bf16(acc[r][j], a, b[j]);
+                }
+            }
+        }
+        if seg_len % 2 == 1 {
+            let at = pairs * nr;
+            let b = panel_row::<S, V>(s, &first[at..], &last[at..]);
+            for r in 0..R {
+                let a = s.splat(f32::from_bits(u32::from(rows[r][seg_len - 1])));
+                for j in 0..V {
+                    acc[r][j] = s.dot_bf16(acc[r][j], a, b[j]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The V weight vectors of one k (one pair of k in bf16): from the first panel's row
+/// `b0`, then from the last one's `b1`. A plain loop: `array::from_fn` here was left as a
+/// call in the reduction loop, its vectors passed through memory.
+#[inline(always)]
+fn panel_row<S: Simd, const V: usize>(s: S, b0: &[f32], b1: &[f32]) -> [S::F32; V] {
+    let (lanes, vp) = (S::LANES, S::PANEL_VECTORS);
+    let mut b = [s.zero(); V];
+    for (j, v) in b.iter_mut().enumerate() {
+        *v = if j < vp { s.load(&b0[j * lanes..]) } else { s.load(&b1[(j - vp) * lanes..]) };
+    }
+    b
+}
+
+/// One vector of `O` from `src` (whole vectors).
+#[inline(always)]
+fn load_out<S: Simd, O: Element>(s: S, src: &[O]) -> S::F32 {
+    match O::PRECISION {
+        Precision::F32 => s.load(bytemuck::cast_slice(src)),
+        _ => s.load_bf16(bytemuck::cast_slice(src)),
+    }
+}
+
+/// Stores one vector into `dst` as `O`.
+#[inline(always)]
+fn store_out<S: Simd, O: Element>(s: S, dst: &mut [O], v: S::F32) {
+    match O::PRECISION {
+        Precision::F32 => s.store(bytemuck::cast_slice_mut(dst), v),
+        _ => s.store_bf16(bytemuck::cast_slice_mut::<O, bf16>(dst), v),
+    }
 }
 
 /// Part `seg` of a panel cut into parts of `len` floats.
@@ -392,11 +515,11 @@ fn segment(panel: &[f32], seg: usize, len: usize) -> &[f32] {
 /// compiler unrolls it and the accumulators stay in registers (a loop it does not unroll
 /// indexes them, which keeps a copy in memory, stored at every step of the reduction).
 #[inline(always)]
-fn store_tile<S: Simd, const R: usize, const V: usize>(
+fn store_tile<S: Simd, A: Element, O: Element, const R: usize, const V: usize>(
     s: S,
     mut acc: [[S::F32; V]; R],
-    t: &TileArgs<'_>,
-    out: &mut [f32],
+    t: &TileArgs<'_, A, O>,
+    out: &mut [O],
 ) {
     let lanes = S::LANES;
     if let Some(b) = t.col_bias {
@@ -421,14 +544,14 @@ fn store_tile<S: Simd, const R: usize, const V: usize>(
         if let Some(res) = t.residual {
             for (r, row) in acc.iter_mut().enumerate() {
                 for j in 0..V {
-                    row[j] = s.add(row[j], s.load(&res[r * t.row_len + j * lanes..]));
+                    row[j] = s.add(row[j], load_out(s, &res[r * t.row_len + j * lanes..][..lanes]));
                 }
             }
         }
         if t.accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
                 for j in 0..V {
-                    row[j] = s.add(row[j], s.load(&out[r * t.row_len + j * lanes..]));
+                    row[j] = s.add(row[j], load_out(s, &out[r * t.row_len + j * lanes..][..lanes]));
                 }
             }
         }
@@ -443,7 +566,7 @@ fn store_tile<S: Simd, const R: usize, const V: usize>(
         }
         for (r, row) in acc.iter().enumerate() {
             for j in 0..V {
-                s.store(&mut out[r * t.row_len + j * lanes..], row[j]);
+                store_out(s, &mut out[r * t.row_len + j * lanes..][..lanes], row[j]);
             }
         }
         return;
@@ -461,11 +584,11 @@ fn store_tile<S: Simd, const R: usize, const V: usize>(
         let values = &values[..t.cols];
         let res = t.residual.map(|res| &res[r * t.row_len..][..t.cols]);
         for (c, (d, &v)) in dst.iter_mut().zip(values).enumerate() {
-            let mut v = v + res.map_or(0.0, |res| res[c]);
+            let mut v = v + res.map_or(0.0, |res| res[c].to_f32());
             if t.accumulate {
-                v += *d;
+                v += d.to_f32();
             }
-            *d = if t.relu { convkit_tensor::relu(v) } else { v };
+            *d = O::from_f32(if t.relu { convkit_tensor::relu(v) } else { v });
         }
     }
 }

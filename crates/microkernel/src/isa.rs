@@ -4,7 +4,7 @@ use crate::simd::{Portable, Simd};
 use convkit_tensor::{Error, Result};
 use std::sync::OnceLock;
 
-/// The environment variable that forces a family (`avx512`, `avx2` or `portable`) for
+/// The environment variable that forces a family (`avx512bf16`, `avx512`, `avx2` or `portable`) for
 /// tests and benchmarks. Asking for one this CPU lacks is an error that names it.
 pub const ISA_ENV: &str = "CONVKIT_ISA";
 
@@ -12,6 +12,9 @@ pub const ISA_ENV: &str = "CONVKIT_ISA";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Isa {
+    /// AVX-512F with AVX512-BF16: the AVX-512 family whose bf16 dot product is native
+    /// (`vdpbf16ps`); its f32 kernels are those of `Avx512`.
+    Avx512Bf16,
     /// AVX-512F: 16 lanes, 32 registers, tiles of 6 rows x 32 or 64 columns.
     Avx512,
     /// AVX2 + FMA: 8 lanes, 16 registers, tiles of 4 rows x 16 columns.
@@ -37,11 +40,12 @@ pub(crate) const MR: usize = 6;
 
 impl Isa {
     /// Every family, fastest first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+    pub const ALL: [Isa; 4] = [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2, Isa::Portable];
 
     /// The name `CONVKIT_ISA` and `convkit info` use.
     pub const fn name(self) -> &'static str {
         match self {
+            Isa::Avx512Bf16 => "avx512bf16",
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
@@ -51,7 +55,7 @@ impl Isa {
     /// f32 lanes of one vector.
     pub const fn lanes(self) -> usize {
         match self {
-            Isa::Avx512 => 16,
+            Isa::Avx512Bf16 | Isa::Avx512 => 16,
             Isa::Avx2 => 8,
             Isa::Portable => 4,
         }
@@ -63,11 +67,11 @@ impl Isa {
     /// ran at 26-40 GFLOP/s on one Zen 3 core where 4 x 16 ran at 62-85 (peak 89).
     pub const fn tile(self) -> TileShape {
         let max_panels = match self {
-            Isa::Avx512 => 2,
+            Isa::Avx512Bf16 | Isa::Avx512 => 2,
             Isa::Avx2 | Isa::Portable => 1,
         };
         let mr = match self {
-            Isa::Avx512 => MR,
+            Isa::Avx512Bf16 | Isa::Avx512 => MR,
             Isa::Avx2 => 4,
             Isa::Portable => 4,
         };
@@ -82,11 +86,13 @@ impl Isa {
     pub fn is_available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => crate::simd::Avx512Bf16::try_new().is_some(),
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => crate::simd::Avx512::try_new().is_some(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => crate::simd::Avx2::try_new().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx512 | Isa::Avx2 => false,
+            Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => false,
             Isa::Portable => true,
         }
     }
@@ -115,6 +121,7 @@ impl Isa {
             Ok(self)
         } else {
             let needs = match self {
+                Isa::Avx512Bf16 => "avx512f and avx512bf16",
                 Isa::Avx512 => "avx512f",
                 Isa::Avx2 => "avx2 and fma",
                 Isa::Portable => "nothing",
@@ -123,13 +130,19 @@ impl Isa {
         }
     }
 
+    /// Whether the family's bf16 dot product is one instruction (else two f32 FMAs).
+    pub const fn native_bf16(self) -> bool {
+        matches!(self, Isa::Avx512Bf16)
+    }
+
     /// Runs `op` under this family's target features. A family this CPU lacks (which no
-    /// constructor accepts) runs the portable one instead: slower, never unsound.
+    /// constructor accepts) runs the portable one instead: slower, never unsound. The f32
+    /// kernels of `Avx512Bf16` are those of `Avx512` (one compiled copy of each).
     #[inline]
     pub fn dispatch<Op: SimdOp>(self, op: Op) -> Op::Output {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => match crate::simd::Avx512::try_new() {
+            Isa::Avx512Bf16 | Isa::Avx512 => match crate::simd::Avx512::try_new() {
                 // SAFETY: `run_avx512` enables avx512f, avx2 and fma; the token exists only
                 // when `Avx512::try_new` saw them on this CPU.
                 Some(s) => unsafe { run_avx512(s, op) },
@@ -145,6 +158,22 @@ impl Isa {
             _ => op.run(Portable),
         }
     }
+
+    /// As [`Isa::dispatch`], for kernels that use the bf16 dot product: `Avx512Bf16` runs
+    /// them with its native instructions, every other family emulates them.
+    #[inline]
+    pub fn dispatch_bf16<Op: SimdOp>(self, op: Op) -> Op::Output {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => match crate::simd::Avx512Bf16::try_new() {
+                // SAFETY: `run_avx512_bf16` enables avx512f, avx512bf16, avx2 and fma; the
+                // token exists only when `Avx512Bf16::try_new` saw them on this CPU.
+                Some(s) => unsafe { run_avx512_bf16(s, op) },
+                None => self.dispatch(op),
+            },
+            _ => self.dispatch(op),
+        }
+    }
 }
 
 impl std::fmt::Display for Isa {
@@ -156,10 +185,9 @@ impl std::fmt::Display for Isa {
 impl std::str::FromStr for Isa {
     type Err = Error;
     fn from_str(s: &str) -> Result<Isa> {
-        Isa::ALL
-            .into_iter()
-            .find(|i| i.name() == s.trim())
-            .ok_or_else(|| Error::invalid(format!("unknown kernel family {s:?} (expected avx512, avx2 or portable)")))
+        Isa::ALL.into_iter().find(|i| i.name() == s.trim()).ok_or_else(|| {
+            Error::invalid(format!("unknown kernel family {s:?} (expected avx512bf16, avx512, avx2 or portable)"))
+        })
     }
 }
 
@@ -177,6 +205,12 @@ pub trait SimdOp {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn run_avx512<Op: SimdOp>(s: crate::simd::Avx512, op: Op) -> Op::Output {
+    op.run(s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+fn run_avx512_bf16<Op: SimdOp>(s: crate::simd::Avx512Bf16, op: Op) -> Op::Output {
     op.run(s)
 }
 

@@ -30,5 +30,5 @@ pub use isa::{cpu_name, Isa, SimdOp, TileShape, ISA_ENV};
 pub use pack::{PackedWeights, Panels};
 pub use probe::measure_fma_gflops;
 #[cfg(target_arch = "x86_64")]
-pub use simd::{Avx2, Avx512};
+pub use simd::{Avx2, Avx512, Avx512Bf16};
 pub use simd::{Portable, Simd};

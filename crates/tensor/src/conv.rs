@@ -1,7 +1,10 @@
 //! The one interface of every convolution kernel, so that a model, a test or a benchmark
 //! has one code path whatever the kernel.
 
-use crate::{AlignedVec, Epilogue, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window};
+use crate::{
+    bf16, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
+    TensorViewMut, Window,
+};
 use std::time::Duration;
 
 /// A convolution whose weights were packed once, at construction, for one layout.
@@ -26,6 +29,12 @@ pub trait Conv: Send + Sync + std::fmt::Debug {
     /// Bytes of the packed weights and bias.
     fn weight_bytes(&self) -> usize;
 
+    /// The precision the weights were packed for: what [`Conv::forward`] (f32) or
+    /// [`Conv::forward_bf16`] (bf16) takes.
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
     /// `output = epilogue(conv(input) + bias)` on the current rayon pool. `scratch` is
     /// grown to [`Conv::scratch_len`] if shorter; its contents are never read before
     /// they are written.
@@ -36,6 +45,20 @@ pub trait Conv: Send + Sync + std::fmt::Debug {
         epilogue: Epilogue<'_>,
         scratch: &mut AlignedVec,
     ) -> Result<()>;
+
+    /// `output = epilogue(conv(input) + bias)` over bf16 activations, for a conv whose
+    /// [`Conv::precision`] is bf16: f32 accumulation and epilogue, the output rounded to
+    /// bf16 when stored. An error for a conv without a bf16 path.
+    fn forward_bf16(
+        &self,
+        input: TensorView<'_, bf16>,
+        output: &mut TensorViewMut<'_, bf16>,
+        epilogue: Epilogue<'_, bf16>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        let _ = (input, output, epilogue, scratch);
+        Err(Error::invalid(format!("this {}x{} conv has no bf16 path", self.filter().kh, self.filter().kw)))
+    }
 
     /// As [`Conv::forward`], and returns the time spent lowering the input (the im2col
     /// copies), zero for kernels that do not lower: what a profile shows as im2col's cost.
@@ -48,5 +71,37 @@ pub trait Conv: Send + Sync + std::fmt::Debug {
     ) -> Result<Duration> {
         self.forward(input, output, epilogue, scratch)?;
         Ok(Duration::ZERO)
+    }
+}
+
+/// Runs `conv` over activations of type `T`: [`Conv::forward`] for f32,
+/// [`Conv::forward_bf16`] for bf16. A conv packed for the other precision is an error.
+pub fn conv_forward<T: Element>(
+    conv: &dyn Conv,
+    input: TensorView<'_, T>,
+    output: &mut TensorViewMut<'_, T>,
+    epilogue: Epilogue<'_, T>,
+    scratch: &mut AlignedVec,
+) -> Result<Duration> {
+    if conv.precision() != T::PRECISION {
+        return Err(Error::mismatch("activation precision of a conv", conv.precision(), T::PRECISION));
+    }
+    let mismatch = || Error::invalid("conv_forward: element type and precision disagree");
+    match T::PRECISION {
+        Precision::F32 => conv.forward_timed(
+            input.cast().ok_or_else(mismatch)?,
+            &mut output.cast_mut().ok_or_else(mismatch)?,
+            epilogue.cast().ok_or_else(mismatch)?,
+            scratch,
+        ),
+        Precision::Bf16 => {
+            conv.forward_bf16(
+                input.cast().ok_or_else(mismatch)?,
+                &mut output.cast_mut().ok_or_else(mismatch)?,
+                epilogue.cast().ok_or_else(mismatch)?,
+                scratch,
+            )?;
+            Ok(Duration::ZERO)
+        }
     }
 }

@@ -7,13 +7,15 @@
 #![warn(missing_docs)]
 
 mod conv;
+mod element;
 mod error;
 mod shape;
 mod storage;
 mod tensor;
 mod window;
 
-pub use conv::Conv;
+pub use conv::{conv_forward, Conv};
+pub use element::{bf16, round_bf16, Element, Precision};
 pub use error::{checked_product, Error, Result};
 pub use shape::{FilterShape, Layout, Shape, Strides};
 pub use storage::{AlignedVec, ALIGN};
@@ -84,22 +86,39 @@ mod tests {
 /// shape and layout, then optionally the output's own prior contents (`accumulate`, so a
 /// shortcut computed into the output buffer needs no buffer of its own), then optionally ReLU.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Epilogue<'a> {
+pub struct Epilogue<'a, T: Element = f32> {
     /// Added after the bias: a tensor of the output's shape and layout.
-    pub residual: Option<TensorView<'a>>,
+    pub residual: Option<TensorView<'a, T>>,
     /// Add the output's prior contents (a shortcut computed into it).
     pub accumulate: bool,
     /// max(v, 0) last (NaN stays NaN).
     pub relu: bool,
 }
 
-impl<'a> Epilogue<'a> {
+impl Epilogue<'_> {
     /// Bias only.
     pub const NONE: Epilogue<'static> = Epilogue { residual: None, accumulate: false, relu: false };
 
     /// Bias, then ReLU.
     pub fn relu() -> Self {
         Epilogue { residual: None, accumulate: false, relu: true }
+    }
+}
+
+impl<'a, T: Element> Epilogue<'a, T> {
+    /// The same epilogue over elements of type `U` (None if it holds a residual of
+    /// another type).
+    pub fn cast<U: Element>(self) -> Option<Epilogue<'a, U>> {
+        let residual = match self.residual {
+            Some(r) => Some(r.cast::<U>()?),
+            None => None,
+        };
+        Some(Epilogue { residual, accumulate: self.accumulate, relu: self.relu })
+    }
+
+    /// The same flags over another element type, without a residual.
+    pub fn flags<U: Element>(&self) -> Epilogue<'a, U> {
+        Epilogue { residual: None, accumulate: self.accumulate, relu: self.relu }
     }
 
     /// Checks a conv call: input and output in the `layout` the conv was prepared for, the
@@ -109,8 +128,8 @@ impl<'a> Epilogue<'a> {
         &self,
         conv: &str,
         layout: Layout,
-        input: &TensorView<'_>,
-        output: &TensorViewMut<'_>,
+        input: &TensorView<'_, T>,
+        output: &TensorViewMut<'_, T>,
         expected: Shape,
     ) -> Result<()> {
         for (what, got) in [("input layout", input.layout()), ("output layout", output.layout())] {

@@ -80,6 +80,26 @@ impl AlignedVec {
         Ok(())
     }
 
+    /// The first `len` elements of type `T` the buffer holds, grown (zero-filled) to hold
+    /// them if shorter: an f32 buffer holds twice as many bf16 values.
+    pub fn grow_elements<T: crate::Element>(&mut self, len: usize) -> Result<&mut [T]> {
+        let floats = (len * std::mem::size_of::<T>()).div_ceil(4);
+        if self.len < floats {
+            self.resize(floats)?;
+        }
+        Ok(&mut self.elements_mut::<T>()[..len])
+    }
+
+    /// The buffer read as elements of type `T`.
+    pub fn elements<T: crate::Element>(&self) -> &[T] {
+        bytemuck::cast_slice(self.as_slice())
+    }
+
+    /// The buffer as elements of type `T`, mutable.
+    pub fn elements_mut<T: crate::Element>(&mut self) -> &mut [T] {
+        bytemuck::cast_slice_mut(self.as_mut_slice())
+    }
+
     /// Floats the allocation holds without growing.
     pub fn capacity(&self) -> usize {
         self.lines.len() * 16

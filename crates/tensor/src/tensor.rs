@@ -1,6 +1,7 @@
 use crate::error::{Error, Result};
 use crate::shape::{Layout, Shape, Strides};
 use crate::storage::AlignedVec;
+use crate::Element;
 
 /// An owned, contiguous 4-d f32 tensor in 64-byte aligned storage.
 #[derive(Debug, Clone)]
@@ -10,20 +11,20 @@ pub struct Tensor {
     data: AlignedVec,
 }
 
-/// A borrowed, contiguous 4-d f32 tensor.
+/// A borrowed, contiguous 4-d tensor of f32 (or of another [`Element`], bf16).
 #[derive(Debug, Clone, Copy)]
-pub struct TensorView<'a> {
+pub struct TensorView<'a, T: Element = f32> {
     shape: Shape,
     layout: Layout,
-    data: &'a [f32],
+    data: &'a [T],
 }
 
-/// A mutable borrowed, contiguous 4-d f32 tensor.
+/// A mutable borrowed, contiguous 4-d tensor of f32 (or of another [`Element`], bf16).
 #[derive(Debug)]
-pub struct TensorViewMut<'a> {
+pub struct TensorViewMut<'a, T: Element = f32> {
     shape: Shape,
     layout: Layout,
-    data: &'a mut [f32],
+    data: &'a mut [T],
 }
 
 fn check_len(shape: Shape, len: usize) -> Result<()> {
@@ -101,9 +102,9 @@ impl Tensor {
     }
 }
 
-impl<'a> TensorView<'a> {
+impl<'a, T: Element> TensorView<'a, T> {
     /// A view of `data` as a tensor of `shape` in `layout` (the length must match).
-    pub fn new(shape: Shape, layout: Layout, data: &'a [f32]) -> Result<Self> {
+    pub fn new(shape: Shape, layout: Layout, data: &'a [T]) -> Result<Self> {
         check_len(shape, data.len())?;
         Ok(TensorView { shape, layout, data })
     }
@@ -116,7 +117,7 @@ impl<'a> TensorView<'a> {
         self.layout
     }
     /// Its elements in layout order.
-    pub fn data(&self) -> &'a [f32] {
+    pub fn data(&self) -> &'a [T] {
         self.data
     }
     /// Element strides of its layout.
@@ -125,14 +126,26 @@ impl<'a> TensorView<'a> {
     }
     #[inline]
     /// Element (n, c, h, w), whatever the layout.
-    pub fn get(&self, n: usize, c: usize, h: usize, w: usize) -> f32 {
+    pub fn get(&self, n: usize, c: usize, h: usize, w: usize) -> T {
         self.data[self.strides().offset(n, c, h, w)]
     }
     /// The contiguous elements of image `n` (c*h*w values in this view's layout).
-    pub fn image(&self, n: usize) -> &'a [f32] {
+    pub fn image(&self, n: usize) -> &'a [T] {
         let len = self.shape.image_len();
         &self.data[n * len..(n + 1) * len]
     }
+    /// The same view with elements of type `U`, if that is the type it holds (a generic
+    /// caller's way to reach a kernel written for one element type).
+    pub fn cast<U: Element>(self) -> Option<TensorView<'a, U>> {
+        (T::PRECISION == U::PRECISION).then(|| TensorView {
+            shape: self.shape,
+            layout: self.layout,
+            data: bytemuck::cast_slice(self.data),
+        })
+    }
+}
+
+impl<'a> TensorView<'a> {
     /// A copy in `layout`.
     pub fn to_layout(&self, layout: Layout) -> Tensor {
         let mut out = Tensor { shape: self.shape, layout, data: AlignedVec::zeros(self.data.len()) };
@@ -145,9 +158,9 @@ impl<'a> TensorView<'a> {
     }
 }
 
-impl<'a> TensorViewMut<'a> {
+impl<'a, T: Element> TensorViewMut<'a, T> {
     /// A mutable view of `data` as a tensor of `shape` in `layout` (the length must match).
-    pub fn new(shape: Shape, layout: Layout, data: &'a mut [f32]) -> Result<Self> {
+    pub fn new(shape: Shape, layout: Layout, data: &'a mut [T]) -> Result<Self> {
         check_len(shape, data.len())?;
         Ok(TensorViewMut { shape, layout, data })
     }
@@ -160,20 +173,28 @@ impl<'a> TensorViewMut<'a> {
         self.layout
     }
     /// Its elements in layout order.
-    pub fn data(&self) -> &[f32] {
+    pub fn data(&self) -> &[T] {
         self.data
     }
     /// Its elements in layout order, mutable.
-    pub fn data_mut(&mut self) -> &mut [f32] {
+    pub fn data_mut(&mut self) -> &mut [T] {
         self.data
     }
     /// The elements, for as long as the view was borrowed.
-    pub fn into_data(self) -> &'a mut [f32] {
+    pub fn into_data(self) -> &'a mut [T] {
         self.data
     }
     /// A read-only view of the same elements.
-    pub fn as_view(&self) -> TensorView<'_> {
+    pub fn as_view(&self) -> TensorView<'_, T> {
         TensorView { shape: self.shape, layout: self.layout, data: self.data }
+    }
+    /// A view of the same elements with type `U`, if that is the type it holds.
+    pub fn cast_mut<U: Element>(&mut self) -> Option<TensorViewMut<'_, U>> {
+        (T::PRECISION == U::PRECISION).then(|| TensorViewMut {
+            shape: self.shape,
+            layout: self.layout,
+            data: bytemuck::cast_slice_mut(&mut *self.data),
+        })
     }
 }
 
