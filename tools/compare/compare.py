@@ -8,6 +8,10 @@
   compare.py bench [--variants a,d] [--batch 1] [--threads 2] [--rounds 3] [--iters 10]
       times convkit, onnxruntime and OpenVINO in alternating rounds and prints the lowest
       median per engine and variant, and the ratios.
+  compare.py numerics [--variants a,b,c,d] [--size 224] [--images 8]
+      convkit bf16 and OpenVINO at its default settings against convkit f32 (within 2e-6 of
+      float64): max|difference| / max|logit|, and the share of images whose top-1 and top-5
+      classes agree with f32.
   compare.py memory [--variant d] [--batch 1] [--threads 2]
       peak resident memory of the whole process (/usr/bin/time -v) running 5 forward
       passes, per engine, median of 3 processes; and of Python with each engine imported.
@@ -161,7 +165,9 @@ def ov_model(model, threads, precision="f32"):
 
 
 def ov_precision(compiled):
-    return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    """The element type OpenVINO computes in, as "f32" or "bf16"."""
+    name = str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").replace("'>", "")
+    return {"float32": "f32", "bfloat16": "bf16"}.get(name, name)
 
 
 def check(args, tmp):
@@ -245,6 +251,45 @@ def bench(args, tmp):
             print(f"{eng}: {ratios}")
 
 
+def numerics(args, tmp):
+    """bf16 engines against f32: convkit bf16 and OpenVINO at its default settings, each
+    against convkit f32 (which is within 2e-6 of float64, tests/model.rs) on the same
+    weights and inputs; and the share of images whose top-1 / top-5 classes agree."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (args.images, 3, args.size, args.size)).astype(np.float32)
+    xpath = os.path.join(tmp, "x.npy")
+    write_npy(xpath, x)
+    print(f"{args.images} images {args.size}x{args.size}, uniform in [-1, 1), seeded weights (seed 0)")
+    print(f"{'variant':<8}{'engine':<20}{'max|d| / max|logit|':>22}{'centred':>10}{'top-1 = f32':>13}{'top-5 = f32':>13}")
+    for v in args.variants.split(","):
+        wpath = os.path.join(tmp, f"{v}.safetensors")
+        run([CONVKIT, "export", "--variant", v, "--seed", "0", "-o", wpath])
+        model = build_onnx(v, load_file(wpath))
+        outs = {}
+        for prec in ("f32", "bf16"):
+            ypath = os.path.join(tmp, f"y-{prec}.npy")
+            run([CONVKIT, "run", "--variant", v, "--weights", wpath, "--input", xpath, "--output", ypath,
+                 "--precision", prec])
+            outs[f"convkit {prec}"] = np.load(ypath).astype(np.float64)
+        comp = ov_model(model, 2, "default")
+        ov = comp.create_infer_request().infer({0: x})
+        outs[f"openvino {ov_precision(comp)}"] = np.asarray(list(ov.values())[0], dtype=np.float64)
+        outs["onnxruntime f32"] = np.asarray(ort_session(model, 2).run(None, {"x": x})[0], dtype=np.float64)
+        want = outs["convkit f32"]
+        wc = want - want.mean(1, keepdims=True)
+        top1 = want.argmax(1)
+        top5 = np.argsort(-want, 1)[:, :5]
+        for name, got in outs.items():
+            if name == "convkit f32":
+                continue
+            rel = np.abs(got - want).max() / np.abs(want).max()
+            gc = got - got.mean(1, keepdims=True)
+            rel_c = np.abs(gc - wc).max() / np.abs(wc).max()
+            agree1 = float((got.argmax(1) == top1).mean())
+            agree5 = float(np.mean([set(a) == set(b) for a, b in zip(np.argsort(-got, 1)[:, :5], top5)]))
+            print(f"{v.upper():<8}{name:<20}{rel:>22.2e}{rel_c:>10.2e}{agree1:>13.2f}{agree5:>13.2f}")
+
+
 ENGINE_SCRIPT = """
 import sys, numpy as np
 engine, path, batch, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -311,6 +356,10 @@ def main():
     b.add_argument("--iters", type=int, default=10)
     b.add_argument("--kxk", default="auto", help="convkit's KxK path: auto, winograd, direct, im2col")
     b.add_argument("--precision", default="f32", help="convkit's precisions, comma separated: f32, bf16")
+    n = sub.add_parser("numerics")
+    n.add_argument("--variants", default="a,b,c,d")
+    n.add_argument("--size", type=int, default=224)
+    n.add_argument("--images", type=int, default=8)
     m = sub.add_parser("memory")
     m.add_argument("--variant", default="d")
     m.add_argument("--batch", type=int, default=1)
@@ -320,7 +369,7 @@ def main():
     if not os.path.exists(CONVKIT):
         sys.exit(f"{CONVKIT} not found: build it with cargo build --release -p convkit-cli")
     with tempfile.TemporaryDirectory() as tmp:
-        {"check": check, "bench": bench, "memory": memory}[args.cmd](args, tmp)
+        {"check": check, "bench": bench, "numerics": numerics, "memory": memory}[args.cmd](args, tmp)
 
 
 if __name__ == "__main__":

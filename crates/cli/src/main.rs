@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use convkit_cli::{classify, npy};
 use convkit_microkernel::{CacheSizes, Isa};
 use convkit_model::{BatchRunner, ConvPath, KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
-use convkit_tensor::{Layout, Shape, Tensor, TensorView};
+use convkit_tensor::{Layout, Precision, Shape, Tensor, TensorView};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +45,9 @@ enum Command {
         output: PathBuf,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// f32 or bf16 (bf16 weights and activations, f32 accumulation and logits).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Top-5 ImageNet classes of JPEG/PNG images (resize 256, center crop 224).
     Classify {
@@ -57,6 +60,9 @@ enum Command {
         weights: PathBuf,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// f32 or bf16 (bf16 weights and activations, f32 accumulation and logits).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Writes seeded weights under timm/torchvision key names as safetensors.
     Export {
@@ -102,6 +108,11 @@ struct Common {
     /// sub-batch); bench takes a comma-separated list and times each in the same rounds.
     #[arg(long, default_value_t = convkit_model::DEFAULT_SUB_BATCH.to_string())]
     sub_batch: String,
+    /// f32 (the default) or bf16 (bf16 weights and activations, f32 accumulation; native
+    /// on AVX512-BF16, emulated with f32 FMAs elsewhere); bench takes a comma-separated
+    /// list and times each in the same rounds.
+    #[arg(long, default_value = "f32")]
+    precision: String,
     /// f32 FMA peak of one core in GFLOP/s, for the share-of-peak column; measured on
     /// every worker thread at once (12 FMA chains of the selected kernel family) when not given.
     #[arg(long)]
@@ -159,8 +170,12 @@ fn main() -> ExitCode {
         Command::Info { size } => info(size),
         Command::Bench(args) => bench(&args),
         Command::Profile(args) => profile(&args),
-        Command::Run { variant, weights, input, output, threads } => run(&variant, &weights, &input, &output, threads),
-        Command::Classify { images, variant, weights, threads } => classify(&images, &variant, &weights, threads),
+        Command::Run { variant, weights, input, output, threads, precision } => {
+            run(&variant, &weights, &input, &output, threads, &precision)
+        }
+        Command::Classify { images, variant, weights, threads, precision } => {
+            classify(&images, &variant, &weights, threads, &precision)
+        }
         Command::Export { variant, seed, output } => export(&variant, seed, &output),
     };
     match result {
@@ -178,13 +193,39 @@ fn parse_variants(list: &str) -> Result<Vec<Variant>, String> {
     list.split(',').filter(|s| !s.trim().is_empty()).map(|s| Variant::parse(s).map_err(|e| e.to_string())).collect()
 }
 
-/// Peak GFLOP/s of the pool's threads together: `--peak` per core times threads, or measured.
-fn pool_peak(c: &Common, pool: &rayon::ThreadPool) -> Result<f64, String> {
+/// Peak GFLOP/s of the pool's threads together in `precision`: `--peak` per core times
+/// threads, or measured on every thread at once (f32 FMAs, or the bf16 dot product of the
+/// selected family).
+fn pool_peak(c: &Common, pool: &rayon::ThreadPool, precision: Precision) -> Result<f64, String> {
     let isa = Isa::selected().map_err(|e| e.to_string())?;
-    Ok(match c.peak {
-        Some(per_core) => per_core * c.threads as f64,
-        None => pool.broadcast(|_| convkit_microkernel::measure_fma_gflops(isa, PEAK_PROBE_SECONDS)).iter().sum(),
+    Ok(match (c.peak, precision) {
+        (Some(per_core), Precision::F32) => per_core * c.threads as f64,
+        (_, Precision::F32) => {
+            pool.broadcast(|_| convkit_microkernel::measure_fma_gflops(isa, PEAK_PROBE_SECONDS)).iter().sum()
+        }
+        _ => pool.broadcast(|_| convkit_microkernel::measure_bf16_gflops(isa, PEAK_PROBE_SECONDS)).iter().sum(),
     })
+}
+
+/// The precisions of a comma-separated list.
+fn precisions(list: &str) -> Result<Vec<Precision>, String> {
+    let all: Vec<Precision> = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse::<Precision>().map_err(|e| format!("--precision: {e}")))
+        .collect::<Result<_, _>>()?;
+    if all.is_empty() {
+        return Err("--precision: expected f32, bf16 or a list of them".into());
+    }
+    Ok(all)
+}
+
+/// The one precision of a command that takes one.
+fn one_precision(list: &str) -> Result<Precision, String> {
+    match precisions(list)?[..] {
+        [p] => Ok(p),
+        _ => Err("--precision: only bench takes a list".into()),
+    }
 }
 
 /// Most worker threads a pool may have: far past any CPU this runs on, and short of
@@ -291,7 +332,7 @@ fn one_sub_batch(c: &Common) -> Result<usize, String> {
 
 fn seeded_model(v: Variant, c: &Common) -> Result<ResNet, String> {
     let weights = Weights::seeded(ResNetSpec::resnet50(v), c.seed);
-    let model = ResNet::from_weights(weights, kxk_path(&c.kxk)?).map_err(|e| e.to_string())?;
+    let model = ResNet::build(weights, kxk_path(&c.kxk)?, one_precision(&c.precision)?).map_err(|e| e.to_string())?;
     Ok(model.with_sub_batch(one_sub_batch(c)?))
 }
 
@@ -339,16 +380,19 @@ fn bench(args: &BenchArgs) -> CliResult {
     }
     // Every (KxK path, parallel mode, variant) is timed in the same alternating rounds.
     let subs = sub_batches(&c.sub_batch)?;
+    let precs = precisions(&c.precision)?;
     let mut models = Vec::new();
     for &sub in &subs {
         for path in &paths {
             let kxk = kxk_path(path)?;
-            for &v in &variants {
-                let model = ResNet::from_weights(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk)
-                    .map_err(|e| e.to_string())?
-                    .with_sub_batch(sub);
-                let label = if subs.len() > 1 { format!("{path}/sub{sub}") } else { path.to_string() };
-                models.push((label, v, model));
+            for &precision in &precs {
+                for &v in &variants {
+                    let model = ResNet::build(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk, precision)
+                        .map_err(|e| e.to_string())?
+                        .with_sub_batch(sub);
+                    let label = if subs.len() > 1 { format!("{path}/sub{sub}") } else { path.to_string() };
+                    models.push((label, v, model));
+                }
             }
         }
     }
@@ -383,47 +427,61 @@ fn bench(args: &BenchArgs) -> CliResult {
         }
     }
     bar.finish_and_clear();
-    let peak = pool_peak(c, &pool)?;
+    let mut peaks = BTreeMap::new();
+    for &p in &precs {
+        peaks.insert(p.name(), pool_peak(c, &pool, p)?);
+    }
     let macs_a = counts(Variant::A, c.size)?.macs() as f64;
     let mut rows = Vec::new();
-    for (i, (path, v, _, _)) in cases.iter().enumerate() {
+    for (i, (path, v, model, _)) in cases.iter().enumerate() {
         let macs = counts(*v, c.size)?.macs() as f64 * c.batch as f64;
         let min = times[i].iter().cloned().fold(f64::INFINITY, f64::min);
         let med = median(&mut times[i]);
-        rows.push((path.as_str(), *v, med, min, macs));
+        rows.push((path.as_str(), *v, med, min, macs, model.precision()));
     }
-    let time_of_a = |path: &str| rows.iter().find(|r| r.0 == path && r.1 == Variant::A).map(|r| r.2);
+    let time_of_a =
+        |path: &str, p: Precision| rows.iter().find(|r| r.0 == path && r.1 == Variant::A && r.5 == p).map(|r| r.2);
     if c.json {
         // serde_json writes a number that is not finite (a zero --peak, a zero time) as null.
         let items: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(path, v, med, min, macs)| {
+            .map(|(path, v, med, min, macs, precision)| {
                 let gflops = 2.0 * macs / med / 1e9;
+                let peak = peaks[precision.name()];
                 serde_json::json!({
-                    "variant": v.to_string(), "kxk": path, "batch": c.batch, "threads": c.threads, "size": c.size,
-                    "median_ms": med * 1e3, "min_ms": min * 1e3, "images_per_s": c.batch as f64 / med,
-                    "gflops": gflops, "peak_share": gflops / peak, "macs": *macs as u64,
+                    "variant": v.to_string(), "kxk": path, "precision": precision.name(), "batch": c.batch,
+                    "threads": c.threads, "size": c.size, "median_ms": med * 1e3, "min_ms": min * 1e3,
+                    "images_per_s": c.batch as f64 / med, "gflops": gflops, "peak_gflops": peak,
+                    "peak_share": gflops / peak, "macs": *macs as u64,
                 })
             })
             .collect();
         println!("{}", serde_json::Value::Array(items));
         return Ok(());
     }
+    let peak_list: Vec<String> = peaks.iter().map(|(p, g)| format!("{p} {g:.0}")).collect();
     println!(
-        "ResNet-50, batch {}, {}x{}, {} thread(s), {} alternating rounds (peak {peak:.0} GFLOP/s)",
-        c.batch, c.size, c.size, c.threads, c.iters
+        "ResNet-50, batch {}, {}x{}, {} thread(s), {} alternating rounds (measured peak GFLOP/s: {})",
+        c.batch,
+        c.size,
+        c.size,
+        c.threads,
+        c.iters,
+        peak_list.join(", ")
     );
     println!(
-        "{:<8} {:<12} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
-        "variant", "path", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
+        "{:<8} {:<12} {:<5} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "variant", "path", "prec", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
     );
-    for (path, v, med, min, macs) in &rows {
+    for (path, v, med, min, macs, precision) in &rows {
         let gflops = 2.0 * macs / med / 1e9;
-        let ratio = time_of_a(path).map_or("-".to_string(), |a| format!("{:.3}", med / a));
+        let peak = peaks[precision.name()];
+        let ratio = time_of_a(path, *precision).map_or("-".to_string(), |a| format!("{:.3}", med / a));
         println!(
-            "{:<8} {:<12} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
+            "{:<8} {:<12} {:<5} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
             v.to_string(),
             path,
+            precision.name(),
             med * 1e3,
             min * 1e3,
             c.batch as f64 / med,
@@ -467,7 +525,7 @@ fn profile(args: &ProfileArgs) -> CliResult {
         s.lowering_seconds = median(&mut t);
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    let peak = pool_peak(c, &pool)?;
+    let peak = pool_peak(c, &pool, model.precision())?;
     let gflops = |macs: u64, secs: f64| if secs > 0.0 { 2.0 * macs as f64 / secs / 1e9 } else { 0.0 };
     let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
     for s in &steps {
@@ -498,15 +556,20 @@ fn profile(args: &ProfileArgs) -> CliResult {
             })
             .collect();
         let report = serde_json::json!({
-            "variant": variant.to_string(), "batch": c.batch, "threads": c.threads, "total_ms": total * 1e3,
-            "layers": layers, "by_kind": kinds,
+            "variant": variant.to_string(), "precision": model.precision().name(), "batch": c.batch,
+            "threads": c.threads, "total_ms": total * 1e3, "peak_gflops": peak, "layers": layers, "by_kind": kinds,
         });
         println!("{report}");
         return Ok(());
     }
     println!(
-        "ResNet-50-{variant}, batch {}, {}x{}, {} thread(s), median of {} runs per layer",
-        c.batch, c.size, c.size, c.threads, c.iters
+        "ResNet-50-{variant}, {}, batch {}, {}x{}, {} thread(s), median of {} runs per layer",
+        model.precision(),
+        c.batch,
+        c.size,
+        c.size,
+        c.threads,
+        c.iters
     );
     println!(
         "{:<26} {:<8} {:<7} {:>18} {:>18} {:>11} {:>8} {:>8} {:>6} {:>9} {:>9}",
@@ -559,8 +622,10 @@ fn run(
     input: &std::path::Path,
     output: &std::path::Path,
     threads: usize,
+    precision: &str,
 ) -> CliResult {
     Variant::parse(variant).map_err(|e| e.to_string())?;
+    let precision = one_precision(precision)?;
     let (shape, values) = npy::read_f32(input)?;
     let [n, c, h, w] = shape[..] else {
         return Err(format!("{}: input has shape {shape:?}; expected rank 4 NCHW [n, 3, h, w]", input.display()));
@@ -570,7 +635,7 @@ fn run(
     }
     let view = TensorView::new(Shape::new(n, c, h, w), Layout::Nchw, &values)
         .map_err(|e| format!("{}: {e}", input.display()))?;
-    let model = load_model(variant, weights)?;
+    let model = load_model(variant, weights, precision)?;
     let pool = thread_pool(threads)?;
     let mut ws = Workspace::new();
     let logits = pool.install(|| model.forward(view, &mut ws)).map_err(|e| format!("{}: {e}", input.display()))?;
@@ -582,13 +647,20 @@ fn export(variant: &str, seed: u64, output: &std::path::Path) -> CliResult {
     Weights::seeded(spec, seed).save(output).map_err(|e| e.to_string())
 }
 
-fn load_model(variant: &str, weights: &std::path::Path) -> Result<ResNet, String> {
+fn load_model(variant: &str, weights: &std::path::Path, precision: Precision) -> Result<ResNet, String> {
     let spec = ResNetSpec::resnet50(Variant::parse(variant).map_err(|e| e.to_string())?);
-    ResNet::from_weights(Weights::load(spec, weights).map_err(|e| e.to_string())?, KxkPath::default())
+    ResNet::build(Weights::load(spec, weights).map_err(|e| e.to_string())?, KxkPath::default(), precision)
         .map_err(|e| e.to_string())
 }
 
-fn classify(images: &[PathBuf], variant: &str, weights: &std::path::Path, threads: usize) -> CliResult {
+fn classify(
+    images: &[PathBuf],
+    variant: &str,
+    weights: &std::path::Path,
+    threads: usize,
+    precision: &str,
+) -> CliResult {
+    let precision = one_precision(precision)?;
     // Every image is read first; one that fails is reported and the others are classified.
     let mut batch = Vec::new();
     let (mut good, mut errors) = (Vec::new(), Vec::new());
@@ -608,7 +680,7 @@ fn classify(images: &[PathBuf], variant: &str, weights: &std::path::Path, thread
         eprintln!("convkit: error: {e}");
     }
     if !good.is_empty() {
-        let model = load_model(variant, weights)?;
+        let model = load_model(variant, weights, precision)?;
         let shape = Shape::new(good.len(), 3, classify::CROP, classify::CROP);
         let view = TensorView::new(shape, Layout::Nchw, &batch).map_err(|e| e.to_string())?;
         let pool = thread_pool(threads)?;

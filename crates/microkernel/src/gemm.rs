@@ -6,7 +6,7 @@ use crate::isa::{SimdOp, MR};
 use crate::pack::Panels;
 use crate::simd::Simd;
 use crate::CacheSizes;
-use convkit_tensor::{bf16, Element, Error, Precision, Result};
+use convkit_tensor::{Element, Error, Precision, Result};
 use rayon::prelude::*;
 
 /// Where each row of the left operand starts in its buffer.
@@ -486,24 +486,6 @@ fn panel_row<S: Simd, const V: usize>(s: S, b0: &[f32], b1: &[f32]) -> [S::F32; 
     b
 }
 
-/// One vector of `O` from `src` (whole vectors).
-#[inline(always)]
-fn load_out<S: Simd, O: Element>(s: S, src: &[O]) -> S::F32 {
-    match O::PRECISION {
-        Precision::F32 => s.load(bytemuck::cast_slice(src)),
-        _ => s.load_bf16(bytemuck::cast_slice(src)),
-    }
-}
-
-/// Stores one vector into `dst` as `O`.
-#[inline(always)]
-fn store_out<S: Simd, O: Element>(s: S, dst: &mut [O], v: S::F32) {
-    match O::PRECISION {
-        Precision::F32 => s.store(bytemuck::cast_slice_mut(dst), v),
-        _ => s.store_bf16(bytemuck::cast_slice_mut::<O, bf16>(dst), v),
-    }
-}
-
 /// Part `seg` of a panel cut into parts of `len` floats.
 #[inline(always)]
 fn segment(panel: &[f32], seg: usize, len: usize) -> &[f32] {
@@ -544,14 +526,14 @@ fn store_tile<S: Simd, A: Element, O: Element, const R: usize, const V: usize>(
         if let Some(res) = t.residual {
             for (r, row) in acc.iter_mut().enumerate() {
                 for j in 0..V {
-                    row[j] = s.add(row[j], load_out(s, &res[r * t.row_len + j * lanes..][..lanes]));
+                    row[j] = s.add(row[j], s.load_elements(&res[r * t.row_len + j * lanes..], lanes));
                 }
             }
         }
         if t.accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
                 for j in 0..V {
-                    row[j] = s.add(row[j], load_out(s, &out[r * t.row_len + j * lanes..][..lanes]));
+                    row[j] = s.add(row[j], s.load_elements(&out[r * t.row_len + j * lanes..], lanes));
                 }
             }
         }
@@ -566,7 +548,7 @@ fn store_tile<S: Simd, A: Element, O: Element, const R: usize, const V: usize>(
         }
         for (r, row) in acc.iter().enumerate() {
             for j in 0..V {
-                store_out(s, &mut out[r * t.row_len + j * lanes..][..lanes], row[j]);
+                s.store_elements(&mut out[r * t.row_len + j * lanes..], lanes, row[j]);
             }
         }
         return;

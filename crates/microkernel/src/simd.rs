@@ -7,7 +7,7 @@
 //! target features through [`crate::Isa::dispatch`], so the intrinsics inline into them.
 
 use crate::Isa;
-use convkit_tensor::bf16;
+use convkit_tensor::{bf16, Element, Precision};
 
 /// One CPU family's f32 vector and its operations. Every method is `#[inline(always)]`:
 /// a kernel generic over `S` is compiled once per family, inside a function that enables
@@ -92,6 +92,43 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + 'static {
             self.store(s, v)
         } else {
             self.store_partial(&mut s[..n], v)
+        }
+    }
+
+    /// `s[..n]` (`n <= LANES`) of f32 or bf16 elements, as f32 (the rest of the lanes zero).
+    #[inline(always)]
+    fn load_elements<T: Element>(self, s: &[T], n: usize) -> Self::F32 {
+        match T::PRECISION {
+            Precision::F32 => self.load_n(bytemuck::cast_slice(s), n),
+            _ => {
+                let s: &[bf16] = bytemuck::cast_slice(s);
+                if n == Self::LANES {
+                    self.load_bf16(s)
+                } else {
+                    let mut whole = [bf16::ZERO; 16];
+                    whole[..n].copy_from_slice(&s[..n]);
+                    self.load_bf16(&whole)
+                }
+            }
+        }
+    }
+
+    /// Stores `n <= LANES` lanes of `v` at `s[..n]` as f32 or bf16 elements (rounded to
+    /// nearest, ties to even).
+    #[inline(always)]
+    fn store_elements<T: Element>(self, s: &mut [T], n: usize, v: Self::F32) {
+        match T::PRECISION {
+            Precision::F32 => self.store_n(bytemuck::cast_slice_mut(s), n, v),
+            _ => {
+                let s: &mut [bf16] = bytemuck::cast_slice_mut(s);
+                if n == Self::LANES {
+                    self.store_bf16(s, v)
+                } else {
+                    let mut whole = [bf16::ZERO; 16];
+                    self.store_bf16(&mut whole, v);
+                    s[..n].copy_from_slice(&whole[..n]);
+                }
+            }
         }
     }
 }

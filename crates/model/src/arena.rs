@@ -1,7 +1,7 @@
 //! The activation arena of a forward pass: buffers named by the role they play in a
 //! residual block, grown once per batch size and reused after.
 
-use convkit_tensor::{AlignedVec, Error, Layout, Shape, TensorView};
+use convkit_tensor::{AlignedVec, Element, Error, Layout, Shape, TensorView};
 
 /// The role of an arena buffer in a residual block. The stem ping-pongs between
 /// `Input` and `Output`, so the two bottleneck buffers only ever hold the (narrower)
@@ -45,28 +45,21 @@ impl Buffers {
         self.0.swap(a as usize, b as usize);
     }
 
-    /// The first `len` floats of `b`, grown if shorter. Buffers only grow (zero-filled,
+    /// The first `len` elements of `b`, grown if shorter. Buffers only grow (zero-filled,
     /// on the first pass for a batch size): shrinking and regrowing them would zero-fill
     /// the regrown part on every pass.
-    pub(crate) fn grow(&mut self, b: Buf, len: usize) -> Result<&mut [f32], Error> {
-        let buf = &mut self[b];
-        if buf.len() < len {
-            buf.resize(len)?;
-        }
-        Ok(&mut buf[..len])
+    pub(crate) fn grow<T: Element>(&mut self, b: Buf, len: usize) -> Result<&mut [T], Error> {
+        self[b].grow_elements::<T>(len)
     }
 
-    /// Two distinct buffers: `src` whole, and the first `len` floats of `dst` (grown if
+    /// Two distinct buffers: `src` whole, and the first `len` elements of `dst` (grown if
     /// shorter, contents kept).
-    pub(crate) fn split(&mut self, src: Buf, dst: Buf, len: usize) -> Result<(&AlignedVec, &mut [f32]), Error> {
+    pub(crate) fn split<T: Element>(&mut self, src: Buf, dst: Buf, len: usize) -> Result<(&[T], &mut [T]), Error> {
         let [a, b] = self
             .0
             .get_disjoint_mut([src as usize, dst as usize])
             .map_err(|_| Error::invalid(format!("a step reads and writes the same buffer ({src:?})")))?;
-        if b.len() < len {
-            b.resize(len)?;
-        }
-        Ok((a, &mut b[..len]))
+        Ok((a.elements::<T>(), b.grow_elements::<T>(len)?))
     }
 
     /// Bytes held.
@@ -103,7 +96,9 @@ impl Workspace {
     }
 }
 
-/// An NHWC view of the first `shape.numel()` floats of `buf`.
-pub(crate) fn view(buf: &AlignedVec, shape: Shape) -> Result<TensorView<'_>, Error> {
-    TensorView::new(shape, Layout::Nhwc, &buf[..shape.numel()?])
+/// An NHWC view of the first `shape.numel()` elements of `buf`.
+pub(crate) fn view<T: Element>(buf: &[T], shape: Shape) -> Result<TensorView<'_, T>, Error> {
+    let numel = shape.numel()?;
+    let data = buf.get(..numel).ok_or_else(|| Error::mismatch("arena buffer length", numel, buf.len()))?;
+    TensorView::new(shape, Layout::Nhwc, data)
 }

@@ -7,7 +7,7 @@ use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
 use convkit_im2col::Im2colConv;
-use convkit_tensor::{Conv, Epilogue, FilterShape, Layout, Window};
+use convkit_tensor::{Conv, Element, Epilogue, FilterShape, Layout, Precision, Window};
 use convkit_winograd::{WinogradConv, WinogradTile};
 
 /// Batch-norm epsilon of torchvision and timm.
@@ -82,7 +82,12 @@ pub(crate) struct ConvLayer {
 
 impl ConvLayer {
     /// Folds BN into the conv and packs it for its kernel.
-    pub(crate) fn build(spec: &ConvSpec, weights: &mut Weights, kxk: KxkPath) -> Result<Self, ModelError> {
+    pub(crate) fn build(
+        spec: &ConvSpec,
+        weights: &mut Weights,
+        kxk: KxkPath,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let mut folded = weights.take(&format!("{}.weight", spec.conv))?.data;
         let mut bn = |s: &str| weights.take(&format!("{}.{s}", spec.bn)).map(|t| t.data);
         let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
@@ -95,6 +100,25 @@ impl ConvLayer {
         }
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
         let bias = Some(&bias[..]);
+        if precision != Precision::F32 {
+            let isa = convkit_microkernel::Isa::selected()?;
+            let (path, op): (ConvPath, Box<dyn Conv>) = match (spec.kernel, kxk) {
+                (1, _) => (
+                    ConvPath::Conv1x1,
+                    Box::new(Conv1x1::for_precision(isa, precision, &folded, filter, bias, spec.stride, Layout::Nhwc)?),
+                ),
+                (_, KxkPath::Auto | KxkPath::Direct) => (
+                    ConvPath::Direct,
+                    Box::new(DirectConv::for_precision(isa, precision, &folded, filter, bias, spec.window())?),
+                ),
+                (_, other) => return Err(convkit_tensor::Error::invalid(format!(
+                    "{}: the {other:?} KxK path has no {precision} kernels (bf16 runs KxK convs on the direct path)",
+                    spec.conv
+                ))
+                .into()),
+            };
+            return Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op });
+        }
         let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci)).flatten();
         let (path, op): (ConvPath, Box<dyn Conv>) = match (spec.kernel, kxk, tile) {
             (1, _, _) => (ConvPath::Conv1x1, Box::new(Conv1x1::new(&folded, filter, bias, spec.stride, Layout::Nhwc)?)),
@@ -142,7 +166,7 @@ pub(crate) enum Fused {
 }
 
 impl Fused {
-    pub(crate) fn epilogue(self) -> Epilogue<'static> {
+    pub(crate) fn epilogue<T: Element>(self) -> Epilogue<'static, T> {
         Epilogue { residual: None, accumulate: self == Fused::AddRelu, relu: self != Fused::None }
     }
 }

@@ -8,7 +8,10 @@ use crate::weights::Weights;
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
-use convkit_tensor::{Conv, Epilogue, Error, FilterShape, Layout, Shape, TensorView, TensorViewMut};
+use convkit_tensor::{
+    bf16, conv_forward, Conv, Element, Epilogue, Error, FilterShape, Layout, Precision, Shape, TensorView,
+    TensorViewMut,
+};
 use std::time::Instant;
 
 /// A ResNet ready to run: BN folded, weights packed once.
@@ -19,6 +22,7 @@ pub struct ResNet {
     blocks: Vec<Block>,
     fc: Conv1x1,
     sub_batch: usize,
+    precision: Precision,
 }
 
 /// Images a forward pass runs through the network at a time (see [`ResNet::with_sub_batch`]):
@@ -45,11 +49,20 @@ impl ResNet {
 
     /// Builds from owned weights, freeing each raw tensor once it is packed: the process
     /// then never holds the raw and the packed network in full at once.
-    pub fn from_weights(mut weights: Weights, kxk: KxkPath) -> Result<Self, ModelError> {
+    pub fn from_weights(weights: Weights, kxk: KxkPath) -> Result<Self, ModelError> {
+        Self::build(weights, kxk, Precision::F32)
+    }
+
+    /// As [`ResNet::from_weights`], computing in `precision`. In bf16 the convs hold bf16
+    /// weights (rounded to nearest once BN is folded in), the arena holds bf16
+    /// activations, the input is rounded to bf16 once, and the KxK convs run on the direct
+    /// path (`KxkPath::Auto` or `Direct`; Winograd and im2col have no bf16 path, an error).
+    /// The pooled features and the FC layer stay f32, so the logits are f32.
+    pub fn build(mut weights: Weights, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
         let weights = &mut weights;
         let spec = weights.spec();
         let (net, subsample) = spec.layers().reduced_positions();
-        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk)).collect::<Result<_, _>>()?;
+        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk, precision)).collect::<Result<_, _>>()?;
         let blocks = net
             .blocks
             .iter()
@@ -57,13 +70,13 @@ impl ResNet {
             .map(|(b, subsample): (&BlockSpec, bool)| {
                 Ok(Block {
                     subsample: subsample.then(|| format!("{}.subsample", b.name)),
-                    conv1: ConvLayer::build(&b.conv1, weights, kxk)?,
-                    conv2: ConvLayer::build(&b.conv2, weights, kxk)?,
-                    conv3: ConvLayer::build(&b.conv3, weights, kxk)?,
+                    conv1: ConvLayer::build(&b.conv1, weights, kxk, precision)?,
+                    conv2: ConvLayer::build(&b.conv2, weights, kxk, precision)?,
+                    conv3: ConvLayer::build(&b.conv3, weights, kxk, precision)?,
                     downsample: match &b.downsample {
                         Some(d) => Some(Downsample {
                             pool: d.pool.then(|| format!("{}.pool", d.conv.conv)),
-                            conv: ConvLayer::build(&d.conv, weights, kxk)?,
+                            conv: ConvLayer::build(&d.conv, weights, kxk, precision)?,
                         }),
                         None => None,
                     },
@@ -79,7 +92,12 @@ impl ResNet {
             1,
             Layout::Nhwc,
         )?;
-        Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH })
+        Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH, precision })
+    }
+
+    /// The precision the network computes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The spec the network was built from.
@@ -169,6 +187,19 @@ impl ResNet {
         ws: &'w mut Workspace,
         steps: Option<&mut Vec<StepTiming>>,
     ) -> Result<&'w [f32], ModelError> {
+        match self.precision {
+            Precision::F32 => self.run_in::<f32>(input, ws, steps),
+            _ => self.run_in::<bf16>(input, ws, steps),
+        }
+    }
+
+    /// The forward pass with activations of type `T` in the arena.
+    fn run_in<'w, T: Element>(
+        &self,
+        input: TensorView<'_>,
+        ws: &'w mut Workspace,
+        steps: Option<&mut Vec<StepTiming>>,
+    ) -> Result<&'w [f32], ModelError> {
         let mut rec = Recorder { steps, start: Instant::now(), lowering: 0.0 };
         let shape = input.shape();
         shape.validate()?;
@@ -177,14 +208,16 @@ impl ResNet {
         }
         rec.begin();
         let numel = shape.numel()?;
-        let x = ws.bufs.grow(Buf::Input, numel)?;
+        let x = ws.bufs.grow::<T>(Buf::Input, numel)?;
         match input.layout() {
-            Layout::Nhwc => x.copy_from_slice(input.data()),
+            Layout::Nhwc => x.iter_mut().zip(input.data()).for_each(|(d, &v)| *d = T::from_f32(v)),
             Layout::Nchw => {
                 let hw = shape.h * shape.w;
                 for n in 0..shape.n {
-                    let dst = &mut x[n * 3 * hw..(n + 1) * 3 * hw];
-                    convkit_tensor::transpose(input.image(n), dst, 3, hw);
+                    let (src, dst) = (input.image(n), &mut x[n * 3 * hw..(n + 1) * 3 * hw]);
+                    for (p, px) in dst.chunks_exact_mut(3).enumerate() {
+                        px.iter_mut().enumerate().for_each(|(c, d)| *d = T::from_f32(src[c * hw + p]));
+                    }
                 }
             }
         }
@@ -194,10 +227,10 @@ impl ResNet {
         // The stem ping-pongs between the block input and output buffers, so the
         // bottleneck buffers only ever hold the (narrower) bottleneck activations.
         for layer in &self.stem {
-            cur = self.conv(layer, ws, Buf::Input, Buf::Output, cur, Fused::Relu, &mut rec)?;
+            cur = self.conv::<T>(layer, ws, Buf::Input, Buf::Output, cur, Fused::Relu, &mut rec)?;
             ws.bufs.swap(Buf::Input, Buf::Output);
         }
-        cur = Self::pool(ws, Buf::Input, Buf::Output, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
+        cur = Self::pool::<T>(ws, Buf::Input, Buf::Output, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
         ws.bufs.swap(Buf::Input, Buf::Output);
 
         for block in &self.blocks {
@@ -210,24 +243,27 @@ impl ResNet {
                     let (src, src_shape) = match pool {
                         Some(name) => {
                             let avg = PoolKind::Average { count_include_pad: false };
-                            (Buf::Mid2, Self::pool(ws, Buf::Input, Buf::Mid2, cur, SHORTCUT_POOL, avg, name, &mut rec)?)
+                            (
+                                Buf::Mid2,
+                                Self::pool::<T>(ws, Buf::Input, Buf::Mid2, cur, SHORTCUT_POOL, avg, name, &mut rec)?,
+                            )
                         }
                         None => (Buf::Input, cur),
                     };
-                    self.conv(conv, ws, src, Buf::Output, src_shape, Fused::None, &mut rec)?;
+                    self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, &mut rec)?;
                     Buf::Output
                 }
                 None => match &block.subsample {
                     Some(name) => {
-                        Self::pool(ws, Buf::Input, Buf::Output, cur, SUBSAMPLE, PoolKind::Max, name, &mut rec)?;
+                        Self::pool::<T>(ws, Buf::Input, Buf::Output, cur, SUBSAMPLE, PoolKind::Max, name, &mut rec)?;
                         Buf::Output
                     }
                     None => Buf::Input,
                 },
             };
-            let t = self.conv(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, &mut rec)?;
-            let t = self.conv(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, &mut rec)?;
-            cur = self.conv(&block.conv3, ws, Buf::Mid2, out, t, Fused::AddRelu, &mut rec)?;
+            let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, &mut rec)?;
+            let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, &mut rec)?;
+            cur = self.conv::<T>(&block.conv3, ws, Buf::Mid2, out, t, Fused::AddRelu, &mut rec)?;
             if out == Buf::Output {
                 ws.bufs.swap(Buf::Input, Buf::Output);
             }
@@ -236,7 +272,7 @@ impl ResNet {
         rec.begin();
         let features = self.net.features;
         ws.features.resize(shape.n * features)?;
-        global_avg_pool_into(view(&ws.bufs[Buf::Input], cur)?, &mut ws.features)?;
+        global_avg_pool_into(view(ws.bufs[Buf::Input].elements::<T>(), cur)?, &mut ws.features)?;
         let pooled = Shape::new(shape.n, features, 1, 1);
         rec.end("avgpool", StepKind::GlobalPool, None, cur, pooled, 0, 0);
 
@@ -266,7 +302,7 @@ impl ResNet {
     /// Runs one conv from buffer `src` into `dst` with `fused` in its store, returns its
     /// output shape.
     #[allow(clippy::too_many_arguments)]
-    fn conv(
+    fn conv<T: Element>(
         &self,
         layer: &ConvLayer,
         ws: &mut Workspace,
@@ -278,11 +314,11 @@ impl ResNet {
     ) -> Result<Shape, ModelError> {
         let out_shape = layer.op.output_shape(in_shape)?;
         rec.begin();
-        let (s, d) = ws.bufs.split(src, dst, out_shape.numel()?)?;
+        let (s, d) = ws.bufs.split::<T>(src, dst, out_shape.numel()?)?;
         let input = view(s, in_shape)?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         let op = &layer.op;
-        rec.lowering = op.forward_timed(input, &mut out, fused.epilogue(), &mut ws.scratch)?.as_secs_f64();
+        rec.lowering = conv_forward(op.as_ref(), input, &mut out, fused.epilogue(), &mut ws.scratch)?.as_secs_f64();
         let scratch = 4 * op.scratch_len(in_shape)?;
         let macs = (out_shape.numel()? * op.filter().reduction_len()) as u64;
         rec.end(&layer.name, StepKind::Conv(layer.kind), Some(layer.path), in_shape, out_shape, macs, scratch);
@@ -290,7 +326,7 @@ impl ResNet {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn pool(
+    fn pool<T: Element>(
         ws: &mut Workspace,
         src: Buf,
         dst: Buf,
@@ -302,7 +338,7 @@ impl ResNet {
     ) -> Result<Shape, ModelError> {
         rec.begin();
         let out_shape = convkit_pool::output_shape(in_shape, window)?;
-        let (s, d) = ws.bufs.split(src, dst, out_shape.numel()?)?;
+        let (s, d) = ws.bufs.split::<T>(src, dst, out_shape.numel()?)?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
         pool2d_into(view(s, in_shape)?, window, kind, &mut out)?;
         let step = if kind == PoolKind::Max { StepKind::MaxPool } else { StepKind::AvgPool };

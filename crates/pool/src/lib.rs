@@ -12,7 +12,7 @@
 #![warn(missing_docs)]
 
 use convkit_microkernel::{Isa, Simd, SimdOp};
-use convkit_tensor::{Error, Layout, Result, Shape, Tensor, TensorView, TensorViewMut, Window};
+use convkit_tensor::{Element, Error, Layout, Result, Shape, Tensor, TensorView, TensorViewMut, Window};
 use rayon::prelude::*;
 
 /// Outputs below this many elements run on the calling thread.
@@ -49,12 +49,13 @@ pub fn output_shape(input: Shape, window: Window) -> Result<Shape> {
     Ok(Shape::new(input.n, input.c, h, w))
 }
 
-/// Pools `input` into `output` (same layout, shape from [`output_shape`]).
-pub fn pool2d_into(
-    input: TensorView<'_>,
+/// Pools `input` into `output` (same layout, shape from [`output_shape`]), f32 or bf16
+/// (summed in f32, each output rounded once).
+pub fn pool2d_into<T: Element>(
+    input: TensorView<'_, T>,
     window: Window,
     kind: PoolKind,
-    output: &mut TensorViewMut<'_>,
+    output: &mut TensorViewMut<'_, T>,
 ) -> Result<()> {
     let out_shape = output_shape(input.shape(), window)?;
     if output.shape() != out_shape {
@@ -70,7 +71,7 @@ pub fn pool2d_into(
     match input.layout() {
         Layout::Nhwc => {
             let row_len = out_shape.w * out_shape.c;
-            let run = |(row, out): (usize, &mut [f32])| {
+            let run = |(row, out): (usize, &mut [T])| {
                 let (n, oy) = (row / out_shape.h, row % out_shape.h);
                 isa.dispatch(PoolRow { geom: &geom, image: input.image(n), oy, out });
             };
@@ -83,7 +84,7 @@ pub fn pool2d_into(
         Layout::Nchw => {
             let plane_in = input.shape().h * input.shape().w;
             let plane_out = out_shape.h * out_shape.w;
-            let run = |(plane, out): (usize, &mut [f32])| {
+            let run = |(plane, out): (usize, &mut [T])| {
                 pool_plane_nchw(&geom, &src[plane * plane_in..(plane + 1) * plane_in], out);
             };
             if parallel {
@@ -113,8 +114,8 @@ pub fn avg_pool2d(input: TensorView<'_>, window: Window, count_include_pad: bool
     pool2d(input, window, PoolKind::Average { count_include_pad })
 }
 
-/// Mean over h and w into `output`, [n, c] row-major.
-pub fn global_avg_pool_into(input: TensorView<'_>, output: &mut [f32]) -> Result<()> {
+/// Mean over h and w into `output`, [n, c] row-major, f32 whatever the input's elements.
+pub fn global_avg_pool_into<T: Element>(input: TensorView<'_, T>, output: &mut [f32]) -> Result<()> {
     let s = input.shape();
     s.validate()?;
     if output.len() != s.n * s.c {
@@ -129,7 +130,7 @@ pub fn global_avg_pool_into(input: TensorView<'_>, output: &mut [f32]) -> Result
             Layout::Nhwc => isa.dispatch(ChannelMean { image: img, channels: s.c, scale, out }),
             Layout::Nchw => {
                 for (o, plane) in out.iter_mut().zip(img.chunks_exact(hw)) {
-                    *o = plane.iter().sum::<f32>() * scale;
+                    *o = plane.iter().map(|v| v.to_f32()).sum::<f32>() * scale;
                 }
             }
         }
@@ -197,14 +198,14 @@ impl Geometry {
 }
 
 /// The mean over pixels of each channel of one NHWC image.
-struct ChannelMean<'a> {
-    image: &'a [f32],
+struct ChannelMean<'a, T> {
+    image: &'a [T],
     channels: usize,
     scale: f32,
     out: &'a mut [f32],
 }
 
-impl SimdOp for ChannelMean<'_> {
+impl<T: Element> SimdOp for ChannelMean<'_, T> {
     type Output = ();
 
     #[inline(always)]
@@ -214,7 +215,7 @@ impl SimdOp for ChannelMean<'_> {
             let lanes = (c - c0).min(S::LANES);
             let mut acc = s.zero();
             for px in self.image.chunks_exact(c) {
-                acc = s.add(acc, s.load_n(&px[c0..], lanes));
+                acc = s.add(acc, s.load_elements(&px[c0..], lanes));
             }
             s.store_n(&mut self.out[c0..], lanes, s.mul(acc, s.splat(self.scale)));
         }
@@ -222,14 +223,14 @@ impl SimdOp for ChannelMean<'_> {
 }
 
 /// One output row (all ox, all channels) of one NHWC image.
-struct PoolRow<'a> {
+struct PoolRow<'a, T> {
     geom: &'a Geometry,
-    image: &'a [f32],
+    image: &'a [T],
     oy: usize,
-    out: &'a mut [f32],
+    out: &'a mut [T],
 }
 
-impl SimdOp for PoolRow<'_> {
+impl<T: Element> SimdOp for PoolRow<'_, T> {
     type Output = ();
 
     #[inline(always)]
@@ -248,18 +249,18 @@ impl SimdOp for PoolRow<'_> {
                 let mut acc = s.splat(init);
                 for iy in ys.lo..ys.hi {
                     for ix in xs.lo..xs.hi {
-                        let v = s.load_n(&self.image[iy * in_row + ix * c + c0..], lanes);
+                        let v = s.load_elements(&self.image[iy * in_row + ix * c + c0..], lanes);
                         acc = if is_max { s.max_keep_nan(acc, v) } else { s.add(acc, v) };
                     }
                 }
-                s.store_n(&mut dst[c0..], lanes, if is_max { acc } else { s.mul(acc, scale) });
+                s.store_elements(&mut dst[c0..], lanes, if is_max { acc } else { s.mul(acc, scale) });
             }
         }
     }
 }
 
 /// One NCHW plane.
-fn pool_plane_nchw(g: &Geometry, plane: &[f32], out: &mut [f32]) {
+fn pool_plane_nchw<T: Element>(g: &Geometry, plane: &[T], out: &mut [T]) {
     let w = g.input.w;
     let is_max = g.kind == PoolKind::Max;
     for oy in 0..g.output.h {
@@ -268,11 +269,12 @@ fn pool_plane_nchw(g: &Geometry, plane: &[f32], out: &mut [f32]) {
             let xs = g.col_span(ox);
             let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
             for iy in ys.lo..ys.hi {
-                for &v in &plane[iy * w + xs.lo..iy * w + xs.hi] {
+                for v in &plane[iy * w + xs.lo..iy * w + xs.hi] {
+                    let v = v.to_f32();
                     acc = if is_max { max_keep_nan(acc, v) } else { acc + v };
                 }
             }
-            out[oy * g.output.w + ox] = if is_max { acc } else { acc * g.scale(ys, xs) };
+            out[oy * g.output.w + ox] = T::from_f32(if is_max { acc } else { acc * g.scale(ys, xs) });
         }
     }
 }
