@@ -260,6 +260,12 @@ fn info(size: usize) -> CliResult {
                 t.nr * t.max_panels,
                 available.join(", ")
             );
+            let bf16 = if isa.native_bf16() {
+                "native (vdpbf16ps)"
+            } else {
+                "emulated (f32 FMAs on bf16 values; the CPU lacks AVX512-BF16 or it is not selected)"
+            };
+            println!("bf16: {bf16}");
         }
         Err(e) => println!("kernels: {e}; this CPU runs: {}", available.join(", ")),
     }

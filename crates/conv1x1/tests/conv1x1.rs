@@ -1,9 +1,9 @@
 //! Direct 1x1 convolution against the f64 reference: M, K, N around the SIMD width and
 //! tile sizes, stride 1 and 2, with and without residual and ReLU, both layouts.
 
-use convkit_conv1x1::Conv1x1;
+use convkit_conv1x1::{Conv1x1, Isa};
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
 
@@ -58,8 +58,48 @@ fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
     (out, want, mag)
 }
 
+/// The bf16 conv on family `isa`: bf16 activations and weights, f32 accumulation.
+fn run_bf16(p: &ConvProblem, threads: usize, isa: Isa) -> (Tensor, Tensor, Tensor) {
+    run_nhwc_kernel_bf16(p, threads, |w, b, x, out, epilogue| {
+        let stride = p.window.stride.0;
+        let conv = Conv1x1::for_precision(isa, Precision::Bf16, w, p.filter, b, stride, Layout::Nhwc).unwrap();
+        conv.forward_bf16(x, out, epilogue, &mut AlignedVec::default()).unwrap();
+    })
+}
+
+fn available() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// bf16 on every family this CPU runs (native and emulated), odd channel counts
+    /// included, against the reference on the same bf16-rounded operands.
+    #[test]
+    fn bf16_conv1x1_matches_reference(p in problem(), isa in proptest::sample::select(available())) {
+        let p = ConvProblem { layout: Layout::Nhwc, ..p };
+        let (got, want, mag) = run_bf16(&p, 2, isa);
+        check_bf16(&got, &want, &mag).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))?;
+    }
+
+    /// The native bf16 family and the AVX-512 one that emulates it give the same outputs
+    /// within the tolerance (where this CPU has both), and 1 and 2 threads the same bits.
+    #[test]
+    fn bf16_native_and_emulated_agree(p in problem()) {
+        let p = ConvProblem { layout: Layout::Nhwc, ..p };
+        let (one, want, mag) = run_bf16(&p, 1, Isa::selected().unwrap());
+        let (two, _, _) = run_bf16(&p, 2, Isa::selected().unwrap());
+        prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()));
+        if Isa::Avx512Bf16.is_available() {
+            let (native, _, _) = run_bf16(&p, 2, Isa::Avx512Bf16);
+            let (emulated, _, _) = run_bf16(&p, 2, Isa::Avx512);
+            for (i, ((n, e), (w, m))) in native.data().iter().zip(emulated.data()).zip(want.data().iter().zip(mag.data())).enumerate() {
+                let tol = REL_TOL * m + ABS_TOL + 2.0 * BF16_OUTPUT_TOL * w.abs();
+                prop_assert!((n - e).abs() <= tol, "output {i}: native {n}, emulated {e}");
+            }
+        }
+    }
 
     #[test]
     fn conv1x1_matches_reference(p in problem()) {

@@ -1,8 +1,8 @@
 //! Direct KxK NHWC convolution against the f64 reference.
 
-use convkit_direct::DirectConv;
+use convkit_direct::{DirectConv, Isa};
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
 
@@ -18,8 +18,30 @@ fn run(p: &ConvProblem, threads: usize, one_image_groups: bool) -> (Tensor, Tens
     })
 }
 
+/// The bf16 conv on family `isa`: bf16 activations and weights, f32 accumulation.
+fn run_bf16(p: &ConvProblem, threads: usize, isa: Isa) -> (Tensor, Tensor, Tensor) {
+    run_nhwc_kernel_bf16(p, threads, |w, b, x, out, epilogue| {
+        let conv = DirectConv::for_precision(isa, Precision::Bf16, w, p.filter, b, p.window).unwrap();
+        assert_eq!(conv.precision(), Precision::Bf16);
+        let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
+        conv.forward_bf16(x, out, epilogue, &mut scratch).unwrap();
+    })
+}
+
+fn families() -> impl Strategy<Value = Isa> {
+    proptest::sample::select(Isa::ALL.into_iter().filter(|i| i.is_available()).collect::<Vec<_>>())
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// bf16 on every family this CPU runs (native and emulated), odd reductions (the stem's
+    /// 3 channels) included, against the reference on the same bf16-rounded operands.
+    #[test]
+    fn bf16_direct_conv_matches_reference(p in conv_problem(&[1, 3, 7], &[1, 2], 3, &[Layout::Nhwc]), isa in families()) {
+        let (got, want, mag) = run_bf16(&p, 2, isa);
+        check_bf16(&got, &want, &mag).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))?;
+    }
 
     #[test]
     fn direct_conv_matches_reference(p in conv_problem(&[1, 2, 3, 5, 7], &[1, 2, 3], 3, &[Layout::Nhwc]), groups in any::<bool>()) {

@@ -111,11 +111,13 @@ impl ConvLayer {
                     ConvPath::Direct,
                     Box::new(DirectConv::for_precision(isa, precision, &folded, filter, bias, spec.window())?),
                 ),
-                (_, other) => return Err(convkit_tensor::Error::invalid(format!(
+                (_, other) => {
+                    return Err(convkit_tensor::Error::invalid(format!(
                     "{}: the {other:?} KxK path has no {precision} kernels (bf16 runs KxK convs on the direct path)",
                     spec.conv
                 ))
-                .into()),
+                    .into())
+                }
             };
             return Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op });
         }

@@ -1,8 +1,8 @@
 //! Pooling against the f64 reference.
 
-use convkit_pool::{global_avg_pool, pool2d, PoolKind};
+use convkit_pool::{global_avg_pool, global_avg_pool_into, pool2d, pool2d_into, PoolKind};
 use convkit_reference as reference;
-use convkit_tensor::{Layout, Shape, Tensor, Window};
+use convkit_tensor::{bf16, Layout, Shape, Tensor, TensorView, TensorViewMut, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
 
@@ -50,6 +50,34 @@ proptest! {
         };
         prop_assert_eq!(got.layout(), p.layout);
         reference::compare(&got, &want, &mag, REL_TOL, 0.0).map_err(TestCaseError::fail)?;
+    }
+
+    /// bf16 activations: summed in f32 and rounded once per output, against the
+    /// reference on the same bf16-rounded input; the global mean stays f32.
+    #[test]
+    fn bf16_pools_match_reference(p in pool_problem()) {
+        let x = round_tensor_bf16(&random_tensor(p.input, p.layout, p.seed));
+        let x16 = to_bf16(&x);
+        let input = TensorView::new(p.input, p.layout, &x16).unwrap();
+        let out_shape = convkit_pool::output_shape(p.input, p.window).unwrap();
+        let mut out16 = vec![bf16::ZERO; out_shape.numel().unwrap()];
+        pool2d_into(input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out16).unwrap()).unwrap();
+        let got = Tensor::from_slice(out_shape, p.layout, &out16.iter().map(|v| v.to_f32()).collect::<Vec<_>>()).unwrap();
+        let want = match p.kind {
+            PoolKind::Max => reference::max_pool2d(x.view(), p.window).unwrap(),
+            PoolKind::Average { count_include_pad } => reference::avg_pool2d(x.view(), p.window, count_include_pad).unwrap(),
+        };
+        for (i, (g, w)) in got.data().iter().zip(want.data()).enumerate() {
+            // A maximum is exact; a mean is rounded once (and summed in f32).
+            prop_assert!((g - w).abs() <= BF16_OUTPUT_TOL * w.abs() + ABS_TOL, "output {}: got {} want {}", i, g, w);
+        }
+        let mut features = vec![0.0; p.input.n * p.input.c];
+        global_avg_pool_into(input, &mut features).unwrap();
+        let want = reference::global_avg_pool(x.view()).unwrap();
+        let mag = reference::global_avg_pool(reference::abs(&x).view()).unwrap();
+        for i in 0..features.len() {
+            prop_assert!((features[i] - want[i]).abs() <= REL_TOL * mag[i] + ABS_TOL, "feature {}: got {} want {}", i, features[i], want[i]);
+        }
     }
 
     #[test]

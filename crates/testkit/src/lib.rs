@@ -182,3 +182,83 @@ pub fn run_nhwc_kernel(
 pub fn nan_scratch(len: usize) -> convkit_tensor::AlignedVec {
     convkit_tensor::AlignedVec::from_slice(&vec![f32::NAN; len])
 }
+
+/// The rounding of a bf16 output: half a unit in the last place, 2^-8 of its value at most.
+pub const BF16_OUTPUT_TOL: f32 = 1.0 / 256.0;
+
+/// `t` with every value rounded to bf16 (what a bf16 kernel reads exactly).
+pub fn round_tensor_bf16(t: &Tensor) -> Tensor {
+    let data: Vec<f32> = t.data().iter().map(|&v| convkit_tensor::round_bf16(v)).collect();
+    Tensor::from_slice(t.shape(), t.layout(), &data).unwrap()
+}
+
+/// The values of `t` as bf16 (exact for a tensor from [`round_tensor_bf16`]).
+pub fn to_bf16(t: &Tensor) -> Vec<convkit_tensor::bf16> {
+    t.data().iter().map(|&v| convkit_tensor::bf16::from_f32(v)).collect()
+}
+
+/// As [`run_nhwc_kernel`] for a bf16 kernel: input, weights, residual and prior output
+/// rounded to bf16 (the bias stays f32), the reference run on those rounded values, and
+/// `forward(weights, bias, input, output, epilogue)` given bf16 activations. Returns the
+/// output (as f32), the reference result and the magnitude bound: the kernel's f32
+/// accumulation leaves the bound of an f32 kernel plus the rounding of the output
+/// ([`BF16_OUTPUT_TOL`] of its value).
+pub fn run_nhwc_kernel_bf16(
+    p: &ConvProblem,
+    threads: usize,
+    forward: impl Fn(
+            &[f32],
+            Option<&[f32]>,
+            convkit_tensor::TensorView<'_, convkit_tensor::bf16>,
+            &mut convkit_tensor::TensorViewMut<'_, convkit_tensor::bf16>,
+            convkit_tensor::Epilogue<'_, convkit_tensor::bf16>,
+        ) + Send
+        + Sync,
+) -> (Tensor, Tensor, Tensor) {
+    use convkit_tensor::{bf16, TensorView, TensorViewMut};
+    assert_eq!(p.layout, Layout::Nhwc, "run_nhwc_kernel_bf16 runs NHWC problems only");
+    let x = round_tensor_bf16(&random_tensor(p.input, Layout::Nhwc, p.seed));
+    let w: Vec<f32> = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1)
+        .into_iter()
+        .map(convkit_tensor::round_bf16)
+        .collect();
+    let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
+    let out_shape = p.filter.output_shape(p.input, &p.window).unwrap();
+    let residual = p.residual.then(|| round_tensor_bf16(&random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3)));
+    let prior = round_tensor_bf16(&prior_output(out_shape, Layout::Nhwc));
+    let (x16, res16) = (to_bf16(&x), residual.as_ref().map(to_bf16));
+    let mut out16 = to_bf16(&prior);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let input = TensorView::new(p.input, Layout::Nhwc, &x16).unwrap();
+        let residual = res16.as_deref().map(|r| TensorView::new(out_shape, Layout::Nhwc, r).unwrap());
+        let epilogue = convkit_tensor::Epilogue { residual, accumulate: p.accumulate, relu: p.relu };
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut out16).unwrap();
+        forward(&w, b.as_deref(), input, &mut out, epilogue)
+    });
+    // The reference adds the prior output `prior_output` gives: the rounded one is what the
+    // kernel read, so pass it in as part of the residual when accumulating.
+    let mut q = p.clone();
+    q.accumulate = false;
+    let extra = match (&residual, p.accumulate) {
+        (Some(r), true) => Some(reference::add(r, &prior).unwrap()),
+        (Some(r), false) => Some(r.clone()),
+        (None, true) => Some(prior.clone()),
+        (None, false) => None,
+    };
+    let (want, mag) = reference_conv(&q, &x, &w, b.as_deref(), extra.as_ref());
+    let got: Vec<f32> = out16.iter().map(|v| bf16::to_f32(*v)).collect();
+    (Tensor::from_slice(out_shape, Layout::Nhwc, &got).unwrap(), want, mag)
+}
+
+/// Checks a bf16 kernel's output against [`run_nhwc_kernel_bf16`]'s reference: the f32
+/// bound plus the output's rounding. Returns the first output outside it.
+pub fn check_bf16(got: &Tensor, want: &Tensor, mag: &Tensor) -> Result<(), String> {
+    for (i, ((&g, &w), &m)) in got.data().iter().zip(want.data()).zip(mag.data()).enumerate() {
+        let tol = REL_TOL * m + ABS_TOL + BF16_OUTPUT_TOL * w.abs();
+        if !((g - w).abs() <= tol) {
+            return Err(format!("output {i}: got {g}, want {w} (tolerance {tol:.3e})"));
+        }
+    }
+    Ok(())
+}
