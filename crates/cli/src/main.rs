@@ -3,7 +3,9 @@
 use clap::{Args, Parser, Subcommand};
 use convkit_cli::{classify, npy};
 use convkit_microkernel::{CacheSizes, Isa};
-use convkit_model::{BatchRunner, ConvPath, KxkPath, ResNet, ResNetSpec, StepTiming, Variant, Weights, Workspace};
+use convkit_model::{
+    BatchRunner, ConvPath, KxkPath, ResNet, ResNetSpec, SeededWeights, StepTiming, Variant, Weights, Workspace,
+};
 use convkit_tensor::{Layout, Precision, Shape, Tensor, TensorView};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -337,7 +339,7 @@ fn one_sub_batch(c: &Common) -> Result<usize, String> {
 }
 
 fn seeded_model(v: Variant, c: &Common) -> Result<ResNet, String> {
-    let weights = Weights::seeded(ResNetSpec::resnet50(v), c.seed);
+    let weights = SeededWeights::new(ResNetSpec::resnet50(v), c.seed);
     let model = ResNet::build(weights, kxk_path(&c.kxk)?, one_precision(&c.precision)?).map_err(|e| e.to_string())?;
     Ok(model.with_sub_batch(one_sub_batch(c)?))
 }
@@ -393,7 +395,7 @@ fn bench(args: &BenchArgs) -> CliResult {
             let kxk = kxk_path(path)?;
             for &precision in &precs {
                 for &v in &variants {
-                    let model = ResNet::build(Weights::seeded(ResNetSpec::resnet50(v), c.seed), kxk, precision)
+                    let model = ResNet::build(SeededWeights::new(ResNetSpec::resnet50(v), c.seed), kxk, precision)
                         .map_err(|e| e.to_string())?
                         .with_sub_batch(sub);
                     let label = if subs.len() > 1 { format!("{path}/sub{sub}") } else { path.to_string() };

@@ -2,7 +2,7 @@
 //! it runs on, and the residual blocks made of them.
 
 use crate::spec::{ConvKind, ConvSpec};
-use crate::weights::Weights;
+use crate::weights::WeightSource;
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
@@ -84,7 +84,7 @@ impl ConvLayer {
     /// Folds BN into the conv and packs it for its kernel.
     pub(crate) fn build(
         spec: &ConvSpec,
-        weights: &mut Weights,
+        weights: &mut impl WeightSource,
         kxk: KxkPath,
         precision: Precision,
     ) -> Result<Self, ModelError> {

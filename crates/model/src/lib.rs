@@ -23,7 +23,7 @@ pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,
     SHORTCUT_POOL, STEM_POOL,
 };
-pub use weights::{expected_keys, WeightTensor, Weights};
+pub use weights::{expected_keys, SeededWeights, WeightSource, WeightTensor, Weights};
 
 use std::fmt;
 use std::path::Path;

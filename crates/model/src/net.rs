@@ -4,7 +4,7 @@ use crate::arena::{view, Buf, Workspace};
 use crate::layers::{Block, ConvLayer, ConvPath, Downsample, Fused, KxkPath, SUBSAMPLE};
 use crate::profile::{merge_steps, Recorder, StepKind, StepTiming};
 use crate::spec::{BlockSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
-use crate::weights::Weights;
+use crate::weights::{WeightSource, Weights};
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
@@ -58,7 +58,7 @@ impl ResNet {
     /// activations, the input is rounded to bf16 once, and the KxK convs run on the direct
     /// path (`KxkPath::Auto` or `Direct`; Winograd and im2col have no bf16 path, an error).
     /// The pooled features and the FC layer stay f32, so the logits are f32.
-    pub fn build(mut weights: Weights, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
+    pub fn build(mut weights: impl WeightSource, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
         let weights = &mut weights;
         let spec = weights.spec();
         let (net, subsample) = spec.layers().reduced_positions();

@@ -62,36 +62,103 @@ impl Rng {
     }
 }
 
+/// One seeded tensor: `key` of the spec's network, from its own random stream (the seed
+/// mixed with the key), so that any tensor can be made alone, in any order.
+/// He-normal conv weights (fan in, so activations keep their scale through ReLU), BN
+/// statistics near identity, the last BN of each residual branch scaled by 0.25 so the
+/// residual sums stay finite over 16+ blocks.
+fn seeded_tensor(net: &NetSpec, seed: u64, key: &str) -> Option<WeightTensor> {
+    // FNV-1a of the key, mixed into the seed.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut rng = Rng(seed ^ hash);
+    let (name, suffix) = key.rsplit_once('.')?;
+    if name == "fc" {
+        return match suffix {
+            "weight" => {
+                let std = (1.0 / net.features as f64).sqrt();
+                let data = (0..net.classes * net.features).map(|_| (rng.normal() * std) as f32).collect();
+                Some(WeightTensor { shape: vec![net.classes, net.features], data })
+            }
+            "bias" => {
+                let data = (0..net.classes).map(|_| rng.range(-0.01, 0.01)).collect();
+                Some(WeightTensor { shape: vec![net.classes], data })
+            }
+            _ => None,
+        };
+    }
+    if suffix == "weight" {
+        if let Some(c) = net.convs().find(|c| c.conv == name) {
+            let std = (2.0 / (c.ci * c.kernel * c.kernel) as f64).sqrt();
+            let data = (0..c.weight_len()).map(|_| (rng.normal() * std) as f32).collect();
+            return Some(WeightTensor { shape: vec![c.co, c.ci, c.kernel, c.kernel], data });
+        }
+    }
+    let c = net.convs().find(|c| c.bn == name)?;
+    let last_bn = net.blocks.iter().any(|b| b.conv3.bn == name);
+    let data = match suffix {
+        "weight" => (0..c.co).map(|_| rng.range(0.8, 1.2) * if last_bn { 0.25 } else { 1.0 }).collect(),
+        "bias" | "running_mean" => (0..c.co).map(|_| rng.range(-0.1, 0.1)).collect(),
+        "running_var" => (0..c.co).map(|_| rng.range(0.5, 1.5)).collect(),
+        _ => return None,
+    };
+    Some(WeightTensor { shape: vec![c.co], data })
+}
+
+/// Where a network's build takes its tensors from, one at a time: each is freed once it
+/// is packed, so the raw and the packed network are never held in full at once.
+pub trait WeightSource {
+    /// The network the tensors are for.
+    fn spec(&self) -> ResNetSpec;
+    /// Removes and returns the tensor named `key`.
+    fn take(&mut self, key: &str) -> Result<WeightTensor, ModelError>;
+}
+
+impl WeightSource for Weights {
+    fn spec(&self) -> ResNetSpec {
+        self.spec
+    }
+    fn take(&mut self, key: &str) -> Result<WeightTensor, ModelError> {
+        Weights::take(self, key)
+    }
+}
+
+/// The seeded weights of [`Weights::seeded`], made one tensor at a time as a build takes
+/// them: building from it never holds all the f32 weights (98 MiB for ResNet-50) at once.
+#[derive(Debug, Clone)]
+pub struct SeededWeights {
+    spec: ResNetSpec,
+    net: NetSpec,
+    seed: u64,
+}
+
+impl SeededWeights {
+    /// The seeded weights of `spec` for `seed`, none made yet.
+    pub fn new(spec: ResNetSpec, seed: u64) -> Self {
+        SeededWeights { spec, net: spec.layers(), seed }
+    }
+}
+
+impl WeightSource for SeededWeights {
+    fn spec(&self) -> ResNetSpec {
+        self.spec
+    }
+    fn take(&mut self, key: &str) -> Result<WeightTensor, ModelError> {
+        seeded_tensor(&self.net, self.seed, key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
+    }
+}
+
 impl Weights {
-    /// He-normal conv weights (fan in, so activations keep their scale through ReLU),
-    /// BN statistics near identity, and the last BN of each residual branch scaled by
-    /// 0.25 so the residual sums stay finite over 16+ blocks. Same seed, same weights.
+    /// Seeded weights, every tensor from its own stream of `seed` (see [`SeededWeights`],
+    /// which makes the same tensors one at a time). Same seed, same weights.
     pub fn seeded(spec: ResNetSpec, seed: u64) -> Self {
         let net = spec.layers();
-        let mut rng = Rng(seed);
-        let last_bns: Vec<&str> = net.blocks.iter().map(|b| b.conv3.bn.as_str()).collect();
-        let mut tensors = BTreeMap::new();
-        for c in net.convs() {
-            let std = (2.0 / (c.ci * c.kernel * c.kernel) as f64).sqrt();
-            let w = (0..c.weight_len()).map(|_| (rng.normal() * std) as f32).collect();
-            tensors.insert(
-                format!("{}.weight", c.conv),
-                WeightTensor { shape: vec![c.co, c.ci, c.kernel, c.kernel], data: w },
-            );
-            let scale = if last_bns.contains(&c.bn.as_str()) { 0.25 } else { 1.0 };
-            let gamma = (0..c.co).map(|_| rng.range(0.8, 1.2) * scale).collect();
-            let beta = (0..c.co).map(|_| rng.range(-0.1, 0.1)).collect();
-            let mean = (0..c.co).map(|_| rng.range(-0.1, 0.1)).collect();
-            let var = (0..c.co).map(|_| rng.range(0.5, 1.5)).collect();
-            for (s, v) in BN_KEYS.iter().zip([gamma, beta, mean, var]) {
-                tensors.insert(format!("{}.{s}", c.bn), WeightTensor { shape: vec![c.co], data: v });
-            }
-        }
-        let std = (1.0 / net.features as f64).sqrt();
-        let fc = (0..net.classes * net.features).map(|_| (rng.normal() * std) as f32).collect();
-        tensors.insert("fc.weight".into(), WeightTensor { shape: vec![net.classes, net.features], data: fc });
-        let bias = (0..net.classes).map(|_| rng.range(-0.01, 0.01)).collect();
-        tensors.insert("fc.bias".into(), WeightTensor { shape: vec![net.classes], data: bias });
+        let tensors = expected_keys(&net)
+            .into_iter()
+            .map(|(key, _)| {
+                let t = seeded_tensor(&net, seed, &key).expect("every expected key has a seeded tensor");
+                (key, t)
+            })
+            .collect();
         Weights { spec, tensors }
     }
 
