@@ -275,15 +275,15 @@ fn tiny_inputs_run_in_every_variant() {
 /// weights and inputs (the f32 network is within 2e-6 of the float64 reference, see the
 /// tests above, far below the bf16 error): within the error OpenVINO at its default
 /// settings (bf16) shows on these networks (`tools/compare/compare.py numerics`: 8
-/// images 224x224, the same seeded weights, an Intel Xeon with AVX512-BF16: A 4.4e-3,
-/// B 4.7e-3, C 3.1e-3, D 3.1e-3 of the largest logit), the same top-1 class, and 1 and 2
-/// threads bitwise equal.
+/// images 224x224, the same seeded weights, an Intel Xeon with AVX512-BF16: A 4.0e-3,
+/// B 4.0e-3, C 4.3e-3, D 4.5e-3 of the largest logit; other images than these), the same
+/// top-1 class, and 1 and 2 threads bitwise equal.
 #[test]
 fn bf16_resnet50_within_openvino_default_error() {
     let x = random_tensor(Shape::new(2, 3, 224, 224), Layout::Nchw, 11);
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let argmax = |row: &[f32]| (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
-    for (v, openvino_error) in [(Variant::A, 4.4e-3), (Variant::B, 4.7e-3), (Variant::C, 3.1e-3), (Variant::D, 3.1e-3)]
+    for (v, openvino_error) in [(Variant::A, 4.0e-3), (Variant::B, 4.0e-3), (Variant::C, 4.3e-3), (Variant::D, 4.5e-3)]
     {
         let w = Weights::seeded(ResNetSpec::resnet50(v), 0);
         let f32_model = ResNet::build(w.clone(), KxkPath::Auto, Precision::F32).unwrap();
@@ -304,10 +304,8 @@ fn bf16_resnet50_within_openvino_default_error() {
 }
 
 #[test]
-fn bf16_has_no_winograd_or_im2col_path() {
+fn bf16_has_no_im2col_path() {
     let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 1, 1]), 3);
-    for kxk in [KxkPath::Winograd, KxkPath::Im2col] {
-        let e = ResNet::build(w.clone(), kxk, Precision::Bf16).unwrap_err().to_string();
-        assert!(e.contains("no bf16 kernels"), "{e}");
-    }
+    let e = ResNet::build(w, KxkPath::Im2col, Precision::Bf16).unwrap_err().to_string();
+    assert!(e.contains("no bf16 kernels"), "{e}");
 }

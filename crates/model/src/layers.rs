@@ -7,6 +7,7 @@ use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
 use convkit_im2col::Im2colConv;
+use convkit_microkernel::Isa;
 use convkit_tensor::{Conv, Element, Epilogue, FilterShape, Layout, Precision, Window};
 use convkit_winograd::{WinogradConv, WinogradTile};
 
@@ -24,7 +25,8 @@ pub const WINOGRAD_F4_MAX_CHANNELS: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KxkPath {
     /// Stride-1 3x3 convs on Winograd, F(4x4) up to [`WINOGRAD_F4_MAX_CHANNELS`] input
-    /// channels and F(2x2) above; the others (strided, the 7x7 stem) on `Direct`.
+    /// channels and F(2x2) above (F(2x2) throughout in bf16); the others (strided, the
+    /// 7x7 stem) on `Direct`.
     #[default]
     Auto,
     /// As `Auto` with F(4x4) up to 256 channels: the fastest, for 26 MB more weights.
@@ -36,9 +38,14 @@ pub enum KxkPath {
 }
 
 impl KxkPath {
-    /// The Winograd tile a stride-1 3x3 conv with `ci` input channels runs on, if any.
-    pub fn winograd_tile(self, ci: usize) -> Option<WinogradTile> {
+    /// The Winograd tile a stride-1 3x3 conv with `ci` input channels runs on in
+    /// `precision`, if any. bf16 takes F(2x2) at every width: F(4x4)'s transforms amplify
+    /// the rounding of its bf16 operands (ResNet-50-C: 4.3e-3 of the largest logit against
+    /// 3.5e-3 with F(2x2); one layer, up to 6% of an output's sum of |terms|), and it ran
+    /// no faster (docs/results.md).
+    pub fn winograd_tile(self, ci: usize, precision: Precision) -> Option<WinogradTile> {
         let f4_max = match self {
+            KxkPath::Auto | KxkPath::Winograd if precision != Precision::F32 => 0,
             KxkPath::Auto => WINOGRAD_F4_MAX_CHANNELS,
             KxkPath::Winograd => 256,
             KxkPath::Direct | KxkPath::Im2col => return None,
@@ -100,37 +107,31 @@ impl ConvLayer {
         }
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
         let bias = Some(&bias[..]);
-        if precision != Precision::F32 {
-            let isa = convkit_microkernel::Isa::selected()?;
-            let (path, op): (ConvPath, Box<dyn Conv>) = match (spec.kernel, kxk) {
-                (1, _) => (
-                    ConvPath::Conv1x1,
-                    Box::new(Conv1x1::for_precision(isa, precision, &folded, filter, bias, spec.stride, Layout::Nhwc)?),
-                ),
-                (_, KxkPath::Auto | KxkPath::Direct) => (
-                    ConvPath::Direct,
-                    Box::new(DirectConv::for_precision(isa, precision, &folded, filter, bias, spec.window())?),
-                ),
-                (_, other) => {
-                    return Err(convkit_tensor::Error::invalid(format!(
-                    "{}: the {other:?} KxK path has no {precision} kernels (bf16 runs KxK convs on the direct path)",
-                    spec.conv
-                ))
-                    .into())
-                }
-            };
-            return Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op });
-        }
-        let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci)).flatten();
+        let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci, precision)).flatten();
+        let isa = Isa::selected()?;
         let (path, op): (ConvPath, Box<dyn Conv>) = match (spec.kernel, kxk, tile) {
-            (1, _, _) => (ConvPath::Conv1x1, Box::new(Conv1x1::new(&folded, filter, bias, spec.stride, Layout::Nhwc)?)),
-            (_, _, Some(tile)) => (ConvPath::Winograd(tile), Box::new(WinogradConv::new(&folded, filter, bias, tile)?)),
-            (_, KxkPath::Im2col, None) => {
+            (1, _, _) => (
+                ConvPath::Conv1x1,
+                Box::new(Conv1x1::for_precision(isa, precision, &folded, filter, bias, spec.stride, Layout::Nhwc)?),
+            ),
+            (_, _, Some(tile)) => (
+                ConvPath::Winograd(tile),
+                Box::new(WinogradConv::for_precision(isa, precision, &folded, filter, bias, tile)?),
+            ),
+            (_, KxkPath::Im2col, None) if precision == Precision::F32 => {
                 (ConvPath::Im2col, Box::new(Im2colConv::new(&folded, filter, bias, spec.window(), Layout::Nhwc)?))
             }
-            (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => {
-                (ConvPath::Direct, Box::new(DirectConv::new(&folded, filter, bias, spec.window())?))
+            (_, KxkPath::Im2col, None) => {
+                return Err(convkit_tensor::Error::invalid(format!(
+                    "{}: the im2col path has no {precision} kernels (use the direct or Winograd path)",
+                    spec.conv
+                ))
+                .into())
             }
+            (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => (
+                ConvPath::Direct,
+                Box::new(DirectConv::for_precision(isa, precision, &folded, filter, bias, spec.window())?),
+            ),
         };
         Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op })
     }

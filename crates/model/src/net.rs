@@ -55,9 +55,9 @@ impl ResNet {
 
     /// As [`ResNet::from_weights`], computing in `precision`. In bf16 the convs hold bf16
     /// weights (rounded to nearest once BN is folded in), the arena holds bf16
-    /// activations, the input is rounded to bf16 once, and the KxK convs run on the direct
-    /// path (`KxkPath::Auto` or `Direct`; Winograd and im2col have no bf16 path, an error).
-    /// The pooled features and the FC layer stay f32, so the logits are f32.
+    /// activations, the input is rounded to bf16 once; the KxK convs take the paths `kxk`
+    /// says (im2col has no bf16 kernels: an error). The pooled features and the FC layer
+    /// stay f32, so the logits are f32.
     pub fn build(mut weights: impl WeightSource, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
         let weights = &mut weights;
         let spec = weights.spec();

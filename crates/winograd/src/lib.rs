@@ -17,7 +17,8 @@ pub use convkit_tensor::Conv;
 
 use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, Lhs, PackedWeights, Simd, SimdOp};
 use convkit_tensor::{
-    checked_product, AlignedVec, Epilogue, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut, Window,
+    bf16, checked_product, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape,
+    TensorView, TensorViewMut, Window,
 };
 
 /// Tasks per thread when tiles are split: enough for the threads to even out.
@@ -196,8 +197,30 @@ impl WinogradConv {
         bias: Option<&[f32]>,
         tile: WinogradTile,
     ) -> Result<Self> {
+        Self::for_precision(isa, Precision::F32, weights, filter, bias, tile)
+    }
+
+    /// As [`WinogradConv::for_isa`], in `precision`. In bf16 the activations, the
+    /// transformed inputs and the transformed weights are bf16 (each rounded to nearest
+    /// once), the position GEMMs accumulate in f32 and the output transform runs in f32
+    /// before the output is rounded. bf16 takes F(2x2) only: F(4x4)'s transforms scale
+    /// the rounding of its bf16 operands up to 6% of an output's sum of |terms| (one
+    /// input channel), against 0.1% for F(2x2); asking for it is an error.
+    pub fn for_precision(
+        isa: Isa,
+        precision: Precision,
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        tile: WinogradTile,
+    ) -> Result<Self> {
         filter.check(weights, bias)?;
         filter.check_window(&Self::WINDOW)?;
+        if precision != Precision::F32 && tile == WinogradTile::F4x4 {
+            return Err(Error::invalid(format!(
+                "Winograd F(4x4, 3x3) has no {precision} path (its transforms amplify bf16 rounding): use F(2x2, 3x3)"
+            )));
+        }
         let (co, ci) = (filter.co, filter.ci);
         let g = tile.weight_transform();
         let alpha = tile.alpha();
@@ -216,7 +239,10 @@ impl WinogradConv {
                     }
                     u[o_i] = v as f32;
                 }
-                PackedWeights::new(isa, ci, co, |k, o| u[o * ci + k], None)
+                match precision {
+                    Precision::F32 => PackedWeights::new(isa, ci, co, |k, o| u[o * ci + k], None),
+                    _ => PackedWeights::new_bf16(isa, ci, co, 1, |k, o| u[o * ci + k], None),
+                }
             })
             .collect::<Result<_>>()?;
         Ok(WinogradConv {
@@ -245,6 +271,11 @@ impl WinogradConv {
         self.positions[0].isa()
     }
 
+    /// The precision of the activations and of the position GEMMs.
+    fn precision(&self) -> Precision {
+        self.positions[0].precision()
+    }
+
     /// Tile rows (of one image) transformed and multiplied at a time: as many as fit in
     /// the scratch bound, at least one.
     fn chunk_rows(&self, out: Shape) -> usize {
@@ -254,18 +285,28 @@ impl WinogradConv {
     }
 
     /// The forward pass for input tiles of A x A and output tiles of M x M.
-    fn forward_tiles<T: Transform<A, M>, const A: usize, const M: usize>(
+    fn forward_tiles<T: Transform<A, M>, E: Element, const A: usize, const M: usize>(
         &self,
-        input: TensorView<'_>,
-        output: &mut [f32],
-        epilogue: &Epilogue<'_>,
-        scratch: &mut [f32],
+        input: TensorView<'_, E>,
+        output: &mut [E],
+        epilogue: &Epilogue<'_, E>,
+        scratch: &mut AlignedVec,
     ) -> Result<()> {
         let s = input.shape();
         let (ho, wo, co) = (s.h, s.w, self.filter.co); // stride 1, padding 1: same size
         let th = ho.div_ceil(M);
         let chunk = self.chunk_rows(Shape::new(s.n, co, ho, wo));
         let image_len = ho * wo * co;
+        // The transformed inputs (elements E) at the front of the scratch, the products
+        // (f32) after them.
+        let tiles_max = chunk * wo.div_ceil(M);
+        let v_floats = (A * A * tiles_max * s.c * std::mem::size_of::<E>()).div_ceil(4);
+        let need = v_floats + A * A * tiles_max * co;
+        if scratch.len() < need {
+            scratch.resize(need)?;
+        }
+        let (v_all, m_all) = scratch[..need].split_at_mut(v_floats);
+        let v_all: &mut [E] = bytemuck::cast_slice_mut(v_all);
         for (n, out_image) in output.chunks_exact_mut(image_len).enumerate() {
             for ty0 in (0..th).step_by(chunk) {
                 let rows = ty0..(ty0 + chunk).min(th);
@@ -276,11 +317,11 @@ impl WinogradConv {
                     accumulate: epilogue.accumulate,
                     relu: epilogue.relu,
                 };
-                let tiles = self.transform_input::<T, A, M>(input, n, rows, scratch);
-                let (v, m) = scratch.split_at_mut(A * A * tiles * s.c);
-                let m = &mut m[..A * A * tiles * co];
-                let strides = self.multiply::<A>(v, m, tiles)?;
-                self.transform_output::<T, A, M>(m, strides, wo, out_rows, &chunk_epilogue);
+                let tiles = self.transform_input::<T, E, A, M>(input, n, rows, v_all);
+                let v = &v_all[..A * A * tiles * s.c];
+                let m = &mut m_all[..A * A * tiles * co];
+                let strides = self.multiply::<E, A>(v, m, tiles)?;
+                self.transform_output::<T, E, A, M>(m, strides, wo, out_rows, &chunk_epilogue);
             }
         }
         Ok(())
@@ -289,12 +330,12 @@ impl WinogradConv {
     /// V[t][p][ci] = (B^T d B)[p] of the A x A input patch of each tile t of tile rows
     /// `rows` of image `n` (zeros outside the image), into the front of `scratch`.
     /// Returns the number of tiles.
-    fn transform_input<T: Transform<A, M>, const A: usize, const M: usize>(
+    fn transform_input<T: Transform<A, M>, E: Element, const A: usize, const M: usize>(
         &self,
-        input: TensorView<'_>,
+        input: TensorView<'_, E>,
         n: usize,
         rows: std::ops::Range<usize>,
-        scratch: &mut [f32],
+        scratch: &mut [E],
     ) -> usize {
         let s = input.shape();
         let tw = s.w.div_ceil(M);
@@ -303,7 +344,7 @@ impl WinogradConv {
         let isa = self.isa();
         for_each_chunk(v, A * A * s.c, |(t, vt)| {
             let (ty, tx) = (rows.start + t / tw, t % tw);
-            isa.dispatch(InputTile::<T, A, M> { input, n, ty, tx, out: vt, transform: std::marker::PhantomData });
+            isa.dispatch(InputTile::<T, E, A, M> { input, n, ty, tx, out: vt, transform: std::marker::PhantomData });
         });
         tiles
     }
@@ -314,7 +355,7 @@ impl WinogradConv {
     /// transform reads each tile's products contiguously); wider layers split the
     /// positions (one task per position, so each weight matrix is streamed by one thread;
     /// M laid out [p][t][co]). Returns the strides of M: (position, tile).
-    fn multiply<const A: usize>(&self, v: &[f32], m: &mut [f32], tiles: usize) -> Result<(usize, usize)> {
+    fn multiply<E: Element, const A: usize>(&self, v: &[E], m: &mut [f32], tiles: usize) -> Result<(usize, usize)> {
         let co = self.filter.co;
         let positions = A * A;
         let failed = std::sync::Mutex::new(None);
@@ -330,12 +371,12 @@ impl WinogradConv {
                 let first = t * per_task;
                 let count = mt.len() / (positions * co);
                 for p in 0..positions {
-                    record(self.gemm_position::<A>(v, p, first..first + count, mt, positions * co, p * co));
+                    record(self.gemm_position::<E, A>(v, p, first..first + count, mt, positions * co, p * co));
                 }
             });
             (co, positions * co)
         } else {
-            for_each_chunk(m, tiles * co, |(p, mp)| record(self.gemm_position::<A>(v, p, 0..tiles, mp, co, 0)));
+            for_each_chunk(m, tiles * co, |(p, mp)| record(self.gemm_position::<E, A>(v, p, 0..tiles, mp, co, 0)));
             (tiles * co, co)
         };
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -347,9 +388,9 @@ impl WinogradConv {
     /// Products of position `p` for tiles `tiles`, on the calling thread: row
     /// t - tiles.start of `out` (rows `row_len` apart) gets V[t][p][:] x U[p] in its
     /// columns from `col0`.
-    fn gemm_position<const A: usize>(
+    fn gemm_position<E: Element, const A: usize>(
         &self,
-        v: &[f32],
+        v: &[E],
         p: usize,
         tiles: std::ops::Range<usize>,
         out: &mut [f32],
@@ -358,30 +399,32 @@ impl WinogradConv {
     ) -> Result<()> {
         let ci = self.filter.ci;
         let lhs = Lhs::strided(v, (tiles.start * A * A + p) * ci, A * A * ci);
-        Gemm { col0, ..Gemm::new(lhs, self.positions[p].panels(), tiles.len(), row_len) }.run_serial(out)
+        Gemm::<E, f32> { col0, ..Gemm::new(lhs, self.positions[p].panels(), tiles.len(), row_len) }.run_serial(out)
     }
 
     /// Whether [`WinogradConv::multiply`] splits tiles (rather than positions) across tasks.
     fn splits_tiles(&self) -> bool {
-        self.tile.positions() * self.filter.ci * self.filter.co * 4 <= CacheSizes::get().winograd_tile_split_bytes()
+        let element_bytes = if self.precision() == Precision::F32 { 4 } else { 2 };
+        self.tile.positions() * self.filter.ci * self.filter.co * element_bytes
+            <= CacheSizes::get().winograd_tile_split_bytes()
     }
 
     /// Y = A^T M A per tile (M x M outputs), then bias and the epilogue, into `out_rows`
     /// (the output rows, `wo` pixels wide, that the chunk's tiles cover). One task per
     /// tile row.
-    fn transform_output<T: Transform<A, M>, const A: usize, const M: usize>(
+    fn transform_output<T: Transform<A, M>, E: Element, const A: usize, const M: usize>(
         &self,
         m: &[f32],
         strides: (usize, usize),
         wo: usize,
-        out_rows: &mut [f32],
-        epilogue: &ChunkEpilogue<'_>,
+        out_rows: &mut [E],
+        epilogue: &ChunkEpilogue<'_, E>,
     ) {
         let row_len = wo * self.filter.co;
         let isa = self.isa();
         // One task per tile row: M output rows (fewer at the bottom).
         for_each_chunk(out_rows, M * row_len, |(ty, out)| {
-            isa.dispatch(OutputRow::<T, A, M> {
+            isa.dispatch(OutputRow::<T, E, A, M> {
                 products: m,
                 strides,
                 ty,
@@ -421,6 +464,10 @@ impl Conv for WinogradConv {
         self.positions.iter().map(PackedWeights::bytes).sum::<usize>() + 4 * self.bias.len()
     }
 
+    fn precision(&self) -> Precision {
+        WinogradConv::precision(self)
+    }
+
     fn forward(
         &self,
         input: TensorView<'_>,
@@ -428,31 +475,53 @@ impl Conv for WinogradConv {
         epilogue: Epilogue<'_>,
         scratch: &mut AlignedVec,
     ) -> Result<()> {
+        self.forward_any(input, output, epilogue, scratch)
+    }
+
+    fn forward_bf16(
+        &self,
+        input: TensorView<'_, bf16>,
+        output: &mut TensorViewMut<'_, bf16>,
+        epilogue: Epilogue<'_, bf16>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        self.forward_any(input, output, epilogue, scratch)
+    }
+}
+
+impl WinogradConv {
+    /// The forward pass over activations of type `E` (the precision the conv was built in).
+    fn forward_any<E: Element>(
+        &self,
+        input: TensorView<'_, E>,
+        output: &mut TensorViewMut<'_, E>,
+        epilogue: Epilogue<'_, E>,
+        scratch: &mut AlignedVec,
+    ) -> Result<()> {
+        if E::PRECISION != self.precision() {
+            return Err(Error::mismatch("activation precision of a winograd conv", self.precision(), E::PRECISION));
+        }
         let out_shape = self.output_shape(input.shape())?;
         epilogue.check_conv_call("winograd conv", Layout::Nhwc, &input, output, out_shape)?;
-        let need = self.scratch_len(input.shape())?;
-        if scratch.len() < need {
-            scratch.resize(need)?;
-        }
-        let (out, scratch) = (output.data_mut(), &mut scratch[..need]);
+        let out = output.data_mut();
         match self.tile {
-            WinogradTile::F2x2 => self.forward_tiles::<F2, 4, 2>(input, out, &epilogue, scratch),
-            WinogradTile::F4x4 => self.forward_tiles::<F4, 6, 4>(input, out, &epilogue, scratch),
+            WinogradTile::F2x2 => self.forward_tiles::<F2, E, 4, 2>(input, out, &epilogue, scratch),
+            WinogradTile::F4x4 => self.forward_tiles::<F4, E, 6, 4>(input, out, &epilogue, scratch),
         }
     }
 }
 
 /// The input transform of tile (ty, tx) of image `n` into `out` ([position][ci]).
-struct InputTile<'a, T, const A: usize, const M: usize> {
-    input: TensorView<'a>,
+struct InputTile<'a, T, E: Element, const A: usize, const M: usize> {
+    input: TensorView<'a, E>,
     n: usize,
     ty: usize,
     tx: usize,
-    out: &'a mut [f32],
+    out: &'a mut [E],
     transform: std::marker::PhantomData<T>,
 }
 
-impl<T: Transform<A, M>, const A: usize, const M: usize> SimdOp for InputTile<'_, T, A, M> {
+impl<T: Transform<A, M>, E: Element, const A: usize, const M: usize> SimdOp for InputTile<'_, T, E, A, M> {
     type Output = ();
 
     #[inline(always)]
@@ -470,7 +539,7 @@ impl<T: Transform<A, M>, const A: usize, const M: usize> SimdOp for InputTile<'_
                 // The common case, straight-line: a whole patch inside the image.
                 for (i, row) in d.iter_mut().enumerate() {
                     for (j, cell) in row.iter_mut().enumerate() {
-                        *cell = s.load(&src[pixel(y0 + i as isize, x0 + j as isize) + c0..]);
+                        *cell = s.load_elements(&src[pixel(y0 + i as isize, x0 + j as isize) + c0..], lanes_max);
                     }
                 }
             } else {
@@ -484,14 +553,14 @@ impl<T: Transform<A, M>, const A: usize, const M: usize> SimdOp for InputTile<'_
                         if x < 0 || x >= shape.w as isize {
                             continue;
                         }
-                        *cell = s.load_n(&src[pixel(y, x) + c0..], lanes);
+                        *cell = s.load_elements(&src[pixel(y, x) + c0..], lanes);
                     }
                 }
             }
             let transformed = input_2d::<S, T, A, M>(s, &d);
             for (a, row) in transformed.iter().enumerate() {
                 for (b, &val) in row.iter().enumerate() {
-                    s.store_n(&mut self.out[(a * A + b) * ci + c0..], lanes, val);
+                    s.store_elements(&mut self.out[(a * A + b) * ci + c0..], lanes, val);
                 }
             }
         }
@@ -500,7 +569,7 @@ impl<T: Transform<A, M>, const A: usize, const M: usize> SimdOp for InputTile<'_
 
 /// The output transform of tile row `ty` (M output rows, fewer at the bottom) with bias
 /// and epilogue.
-struct OutputRow<'a, T, const A: usize, const M: usize> {
+struct OutputRow<'a, T, E: Element, const A: usize, const M: usize> {
     products: &'a [f32],
     /// Strides of the products: (position, tile).
     strides: (usize, usize),
@@ -508,12 +577,12 @@ struct OutputRow<'a, T, const A: usize, const M: usize> {
     wo: usize,
     co: usize,
     bias: &'a [f32],
-    epilogue: &'a ChunkEpilogue<'a>,
-    out: &'a mut [f32],
+    epilogue: &'a ChunkEpilogue<'a, E>,
+    out: &'a mut [E],
     transform: std::marker::PhantomData<T>,
 }
 
-impl<T: Transform<A, M>, const A: usize, const M: usize> SimdOp for OutputRow<'_, T, A, M> {
+impl<T: Transform<A, M>, E: Element, const A: usize, const M: usize> SimdOp for OutputRow<'_, T, E, A, M> {
     type Output = ();
 
     #[inline(always)]
@@ -558,27 +627,27 @@ impl<T: Transform<A, M>, const A: usize, const M: usize> SimdOp for OutputRow<'_
 }
 
 /// The epilogue of one chunk: the residual starts at the chunk's first output row.
-struct ChunkEpilogue<'a> {
-    residual: Option<&'a [f32]>,
+struct ChunkEpilogue<'a, E> {
+    residual: Option<&'a [E]>,
     accumulate: bool,
     relu: bool,
 }
 
-impl ChunkEpilogue<'_> {
+impl<E: Element> ChunkEpilogue<'_, E> {
     /// Stores `lanes` lanes of `v` at `out[at..]` after adding the residual (at `at` past
     /// `residual_row`, the residual offset of the tile's first row), the prior output
     /// (`accumulate`) and ReLU.
     #[inline(always)]
-    fn store<S: Simd>(&self, s: S, mut v: S::F32, out: &mut [f32], at: usize, residual_row: usize, lanes: usize) {
+    fn store<S: Simd>(&self, s: S, mut v: S::F32, out: &mut [E], at: usize, residual_row: usize, lanes: usize) {
         if let Some(r) = self.residual {
-            v = s.add(v, s.load_n(&r[residual_row + at..], lanes));
+            v = s.add(v, s.load_elements(&r[residual_row + at..], lanes));
         }
         if self.accumulate {
-            v = s.add(v, s.load_n(&out[at..], lanes));
+            v = s.add(v, s.load_elements(&out[at..], lanes));
         }
         if self.relu {
             v = s.max(s.zero(), v); // NaN stays NaN, as in PyTorch
         }
-        s.store_n(&mut out[at..], lanes, v);
+        s.store_elements(&mut out[at..], lanes, v);
     }
 }

@@ -1,9 +1,9 @@
 //! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution against the f64 reference.
 
 use convkit_reference as reference;
-use convkit_tensor::{Layout, Tensor};
+use convkit_tensor::{Layout, Precision, Tensor};
 use convkit_testkit::*;
-use convkit_winograd::{Conv, WinogradConv, WinogradTile};
+use convkit_winograd::{Conv, Isa, WinogradConv, WinogradTile};
 use proptest::prelude::*;
 
 /// `row_chunks` bounds the scratch to one tile row: every tile row is its own chunk.
@@ -38,8 +38,79 @@ fn padded_3x3() -> impl Strategy<Value = ConvProblem> {
     conv_problem(&[3], &[1], 1, &[Layout::Nhwc]).prop_map(|p| ConvProblem { window: WinogradConv::WINDOW, ..p })
 }
 
+/// The bf16 conv on family `isa`.
+fn run_bf16(p: &ConvProblem, tile: WinogradTile, isa: Isa) -> (Tensor, Tensor, Tensor) {
+    run_nhwc_kernel_bf16(p, 2, |w, b, x, out, epilogue| {
+        let conv = WinogradConv::for_precision(isa, Precision::Bf16, w, p.filter, b, tile).unwrap();
+        let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
+        conv.forward_bf16(x, out, epilogue, &mut scratch).unwrap();
+    })
+}
+
+/// The magnitude an F(2x2) bf16 output's error scales with: the transformed inputs of its
+/// 4x4 tile patch and the transformed weights are each rounded to bf16, and the rounding
+/// of patch values outside the output's own 3x3 window does not cancel, so the bound is
+/// sum over ci of (sum of |x| over the patch) x (sum of |w| over the 3x3 kernel), not the
+/// output's own sum of |terms|. The microkernel's bf16 sweep and the f32 properties above
+/// check the GEMMs and the transforms term by term; this one checks the bf16 loads,
+/// stores and roundings around them.
+fn patch_magnitude(p: &ConvProblem) -> Vec<f32> {
+    let s = p.input;
+    let (ci, co) = (p.filter.ci, p.filter.co);
+    let x: Vec<f32> = random_tensor(s, Layout::Nhwc, p.seed).data().iter().map(|&v| v.abs()).collect();
+    let w = random_vec(co * ci * 9, p.seed ^ 1);
+    let mut mag = vec![0.0f32; s.n * s.h * s.w * co];
+    for n in 0..s.n {
+        for y in 0..s.h {
+            for xx in 0..s.w {
+                let (ys, xs) = ((y / 2 * 2).saturating_sub(1), (xx / 2 * 2).saturating_sub(1));
+                let (ye, xe) = ((y / 2 * 2 + 3).min(s.h), (xx / 2 * 2 + 3).min(s.w));
+                for o in 0..co {
+                    let mut total = 0.0;
+                    for c in 0..ci {
+                        let mut patch = 0.0;
+                        for py in ys..ye {
+                            for px in xs..xe {
+                                patch += x[((n * s.h + py) * s.w + px) * ci + c];
+                            }
+                        }
+                        let kernel: f32 = w[(o * ci + c) * 9..][..9].iter().map(|v| v.abs()).sum();
+                        total += patch * kernel;
+                    }
+                    mag[((n * s.h + y) * s.w + xx) * co + o] = total;
+                }
+            }
+        }
+    }
+    mag
+}
+
+/// Error bound of an F(2x2) bf16 output beyond its own rounding, relative to
+/// [`patch_magnitude`]: largest seen over 1500 cases, 9.5e-4.
+const BF16_F2_REL_TOL: f32 = 1.0 / 256.0;
+
+fn families() -> impl Strategy<Value = Isa> {
+    proptest::sample::select(Isa::ALL.into_iter().filter(|i| i.is_available()).collect::<Vec<_>>())
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn bf16_winograd_matches_reference(p in padded_3x3(), isa in families()) {
+        let tile = WinogradTile::F2x2;
+        let (got, want, _) = run_bf16(&p, tile, isa);
+        let mag = patch_magnitude(&p);
+        let mut worst = 0.0f32;
+        for (i, ((&g, &w), &m)) in got.data().iter().zip(want.data()).zip(&mag).enumerate() {
+            let excess = ((g - w).abs() - BF16_OUTPUT_TOL * w.abs()).max(0.0) / (m + ABS_TOL);
+            worst = worst.max(excess);
+            prop_assert!(excess <= BF16_F2_REL_TOL, "{isa} output {i}: got {g}, want {w}, bound {m}");
+        }
+        if std::env::var_os("CONVKIT_PRINT_ERRORS").is_some() {
+            println!("F2x2 worst {worst:.2e}");
+        }
+    }
 
     #[test]
     fn winograd_matches_reference(p in padded_3x3(), tile in tiles(), row_chunks in any::<bool>()) {
@@ -53,6 +124,16 @@ proptest! {
         let (two, _, _) = run(&p, tile, 2, true);
         prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
+}
+
+#[test]
+fn bf16_f4_is_refused() {
+    let filter = convkit_tensor::FilterShape::new(4, 4, 3, 3);
+    let isa = Isa::selected().unwrap();
+    let e = WinogradConv::for_precision(isa, Precision::Bf16, &[0.5; 144], filter, None, WinogradTile::F4x4)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("F(4x4, 3x3) has no bf16 path"), "{e}");
 }
 
 #[test]
