@@ -165,8 +165,26 @@ fn die_quietly_on_closed_stdout() {
 #[cfg(not(unix))]
 fn die_quietly_on_closed_stdout() {}
 
+/// Large allocations always mapped, and unmapped when freed. glibc otherwise raises its
+/// mmap threshold each time a large block is freed, so the raw f32 tensors a model build
+/// frees one by one stay in the heap: `bench --variant d --precision bf16` peaked at 106
+/// MiB, 21 MiB of it freed weights; with the threshold fixed, 85 MiB. The forward pass
+/// allocates nothing after its first run, so this costs no time there.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_freed_weights_to_the_system() {
+    // SAFETY: `mallopt` is the C library's (a foreign API), called with a valid parameter
+    // and value before any other thread exists or anything large is allocated.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_freed_weights_to_the_system() {}
+
 fn main() -> ExitCode {
     die_quietly_on_closed_stdout();
+    return_freed_weights_to_the_system();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { size } => info(size),
