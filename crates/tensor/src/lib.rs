@@ -116,11 +116,6 @@ impl<'a, T: Element> Epilogue<'a, T> {
         Some(Epilogue { residual, accumulate: self.accumulate, relu: self.relu })
     }
 
-    /// The same flags over another element type, without a residual.
-    pub fn flags<U: Element>(&self) -> Epilogue<'a, U> {
-        Epilogue { residual: None, accumulate: self.accumulate, relu: self.relu }
-    }
-
     /// Checks a conv call: input and output in the `layout` the conv was prepared for, the
     /// output of shape `expected`, and the residual (if any) like the output. `conv` names
     /// the kind of conv in messages.
