@@ -3,5 +3,5 @@
 
 #![warn(missing_docs)]
 
-pub mod classify;
+pub mod images;
 pub mod npy;

@@ -10,13 +10,29 @@ fn convkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_convkit")).args(args).output().expect("run convkit")
 }
 
-/// Fails unless the command failed with one `convkit: error:` line naming `needle`.
+/// Fails unless the command failed with one `convkit: error:` line naming `needle`
+/// (warnings may come before it).
 fn assert_one_line_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("convkit: error:") && err.contains(needle), "want '{needle}' in: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| !l.starts_with("convkit: warning:")).collect();
+    assert_eq!(errors.len(), 1, "one line: {err}");
+    assert!(errors[0].starts_with("convkit: error:") && errors[0].contains(needle), "want '{needle}' in: {err}");
+}
+
+/// Fails unless clap refused the command line (exit status 2) with `needle` in its message.
+fn assert_usage_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "usage error expected: {err}");
+    assert!(!err.contains("panicked") && err.contains(needle), "want '{needle}' in: {err}");
+}
+
+/// The stdout of a successful command, parsed as JSON.
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = convkit(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -61,17 +77,16 @@ fn export_run_classify_and_errors() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().filter(|l| l.contains('%')).count(), 10, "{text}");
 
-    // errors, one line each
-    assert_one_line_error(
-        &convkit(&["run", "--variant", "e", "--weights", "w", "--input", "x", "--output", "y"]),
-        "unknown variant 'e'",
-    );
-    assert_one_line_error(&convkit(&["bench", "--variant", "a,z"]), "unknown variant 'z'");
+    // errors, one line each; clap refuses values that are not among the choices
+    let out = convkit(&["run", "--variant", "e", "--weights", "w", "--input", "x", "--output", "y"]);
+    assert_usage_error(&out, "possible values: a, b, c, d");
+    assert_usage_error(&convkit(&["bench", "--variant", "a,z"]), "invalid value 'z'");
+    assert_usage_error(&convkit(&["bench", "--depth", "34"]), "possible values: 50, 101, 152");
     let missing = dir.join("missing.safetensors");
     let out = convkit(&["run", "--weights", s(&missing), "--input", s(&x), "--output", s(&logits)]);
     assert_one_line_error(&out, "missing.safetensors");
     let out = convkit(&["run", "--variant", "a", "--weights", s(&weights), "--input", s(&x), "--output", s(&logits)]);
-    assert_one_line_error(&out, "conv1.weight");
+    assert_one_line_error(&out, "holds ResNet-50-D (its metadata says so), not the requested ResNet-50-A");
     let rank3 = dir.join("rank3.npy");
     npy::write_f32(&rank3, &[3, 4, 4], &[0.0; 48]).unwrap();
     let out = convkit(&["run", "--weights", s(&weights), "--input", s(&rank3), "--output", s(&logits)]);
@@ -87,9 +102,8 @@ fn export_run_classify_and_errors() {
     std::fs::write(&junk, b"no").unwrap();
     assert_one_line_error(&convkit(&["classify", s(&junk), "--weights", s(&weights)]), "junk.jpg");
 
-    // classify's inputs: a directory, a missing file, a very thin image, a bad image among
-    // good ones (the good ones are still classified).
-    assert_one_line_error(&convkit(&["classify", s(&dir), "--weights", s(&weights)]), "is a directory");
+    // classify's inputs: a missing file, a very thin image, a bad image among good ones
+    // (the good ones are still classified).
     let nowhere = dir.join("nowhere.png");
     assert_one_line_error(
         &convkit(&["classify", s(&nowhere), "--weights", s(&weights)]),
@@ -110,24 +124,182 @@ fn export_run_classify_and_errors() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// classify over a directory and a glob, with a missing and a corrupt image among good
+/// ones: every good image classified, every bad one named, the exit status non-zero.
+#[test]
+fn classify_directories_globs_and_bad_images() {
+    let dir = temp_dir("classify");
+    let weights = dir.join("c.safetensors");
+    assert!(convkit(&["export", "--variant", "c", "-o", s(&weights)]).status.success());
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (name, colour) in [("one.png", [200, 10, 10]), ("two.JPG", [10, 200, 10]), ("three.jpeg", [10, 10, 200])] {
+        let img = image::RgbImage::from_fn(300, 260, |x, y| image::Rgb([colour[0], (x % 256) as u8, (y % 256) as u8]));
+        img.save_with_format(
+            photos.join(name),
+            if name.ends_with("png") { image::ImageFormat::Png } else { image::ImageFormat::Jpeg },
+        )
+        .unwrap();
+    }
+    std::fs::write(photos.join("notes.txt"), "not an image, not listed").unwrap();
+    std::fs::write(photos.join("corrupt.png"), b"\x89PNG\r\n\x1a\n but nothing else").unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let pattern = format!("{}/t*", photos.display());
+    let missing = photos.join("missing.png");
+    let out = convkit(&[
+        "classify",
+        s(&photos),
+        &pattern,
+        s(&missing),
+        s(&empty),
+        "--variant",
+        "c",
+        "--weights",
+        s(&weights),
+        "--batch",
+        "2",
+        "--top",
+        "3",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let files: Vec<&str> = report["results"].as_array().unwrap().iter().map(|r| r["file"].as_str().unwrap()).collect();
+    let names: Vec<&str> = files.iter().map(|f| f.rsplit('/').next().unwrap()).collect();
+    // The directory's images by name, then the glob's matches (three.jpeg, two.JPG).
+    assert_eq!(names, ["one.png", "three.jpeg", "two.JPG", "three.jpeg", "two.JPG"], "{report}");
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["top"].as_array().unwrap().len(), 3);
+        let p: f64 = r["top"].as_array().unwrap().iter().map(|c| c["probability"].as_f64().unwrap()).sum();
+        assert!(p > 0.0 && p <= 1.0 + 1e-6);
+    }
+    let failed: Vec<&str> = report["errors"].as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap()).collect();
+    assert_eq!(failed.len(), 3, "{report}");
+    assert!(failed.iter().any(|e| e.contains("corrupt.png: cannot decode")), "{failed:?}");
+    assert!(failed.iter().any(|e| e.contains("missing.png: cannot read the file")), "{failed:?}");
+    assert!(failed.iter().any(|e| e.contains("empty: the directory holds no")), "{failed:?}");
+    assert!(err.contains("3 of 8 images could not be classified"), "{err}");
+    assert_eq!(report["seeded"], 0, "{report}");
+    assert_eq!(report["preprocess"], "timm", "C takes timm's preprocessing: {report}");
+    assert!(err.contains("convkit: warning:") && err.contains("seeded random weights"), "{err}");
+    let out =
+        convkit(&["classify", &format!("{}/*.gif", photos.display()), "--variant", "c", "--weights", s(&weights)]);
+    assert_one_line_error(&out, "no file matches the pattern");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Weights carry their variant and depth: a file of another variant or depth is refused
+/// by name; A and B files without metadata load as either, with a warning that says so.
+#[test]
+fn weights_of_another_network_are_named() {
+    let dir = temp_dir("meta");
+    let b = dir.join("b.safetensors");
+    let export = json(&["export", "--variant", "b", "--seed", "1", "-o", s(&b), "--json"]);
+    assert_eq!((export["variant"].as_str(), export["depth"].as_u64()), (Some("B"), Some(50)), "{export}");
+    let img = dir.join("img.png");
+    image::RgbImage::from_pixel(256, 256, image::Rgb([90, 120, 200])).save(&img).unwrap();
+    let out = convkit(&["classify", s(&img), "--variant", "a", "--weights", s(&b)]);
+    assert_one_line_error(&out, "the file holds ResNet-50-B (its metadata says so), not the requested ResNet-50-A");
+
+    // The same tensors without metadata, as torchvision's converted files are: A loads them
+    // and says A and B cannot be told apart.
+    let plain = dir.join("plain.safetensors");
+    let weights = Weights::load(ResNetSpec::resnet50(Variant::B), &b).unwrap();
+    write_without_metadata(&weights, &plain);
+    let out = convkit(&["classify", s(&img), "--variant", "a", "--weights", s(&plain)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("A and B have the same keys and shapes"), "{err}");
+    assert!(!err.contains("seeded"), "no metadata, no seed: {err}");
+
+    // Depth: by metadata, and by the keys of a file without it.
+    let deep = dir.join("d101.safetensors");
+    assert!(convkit(&["export", "--variant", "d", "--depth", "101", "-o", s(&deep)]).status.success());
+    let x = dir.join("x.npy");
+    npy::write_f32(&x, &[1, 3, 32, 32], &[0.5; 3 * 32 * 32]).unwrap();
+    let y = dir.join("y.npy");
+    let out = convkit(&["run", "--variant", "d", "--weights", s(&deep), "--input", s(&x), "--output", s(&y)]);
+    assert_one_line_error(&out, "holds ResNet-101-D (its metadata says so), not the requested ResNet-50-D");
+    let weights = Weights::load(ResNetSpec::resnet101(Variant::D), &deep).unwrap();
+    write_without_metadata(&weights, &deep);
+    let out = convkit(&["run", "--variant", "d", "--weights", s(&deep), "--input", s(&x), "--output", s(&y)]);
+    assert_one_line_error(
+        &out,
+        "holds ResNet-101-D weights (by their keys and shapes), not the requested ResNet-50-D (pass --depth 101)",
+    );
+    let run = json(&[
+        "run",
+        "--variant",
+        "d",
+        "--depth",
+        "101",
+        "--weights",
+        s(&deep),
+        "--input",
+        s(&x),
+        "--output",
+        s(&y),
+        "--json",
+    ]);
+    assert_eq!(run["network"], "ResNet-101-D", "{run}");
+    assert_eq!(run["output_shape"], serde_json::json!([1, 1000]), "{run}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The tensors of `weights` as a safetensors file with no metadata.
+fn write_without_metadata(weights: &Weights, path: &Path) {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
+        .tensors()
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes.iter().map(|(k, shape, b)| {
+        (k.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b).unwrap())
+    });
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
 #[test]
 fn info_and_small_bench() {
     let out = convkit(&["info"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("25557032") && text.contains("25576264"), "{text}");
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = convkit(args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-    };
-    let bench = json(&["bench", "--variant", "a,d", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
-    assert_eq!(bench[1]["variant"], "D");
-    assert!(bench[0]["median_ms"].as_f64().unwrap() > 0.0, "{bench}");
+    let info = json(&["info", "--json"]);
+    assert_eq!(info["variants"][3]["params"], 25576264, "{info}");
+    assert!(info["isa"].is_string() && info["cpu"].is_string(), "{info}");
+    let bench = json(&["bench", "--variant", "a,d", "--size", "64", "--iters", "2", "--warmup", "0", "--json"]);
+    let rows = &bench["rows"];
+    assert_eq!(rows[1]["variant"], "D");
+    assert!(rows[0]["median_ms"].as_f64().unwrap() > 0.0, "{bench}");
+    assert_eq!(rows[0]["time_over_a"], 1.0, "{bench}");
+    assert_eq!(bench["convkit"], env!("CARGO_PKG_VERSION"), "{bench}");
+    assert!(bench["isa"].is_string() && bench["cpu"].is_string(), "{bench}");
+    let threads = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(bench["threads"], threads, "--threads defaults to the machine's cores: {bench}");
     // A zero peak makes the share infinite: valid JSON (null), where "inf" was printed.
     let bench =
         json(&["bench", "--variant", "a", "--size", "32", "--iters", "1", "--warmup", "0", "--json", "--peak", "0"]);
-    assert!(bench[0]["peak_share"].is_null(), "{bench}");
+    assert!(bench["rows"][0]["peak_share"].is_null(), "{bench}");
+    let bench = json(&[
+        "bench",
+        "--variant",
+        "b",
+        "--size",
+        "32",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "--precision",
+        "f32,bf16",
+        "--kxk",
+        "auto,direct",
+    ]);
+    assert_eq!(bench["rows"].as_array().unwrap().len(), 4, "{bench}");
     let profile = json(&["profile", "--variant", "b", "--size", "64", "--iters", "1", "--warmup", "0", "--json"]);
     assert!(profile["by_kind"].as_array().is_some_and(|k| !k.is_empty()), "{profile}");
 }

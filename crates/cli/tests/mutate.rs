@@ -2,7 +2,7 @@
 //! parser returns a correct result or an error, never a panic. The stable-toolchain twin
 //! of the fuzz targets in fuzz/.
 
-use convkit_cli::{classify, npy};
+use convkit_cli::{images, npy};
 use convkit_model::{ResNetSpec, Variant, Weights};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -83,8 +83,8 @@ proptest! {
     #[test]
     fn mutated_images_are_decoded_or_refused(e in edits(), png in any::<bool>()) {
         let valid = valid_image(if png { image::ImageFormat::Png } else { image::ImageFormat::Jpeg });
-        if let Ok(x) = classify::preprocess_bytes(&mutate(&valid, &e, None)) {
-            prop_assert_eq!(x.len(), 3 * classify::CROP * classify::CROP);
+        if let Ok(x) = images::preprocess_bytes(&mutate(&valid, &e, None), if png { images::Preprocess::Torchvision } else { images::Preprocess::Timm }) {
+            prop_assert_eq!(x.len(), 3 * images::CROP * images::CROP);
         }
     }
 }

@@ -26,8 +26,7 @@ impl BatchRunner {
     pub fn new(workers: usize) -> Result<Self, ModelError> {
         let pools = (0..workers.max(1))
             .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ModelError::weights(format!("thread pool: {e}")))?;
+            .collect::<Result<Vec<_>, _>>()?;
         let spaces = pools.iter().map(|_| Workspace::new()).collect();
         Ok(BatchRunner { pools, spaces, logits: Vec::new() })
     }

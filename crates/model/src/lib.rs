@@ -25,23 +25,71 @@ pub use spec::{
 };
 pub use weights::{expected_keys, SeededWeights, WeightSource, WeightTensor, Weights};
 
-use std::fmt;
-use std::path::Path;
+pub use weights::WeightsMetadata;
 
-/// Errors of the model crate: each names the file, key or shape at fault.
-#[derive(Debug)]
+use std::path::PathBuf;
+
+/// Errors of the model crate: each names the file, key or shape at fault. Match on the
+/// kind; the message says the rest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// A kernel refused a call (a shape, a layout, a size).
-    Kernel(convkit_tensor::Error),
-    /// A weight file or tensor map does not fit the network: the message names the key.
+    #[error(transparent)]
+    Kernel(#[from] convkit_tensor::Error),
+    /// The weights lack a tensor the network needs.
+    #[error("weights: missing key '{key}' (shape {shape:?})")]
+    MissingKey {
+        /// The key.
+        key: String,
+        /// The shape the network needs under it.
+        shape: Vec<usize>,
+    },
+    /// A tensor has another shape than the network needs.
+    #[error("weights: key '{key}' has shape {got:?}, expected {expected:?} (weights of another variant?)")]
+    KeyShape {
+        /// The key.
+        key: String,
+        /// The shape the network needs.
+        expected: Vec<usize>,
+        /// The shape the weights hold.
+        got: Vec<usize>,
+    },
+    /// The weights are of another network: their metadata or their keys say which.
+    #[error("weights: the file holds {found}, not the requested {wanted}{hint}")]
+    WrongNetwork {
+        /// What the file holds ("ResNet-101-A", "ResNet-50 with other keys", ...).
+        found: String,
+        /// What was asked for.
+        wanted: String,
+        /// What to do about it (may be empty).
+        hint: String,
+    },
+    /// Weights that do not fit the network for another reason (a value, a dtype, the
+    /// file format): the message names the key.
+    #[error("weights: {0}")]
     Weights(String),
+    /// A weights file at fault: the error inside says what is wrong with it.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<ModelError>,
+    },
     /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// What the system said.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
+    /// A thread pool could not be built.
+    #[error("thread pool: {0}")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
 }
 
 impl ModelError {
@@ -50,32 +98,14 @@ impl ModelError {
         ModelError::Weights(msg.into())
     }
     /// An [`ModelError::Io`] naming `path`.
-    pub fn io(path: &Path, e: std::io::Error) -> Self {
-        ModelError::Io { path: path.display().to_string(), message: e.to_string() }
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ModelError::Io { path: path.to_path_buf(), source }
     }
-    /// Prefixes a weights error with the file it came from.
-    pub fn in_file(self, path: &Path) -> Self {
+    /// Names the weights file an error came from (io errors name it already).
+    pub fn in_file(self, path: &std::path::Path) -> Self {
         match self {
-            ModelError::Weights(m) => ModelError::Weights(format!("{}: {m}", path.display())),
-            other => other,
+            e @ (ModelError::Io { .. } | ModelError::InFile { .. }) => e,
+            e => ModelError::InFile { path: path.to_path_buf(), source: Box::new(e) },
         }
-    }
-}
-
-impl fmt::Display for ModelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModelError::Kernel(e) => write!(f, "{e}"),
-            ModelError::Weights(m) => write!(f, "weights: {m}"),
-            ModelError::Io { path, message } => write!(f, "{path}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ModelError {}
-
-impl From<convkit_tensor::Error> for ModelError {
-    fn from(e: convkit_tensor::Error) -> Self {
-        ModelError::Kernel(e)
     }
 }

@@ -23,6 +23,8 @@ pub struct ResNet {
     fc: Conv1x1,
     sub_batch: usize,
     precision: Precision,
+    /// The model's own threads, when set ([`ResNet::with_threads`]).
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 /// Images a forward pass runs through the network at a time (see [`ResNet::with_sub_batch`]):
@@ -92,7 +94,7 @@ impl ResNet {
             1,
             Layout::Nhwc,
         )?;
-        Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH, precision })
+        Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH, precision, pool: None })
     }
 
     /// The precision the network computes in.
@@ -122,10 +124,34 @@ impl ResNet {
         self.sub_batch
     }
 
-    /// Logits [n, classes] for `input` (3 channels, NCHW or NHWC). Runs on the current
-    /// rayon pool: call inside `pool.install()` to choose the threads.
+    /// Runs every forward pass on a pool of `threads` threads of the model's own, whatever
+    /// pool the caller is on. Unless set, a forward pass runs on the current rayon pool.
+    /// Logits do not depend on the thread count (every output is summed in one order).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
+        if threads == 0 {
+            return Err(convkit_tensor::Error::invalid("a model needs at least one thread, got 0").into());
+        }
+        self.pool = Some(std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?));
+        Ok(self)
+    }
+
+    /// Threads of the model's own pool ([`ResNet::with_threads`]), if it has one.
+    pub fn threads(&self) -> Option<usize> {
+        self.pool.as_ref().map(|p| p.current_num_threads())
+    }
+
+    /// Logits [n, classes] for `input` (3 channels, NCHW or NHWC). Runs on the model's
+    /// pool if it has one ([`ResNet::with_threads`]), else on the current rayon pool:
+    /// call inside `pool.install()` to choose the threads.
     pub fn forward<'w>(&self, input: TensorView<'_>, ws: &'w mut Workspace) -> Result<&'w [f32], ModelError> {
-        self.run_sub_batches(input, ws, None)
+        self.on_pool(|| self.run_sub_batches(input, ws, None))
+    }
+
+    fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     /// As [`ResNet::forward`], and appends the time of every step to `steps` (one entry
@@ -136,7 +162,7 @@ impl ResNet {
         ws: &'w mut Workspace,
         steps: &mut Vec<StepTiming>,
     ) -> Result<&'w [f32], ModelError> {
-        self.run_sub_batches(input, ws, Some(steps))
+        self.on_pool(|| self.run_sub_batches(input, ws, Some(steps)))
     }
 
     fn run_sub_batches<'w>(

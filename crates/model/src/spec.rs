@@ -193,7 +193,44 @@ impl ResNetSpec {
     pub fn resnet152(variant: Variant) -> Self {
         Self::new(variant, [3, 8, 36, 3])
     }
+    /// ResNet-50, -101 or -152 of `variant`; any other depth is an error naming it.
+    pub fn with_depth(variant: Variant, depth: usize) -> Result<Self> {
+        match depth {
+            50 => Ok(Self::resnet50(variant)),
+            101 => Ok(Self::resnet101(variant)),
+            152 => Ok(Self::resnet152(variant)),
+            other => Err(Error::invalid(format!("unknown depth {other}: expected 50, 101 or 152"))),
+        }
+    }
+    /// The depths [`ResNetSpec::with_depth`] builds.
+    pub const DEPTHS: [usize; 3] = [50, 101, 152];
 
+    /// Layers with weights on the main path: three convs per bottleneck block, the stem
+    /// (counted as one, as the names ResNet-50/101/152 count it) and the classifier.
+    pub fn depth(&self) -> usize {
+        3 * self.depths.iter().sum::<usize>() + 2
+    }
+
+    /// The variant whose stem, stride placement and shortcut this spec has, if any.
+    pub fn variant(&self) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|&v| {
+            let s = ResNetSpec::new(v, self.depths);
+            (s.stem, s.stride_at, s.shortcut) == (self.stem, self.stride_at, self.shortcut)
+        })
+    }
+}
+
+impl fmt::Display for ResNetSpec {
+    /// "ResNet-50-D"; a spec of none of the four variants is "ResNet-50 (custom)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.variant() {
+            Some(v) => write!(f, "ResNet-{}-{v}", self.depth()),
+            None => write!(f, "ResNet-{} (custom)", self.depth()),
+        }
+    }
+}
+
+impl ResNetSpec {
     /// Every layer with its weight keys: torchvision's names for the classic stem and
     /// strided-conv shortcut (downsample.0 conv, .1 BN), timm's for the deep stem
     /// (conv1.0/.1/.3/.4/.6, bn1) and the pooled shortcut (downsample.1 conv, .2 BN).

