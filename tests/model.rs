@@ -144,13 +144,18 @@ fn safetensors_round_trip_and_key_checks() {
     let back = Weights::load(spec_d, &path).unwrap();
     assert_eq!(back.tensors(), w.tensors());
 
-    // D's file under C: C expects downsample.0 (conv), finds downsample.1 with a BN's shape? No:
-    // D's downsample.1 is a conv [co, ci, 1, 1] where C expects downsample.1 to be a BN [co].
+    // The file's metadata names its network: D's file under C is refused by it.
+    assert_eq!(back.metadata().variant, Some(Variant::D));
     let e = Weights::load(ResNetSpec::new(Variant::C, [1, 1, 1, 1]), &path).unwrap_err().to_string();
-    assert!(e.contains("d.safetensors") && e.contains("downsample"), "{e}");
+    assert!(e.contains("d.safetensors") && e.contains("holds ResNet-14-D (its metadata says so)"), "{e}");
+    // Without metadata the keys are checked: C expects downsample.0 (conv) where D has its
+    // pool, and downsample.1 is D's conv [co, ci, 1, 1] where C expects a BN [co].
+    let e = Weights::from_tensors(ResNetSpec::new(Variant::C, [1, 1, 1, 1]), w.tensors().clone()).unwrap_err();
+    assert!(matches!(e, convkit_model::ModelError::MissingKey { .. } | convkit_model::ModelError::KeyShape { .. }));
+    assert!(e.to_string().contains("downsample"), "{e}");
     // A (classic stem) finds no conv1.weight.
-    let e = Weights::load(ResNetSpec::new(Variant::A, [1, 1, 1, 1]), &path).unwrap_err().to_string();
-    assert!(e.contains("'conv1.weight'"), "{e}");
+    let e = Weights::from_tensors(ResNetSpec::new(Variant::A, [1, 1, 1, 1]), w.tensors().clone()).unwrap_err();
+    assert!(e.to_string().contains("'conv1.weight'"), "{e}");
 
     // f16 file converts on load; an extra key is named.
     let mut t = w.tensors().clone();
@@ -158,8 +163,10 @@ fn safetensors_round_trip_and_key_checks() {
     let e = convkit_model::Weights::from_tensors(spec_d, t).unwrap_err().to_string();
     assert!(e.contains("extra.weight"), "{e}");
 
-    let e = Weights::load(spec_d, &dir.join("missing.safetensors")).unwrap_err().to_string();
-    assert!(e.contains("missing.safetensors"), "{e}");
+    let e = Weights::load(spec_d, &dir.join("missing.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("missing.safetensors"), "{e}");
+    let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::NotFound), "the io error is kept: {e:?}");
     std::fs::write(dir.join("junk.safetensors"), b"not a file").unwrap();
     let e = Weights::load(spec_d, &dir.join("junk.safetensors")).unwrap_err().to_string();
     assert!(e.contains("junk.safetensors") && e.contains("not a safetensors"), "{e}");

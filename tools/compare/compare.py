@@ -215,10 +215,11 @@ def bench(args, tmp):
         for v in variants:
             for prec in precisions:
                 cmd = [CONVKIT, "bench", "--variant", v, "--batch", str(args.batch), "--threads",
-                       str(args.threads), "--iters", str(args.iters), "--warmup", "2", "--kxk", args.kxk, "--json"]
+                       str(args.threads), "--iters", str(args.iters), "--rounds", "1", "--warmup", "2", "--kxk", args.kxk,
+                       "--json"]
                 if prec != "f32":
                     cmd += ["--precision", prec]
-                medians.setdefault((f"convkit {prec}", v), []).append(json.loads(run(cmd))[0]["median_ms"])
+                medians.setdefault((f"convkit {prec}", v), []).append(json.loads(run(cmd))["rows"][0]["median_ms"])
             for eng in names[len(precisions):]:
                 f = engines[(eng, v)]
                 for _ in range(2):

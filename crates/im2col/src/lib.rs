@@ -1,11 +1,4 @@
-//! im2col for NCHW and NHWC, and the KxK convolution built on it and the `gemm` crate.
-//!
-//! [`Im2colConv`] prepares OIHW weights once for one activation layout; each forward
-//! call lowers a tile of output rows into caller-provided scratch (bounded by
-//! [`DEFAULT_SCRATCH_BYTES`] or [`Im2colConv::with_scratch_bytes`]), initialises the output
-//! tile with bias (+ residual), accumulates the GEMM into it, and applies ReLU while
-//! the tile is still in cache.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod conv;

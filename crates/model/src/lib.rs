@@ -1,9 +1,4 @@
-//! ResNet-50 A, B, C and D of "Bag of Tricks for Image Classification with CNNs"
-//! (He et al., 2018), and depths 101/152, from one [`ResNetSpec`]: exact parameter and
-//! MAC counts, seeded or safetensors weights under timm/torchvision names, and an NHWC
-//! forward pass with BN folded, 1x1 and KxK convs on the direct SIMD microkernel (KxK
-//! optionally on im2col + gemm, [`KxkPath`]), residual add and ReLU fused into the last conv of each block.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod arena;

@@ -59,8 +59,8 @@ impl WeightsMetadata {
         };
         let depth = match map.get(META_DEPTH) {
             Some(v) => match v.parse::<usize>() {
-                Ok(d) if ResNetSpec::DEPTHS.contains(&d) => Some(d),
-                _ => return Err(bad(META_DEPTH, v, "50, 101 or 152")),
+                Ok(d) if d > 0 => Some(d),
+                _ => return Err(bad(META_DEPTH, v, "a depth such as 50, 101 or 152")),
             },
             None => None,
         };

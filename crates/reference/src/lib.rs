@@ -1,12 +1,4 @@
-//! Naive, obviously-correct kernels: the oracle of every convkit test.
-//!
-//! Every sum is accumulated in f64 and every element is addressed through its logical
-//! (n, c, h, w) index, so these functions read the same in either layout. Small and
-//! readable beats fast here; none of this is used in a forward pass.
-//!
-//! To bound the error of a fast kernel, run the same reference on |inputs| and
-//! |weights|: that gives, per output, the sum of |a*b| terms the tolerance scales with.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 use convkit_tensor::{Error, FilterShape, Layout, Result, Shape, Tensor, TensorView, Window};

@@ -1,9 +1,4 @@
-//! Shapes, NCHW/NHWC layouts, 64-byte aligned f32 storage, the output-size arithmetic
-//! of convolution and pooling, and the one error type of the convkit kernel crates.
-//!
-//! A tensor always carries its [`Layout`] as an explicit tag: the layout is never
-//! inferred from strides.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod conv;
