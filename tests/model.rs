@@ -1,7 +1,10 @@
 //! The model against a forward pass built from `convkit_reference` kernels alone, with
 //! the same (unfolded) weights; weight files; bad input.
 
-use convkit_model::{KxkPath, ResNet, ResNetSpec, Variant, Weights, Workspace, BN_EPS, SHORTCUT_POOL, STEM_POOL};
+use convkit_model::{
+    BuildOptions, KxkPath, ResNet, ResNetSpec, SeededWeights, StepKind, Variant, Weights, Workspace, BN_EPS,
+    SHORTCUT_POOL, STEM_POOL,
+};
 use convkit_reference as reference;
 use convkit_tensor::{FilterShape, Layout, Precision, Shape, Tensor};
 use convkit_testkit::random_tensor;
@@ -315,4 +318,55 @@ fn bf16_has_no_im2col_path() {
     let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 1, 1]), 3);
     let e = ResNet::build(w, KxkPath::Im2col, Precision::Bf16).unwrap_err().to_string();
     assert!(e.contains("no bf16 kernels"), "{e}");
+}
+
+/// The branches of a downsampling block side by side (one thread each) give the same
+/// logits, bit for bit, as one after the other, in every variant and both precisions; a
+/// profile shows one `branches` step per downsampling block.
+#[test]
+fn parallel_branches_give_the_same_logits() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let x = random_tensor(Shape::new(2, 3, 64, 64), Layout::Nchw, 11);
+    for v in Variant::ALL {
+        for precision in [Precision::F32, Precision::Bf16] {
+            let spec = ResNetSpec::new(v, [1, 2, 1, 1]);
+            let build = || ResNet::build(SeededWeights::new(spec, 4), KxkPath::Auto, precision).unwrap();
+            let (plain, side_by_side) = (build(), build().with_parallel_branches().unwrap());
+            assert!(side_by_side.parallel_branches() && !plain.parallel_branches());
+            let mut ws = Workspace::new();
+            let want = pool.install(|| plain.forward(x.view(), &mut ws).unwrap().to_vec());
+            let mut ws = Workspace::new();
+            let got = pool.install(|| side_by_side.forward(x.view(), &mut ws).unwrap().to_vec());
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{v} {precision}: logits differ");
+            let mut steps = Vec::new();
+            pool.install(|| side_by_side.forward_profiled(x.view(), &mut ws, &mut steps).unwrap());
+            let branches = steps.iter().filter(|s| s.kind == StepKind::Branches).count();
+            assert_eq!(branches, 4, "{v}: one branches step per downsampling block");
+        }
+    }
+}
+
+/// Computing every position (A's reduced blocks off) gives the same logits within float
+/// rounding (the strided layers tile their outputs differently), and runs the nominal MACs.
+#[test]
+fn every_position_gives_the_same_logits() {
+    let spec = ResNetSpec::new(Variant::A, [2, 2, 2, 1]);
+    let x = random_tensor(Shape::new(1, 3, 64, 64), Layout::Nchw, 12);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut macs = Vec::new();
+    let mut logits = Vec::new();
+    for options in [
+        BuildOptions::new(KxkPath::Auto, Precision::F32),
+        BuildOptions::new(KxkPath::Auto, Precision::F32).every_position(),
+    ] {
+        let model = ResNet::build_with(SeededWeights::new(spec, 5), options).unwrap();
+        let (mut ws, mut steps) = (Workspace::new(), Vec::new());
+        logits.push(pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps).unwrap().to_vec()));
+        macs.push(steps.iter().map(|s| s.macs).sum::<u64>());
+    }
+    let err = relative_error(&logits[0], &logits[1]);
+    assert!(err < 1e-5, "relative error {err}");
+    assert_eq!(macs[1], spec.layers().counts(64, 64).unwrap().macs(), "every position: the nominal MACs");
+    assert_eq!(macs[0], spec.layers().reduced_positions().0.counts(64, 64).unwrap().macs());
+    assert!(macs[0] < macs[1]);
 }

@@ -18,11 +18,15 @@ pub(crate) enum Buf {
     /// The bottleneck activation after the second conv; before that, D's pooled shortcut
     /// input (dead once the projection has read it).
     Mid2,
+    /// D's pooled shortcut input when the shortcut runs beside the main branch
+    /// ([`crate::ResNet::with_parallel_branches`]), which writes `Mid2` meanwhile; empty
+    /// otherwise.
+    Pooled,
 }
 
-const BUFFERS: usize = 4;
+const BUFFERS: usize = 5;
 
-/// The four activation buffers, indexed by [`Buf`].
+/// The activation buffers, indexed by [`Buf`].
 #[derive(Debug, Default)]
 pub(crate) struct Buffers([AlignedVec; BUFFERS]);
 
@@ -62,6 +66,14 @@ impl Buffers {
         Ok((a.elements::<T>(), b.grow_elements::<T>(len)?))
     }
 
+    /// The buffers of `roles` at once, for steps that run side by side; a role named twice
+    /// is an error.
+    pub(crate) fn disjoint<const N: usize>(&mut self, roles: [Buf; N]) -> Result<[&mut AlignedVec; N], Error> {
+        self.0
+            .get_disjoint_mut(roles.map(|b| b as usize))
+            .map_err(|_| Error::invalid(format!("steps side by side share a buffer ({roles:?})")))
+    }
+
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         4 * self.0.iter().map(AlignedVec::capacity).sum::<usize>()
@@ -74,6 +86,8 @@ impl Buffers {
 pub struct Workspace {
     pub(crate) bufs: Buffers,
     pub(crate) scratch: AlignedVec,
+    /// The shortcut's conv scratch when it runs beside the main branch.
+    pub(crate) branch_scratch: AlignedVec,
     pub(crate) features: AlignedVec,
     pub(crate) logits: AlignedVec,
     /// Logits of a whole batch run in sub-batches.
@@ -90,6 +104,7 @@ impl Workspace {
     pub fn bytes(&self) -> usize {
         self.bufs.bytes()
             + 4 * (self.scratch.capacity()
+                + self.branch_scratch.capacity()
                 + self.features.capacity()
                 + self.logits.capacity()
                 + self.batch_logits.capacity())

@@ -138,6 +138,9 @@ impl ConvLayer {
 }
 
 pub(crate) struct Block {
+    /// Step name of the block's branches run side by side ("layer2.0.branches"): made at
+    /// build time so the forward pass formats nothing.
+    pub(crate) branches_step: String,
     pub(crate) conv1: ConvLayer,
     pub(crate) conv2: ConvLayer,
     pub(crate) conv3: ConvLayer,

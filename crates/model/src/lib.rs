@@ -12,7 +12,7 @@ mod weights;
 pub use arena::Workspace;
 pub use batch::BatchRunner;
 pub use layers::{ConvPath, KxkPath, BN_EPS, WINOGRAD_F4_MAX_CHANNELS};
-pub use net::{ResNet, DEFAULT_SUB_BATCH};
+pub use net::{BuildOptions, ResNet, DEFAULT_SUB_BATCH};
 pub use profile::{StepKind, StepTiming};
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,

@@ -25,6 +25,34 @@ pub struct ResNet {
     precision: Precision,
     /// The model's own threads, when set ([`ResNet::with_threads`]).
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// One single-thread pool for each branch of a downsampling block, when they run
+    /// side by side ([`ResNet::with_parallel_branches`]).
+    branch_pools: Option<std::sync::Arc<[rayon::ThreadPool; 2]>>,
+}
+
+/// How a network is built: [`ResNet::build_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// How the KxK convs run.
+    pub kxk: KxkPath,
+    /// The precision the network computes in.
+    pub precision: Precision,
+    /// Compute only the outputs that are read (`NetSpec::reduced_positions`; A's blocks
+    /// before a stride-2 1x1 conv): on unless turned off to measure what it saves.
+    pub only_read_positions: bool,
+}
+
+impl BuildOptions {
+    /// `kxk` and `precision`, computing only the positions that are read.
+    pub fn new(kxk: KxkPath, precision: Precision) -> Self {
+        BuildOptions { kxk, precision, only_read_positions: true }
+    }
+
+    /// The same, computing every position of every layer as the spec has it.
+    pub fn every_position(self) -> Self {
+        BuildOptions { only_read_positions: false, ..self }
+    }
 }
 
 /// Images a forward pass runs through the network at a time (see [`ResNet::with_sub_batch`]):
@@ -60,10 +88,22 @@ impl ResNet {
     /// activations, the input is rounded to bf16 once; the KxK convs take the paths `kxk`
     /// says (im2col has no bf16 kernels: an error). The pooled features and the FC layer
     /// stay f32, so the logits are f32.
-    pub fn build(mut weights: impl WeightSource, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
+    pub fn build(weights: impl WeightSource, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
+        Self::build_with(weights, BuildOptions::new(kxk, precision))
+    }
+
+    /// As [`ResNet::build`], with every choice in `options`.
+    pub fn build_with(mut weights: impl WeightSource, options: BuildOptions) -> Result<Self, ModelError> {
+        let BuildOptions { kxk, precision, only_read_positions } = options;
         let weights = &mut weights;
         let spec = weights.spec();
-        let (net, subsample) = spec.layers().reduced_positions();
+        let (net, subsample) = if only_read_positions {
+            spec.layers().reduced_positions()
+        } else {
+            let net = spec.layers();
+            let blocks = net.blocks.len();
+            (net, vec![false; blocks])
+        };
         let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk, precision)).collect::<Result<_, _>>()?;
         let blocks = net
             .blocks
@@ -71,6 +111,7 @@ impl ResNet {
             .zip(subsample)
             .map(|(b, subsample): (&BlockSpec, bool)| {
                 Ok(Block {
+                    branches_step: format!("{}.branches", b.name),
                     subsample: subsample.then(|| format!("{}.subsample", b.name)),
                     conv1: ConvLayer::build(&b.conv1, weights, kxk, precision)?,
                     conv2: ConvLayer::build(&b.conv2, weights, kxk, precision)?,
@@ -94,7 +135,17 @@ impl ResNet {
             1,
             Layout::Nhwc,
         )?;
-        Ok(ResNet { spec, net, stem, blocks, fc, sub_batch: DEFAULT_SUB_BATCH, precision, pool: None })
+        Ok(ResNet {
+            spec,
+            net,
+            stem,
+            blocks,
+            fc,
+            sub_batch: DEFAULT_SUB_BATCH,
+            precision,
+            pool: None,
+            branch_pools: None,
+        })
     }
 
     /// The precision the network computes in.
@@ -133,6 +184,22 @@ impl ResNet {
         }
         self.pool = Some(std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?));
         Ok(self)
+    }
+
+    /// Runs each downsampling block's projection shortcut (with D's pool) beside its first
+    /// two convs, one thread each, instead of one after the other with every thread on
+    /// each layer; the last conv, which adds the two, waits for both. Logits are bitwise
+    /// the same (every output is computed in the same order either way). Profiles then
+    /// show one `branches` step per downsampling block.
+    pub fn with_parallel_branches(mut self) -> Result<Self, ModelError> {
+        let one = || rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        self.branch_pools = Some(std::sync::Arc::new([one()?, one()?]));
+        Ok(self)
+    }
+
+    /// Whether downsampling blocks run their branches side by side.
+    pub fn parallel_branches(&self) -> bool {
+        self.branch_pools.is_some()
     }
 
     /// Threads of the model's own pool ([`ResNet::with_threads`]), if it has one.
@@ -264,31 +331,57 @@ impl ResNet {
             // (`Epilogue::accumulate`): to the block input for an identity shortcut, to the
             // projection computed into the output buffer otherwise. Either way each output
             // line is read and written once, and no buffer holds the shortcut alone.
-            let out = match &block.downsample {
-                Some(Downsample { pool, conv }) => {
-                    let (src, src_shape) = match pool {
-                        Some(name) => {
-                            let avg = PoolKind::Average { count_include_pad: false };
-                            (
-                                Buf::Mid2,
-                                Self::pool::<T>(ws, Buf::Input, Buf::Mid2, cur, SHORTCUT_POOL, avg, name, &mut rec)?,
-                            )
-                        }
-                        None => (Buf::Input, cur),
-                    };
-                    self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, &mut rec)?;
-                    Buf::Output
+            let (out, t) = match (&block.downsample, &self.branch_pools) {
+                (Some(ds), Some(pools)) => {
+                    (Buf::Output, self.run_branches_side_by_side::<T>(block, ds, pools, ws, cur, &mut rec)?)
                 }
-                None => match &block.subsample {
-                    Some(name) => {
-                        Self::pool::<T>(ws, Buf::Input, Buf::Output, cur, SUBSAMPLE, PoolKind::Max, name, &mut rec)?;
-                        Buf::Output
-                    }
-                    None => Buf::Input,
-                },
+                _ => {
+                    let out = match &block.downsample {
+                        Some(Downsample { pool, conv }) => {
+                            let (src, src_shape) = match pool {
+                                Some(name) => {
+                                    let avg = PoolKind::Average { count_include_pad: false };
+                                    (
+                                        Buf::Mid2,
+                                        Self::pool::<T>(
+                                            ws,
+                                            Buf::Input,
+                                            Buf::Mid2,
+                                            cur,
+                                            SHORTCUT_POOL,
+                                            avg,
+                                            name,
+                                            &mut rec,
+                                        )?,
+                                    )
+                                }
+                                None => (Buf::Input, cur),
+                            };
+                            self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, &mut rec)?;
+                            Buf::Output
+                        }
+                        None => match &block.subsample {
+                            Some(name) => {
+                                Self::pool::<T>(
+                                    ws,
+                                    Buf::Input,
+                                    Buf::Output,
+                                    cur,
+                                    SUBSAMPLE,
+                                    PoolKind::Max,
+                                    name,
+                                    &mut rec,
+                                )?;
+                                Buf::Output
+                            }
+                            None => Buf::Input,
+                        },
+                    };
+                    let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, &mut rec)?;
+                    let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, &mut rec)?;
+                    (out, t)
+                }
             };
-            let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, &mut rec)?;
-            let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, &mut rec)?;
             cur = self.conv::<T>(&block.conv3, ws, Buf::Mid2, out, t, Fused::AddRelu, &mut rec)?;
             if out == Buf::Output {
                 ws.bufs.swap(Buf::Input, Buf::Output);
@@ -341,14 +434,95 @@ impl ResNet {
         let out_shape = layer.op.output_shape(in_shape)?;
         rec.begin();
         let (s, d) = ws.bufs.split::<T>(src, dst, out_shape.numel()?)?;
-        let input = view(s, in_shape)?;
-        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
-        let op = &layer.op;
-        rec.lowering = conv_forward(op.as_ref(), input, &mut out, fused.epilogue(), &mut ws.scratch)?.as_secs_f64();
-        let scratch = 4 * op.scratch_len(in_shape)?;
-        let macs = (out_shape.numel()? * op.filter().reduction_len()) as u64;
+        rec.lowering = Self::conv_slices(layer, s, in_shape, d, out_shape, fused, &mut ws.scratch)?.as_secs_f64();
+        let scratch = 4 * layer.op.scratch_len(in_shape)?;
+        let macs = Self::macs(layer, out_shape)?;
         rec.end(&layer.name, StepKind::Conv(layer.kind), Some(layer.path), in_shape, out_shape, macs, scratch);
         Ok(out_shape)
+    }
+
+    /// One conv from `src` (holding `in_shape`) into the first elements of `dst`; returns
+    /// its im2col time.
+    fn conv_slices<T: Element>(
+        layer: &ConvLayer,
+        src: &[T],
+        in_shape: Shape,
+        dst: &mut [T],
+        out_shape: Shape,
+        fused: Fused,
+        scratch: &mut convkit_tensor::AlignedVec,
+    ) -> Result<std::time::Duration, ModelError> {
+        let input = view(src, in_shape)?;
+        let numel = out_shape.numel()?;
+        let len = dst.len();
+        let d = dst.get_mut(..numel).ok_or_else(|| Error::mismatch("arena buffer length", numel, len))?;
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
+        Ok(conv_forward(layer.op.as_ref(), input, &mut out, fused.epilogue(), scratch)?)
+    }
+
+    fn macs(layer: &ConvLayer, out_shape: Shape) -> Result<u64, ModelError> {
+        Ok((out_shape.numel()? * layer.op.filter().reduction_len()) as u64)
+    }
+
+    /// A downsampling block's shortcut (D's pool and the projection, into the output
+    /// buffer) on one single-thread pool and its conv1 and conv2 (into `Mid2`) on the
+    /// other, side by side; returns conv2's output shape. Recorded as one step.
+    fn run_branches_side_by_side<T: Element>(
+        &self,
+        block: &Block,
+        ds: &Downsample,
+        pools: &[rayon::ThreadPool; 2],
+        ws: &mut Workspace,
+        cur: Shape,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Shape, ModelError> {
+        rec.begin();
+        let pooled_shape = match ds.pool {
+            Some(_) => convkit_pool::output_shape(cur, SHORTCUT_POOL)?,
+            None => cur,
+        };
+        let short_out = ds.conv.op.output_shape(pooled_shape)?;
+        let t1 = block.conv1.op.output_shape(cur)?;
+        let t2 = block.conv2.op.output_shape(t1)?;
+        let macs = Self::macs(&ds.conv, short_out)? + Self::macs(&block.conv1, t1)? + Self::macs(&block.conv2, t2)?;
+        let [input, output, mid1, mid2, pooled] =
+            ws.bufs.disjoint([Buf::Input, Buf::Output, Buf::Mid1, Buf::Mid2, Buf::Pooled])?;
+        let input: &[T] = input.elements::<T>();
+        let output = output.grow_elements::<T>(short_out.numel()?)?;
+        let mid1 = mid1.grow_elements::<T>(t1.numel()?)?;
+        let mid2 = mid2.grow_elements::<T>(t2.numel()?)?;
+        let pooled = pooled.grow_elements::<T>(if ds.pool.is_some() { pooled_shape.numel()? } else { 0 })?;
+        let (main_scratch, short_scratch) = (&mut ws.scratch, &mut ws.branch_scratch);
+        let mut main = || {
+            pools[0].install(|| -> Result<(), ModelError> {
+                Self::conv_slices(&block.conv1, input, cur, mid1, t1, Fused::Relu, main_scratch)?;
+                Self::conv_slices(&block.conv2, mid1, t1, mid2, t2, Fused::Relu, main_scratch)?;
+                Ok(())
+            })
+        };
+        let shortcut = || {
+            pools[1].install(|| -> Result<(), ModelError> {
+                let src: &[T] = match ds.pool {
+                    Some(_) => {
+                        let mut out = TensorViewMut::new(pooled_shape, Layout::Nhwc, &mut pooled[..])?;
+                        let avg = PoolKind::Average { count_include_pad: false };
+                        pool2d_into(view(input, cur)?, SHORTCUT_POOL, avg, &mut out)?;
+                        pooled
+                    }
+                    None => input,
+                };
+                Self::conv_slices(&ds.conv, src, pooled_shape, output, short_out, Fused::None, short_scratch)?;
+                Ok(())
+            })
+        };
+        let (main, shortcut) = std::thread::scope(|s| {
+            let shortcut = s.spawn(shortcut);
+            (main(), shortcut.join())
+        });
+        shortcut.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        main?;
+        rec.end(&block.branches_step, StepKind::Branches, None, cur, t2, macs, 0);
+        Ok(t2)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 /// What a profiled step was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StepKind {
     /// Layout conversion of the input into the NHWC arena.
     Input,
@@ -20,10 +21,14 @@ pub enum StepKind {
     GlobalPool,
     /// The fully connected classifier.
     Fc,
+    /// A downsampling block's projection shortcut and its first two convs, run side by
+    /// side ([`crate::ResNet::with_parallel_branches`]): one step, the wall time of both.
+    Branches,
 }
 
 impl StepKind {
-    /// The short name profiles print: stem, 1x1, 3x3, maxpool, avgpool, gap, fc, input.
+    /// The short name profiles print: stem, 1x1, 3x3, maxpool, avgpool, gap, fc, input,
+    /// branches.
     pub fn label(&self) -> &'static str {
         match self {
             StepKind::Input => "input",
@@ -34,6 +39,7 @@ impl StepKind {
             StepKind::AvgPool => "avgpool",
             StepKind::GlobalPool => "gap",
             StepKind::Fc => "fc",
+            StepKind::Branches => "branches",
         }
     }
 }
