@@ -127,7 +127,7 @@ struct BenchReport {
 
 /// A case's runner, kept across rounds: its arena stays allocated.
 enum Runner {
-    Intra(Workspace),
+    Intra(Box<Workspace>),
     Batch(BatchRunner),
 }
 
@@ -152,7 +152,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
     let mut runners = cases
         .iter()
         .map(|c| match c.parallel {
-            Parallel::Intra => Ok(Runner::Intra(Workspace::new())),
+            Parallel::Intra => Ok(Runner::Intra(Box::default())),
             Parallel::Batch => BatchRunner::new(args.threads).map(Runner::Batch).map_err(|e| e.to_string()),
         })
         .collect::<Result<Vec<_>, String>>()?;
