@@ -29,7 +29,7 @@ pub use cache::CacheSizes;
 pub use gemm::{current_threads, for_each_chunk, Gemm, Lhs, RowMap};
 pub use isa::{cpu_name, Isa, SimdOp, TileShape, ISA_ENV};
 pub use pack::{PackedWeights, Panels};
-pub use probe::{measure_bf16_gflops, measure_fma_gflops};
+pub use probe::{measure_bf16_gflops, measure_fma_gflops, measure_read_gbs};
 #[cfg(target_arch = "x86_64")]
 pub use simd::{Avx2, Avx512, Avx512Bf16};
 pub use simd::{Portable, Simd};

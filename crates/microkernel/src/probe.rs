@@ -1,5 +1,6 @@
-//! The f32 FMA and bf16 dot-product peaks this thread reaches, measured: what "share of
-//! peak" divides by.
+//! The f32 FMA and bf16 dot-product peaks this thread reaches (what "share of peak"
+//! divides by) and the memory bandwidth of the pool's threads (a roofline's other roof),
+//! measured.
 
 use crate::{Isa, Simd, SimdOp};
 
@@ -80,5 +81,70 @@ impl SimdOp for DotProbe {
         s.store(&mut sum, total);
         std::hint::black_box(sum);
         flops / start.elapsed().as_secs_f64() / 1e9
+    }
+}
+
+/// GB/s the threads of the current rayon pool read from memory together: each streams its
+/// share of a buffer of `bytes` (of f32 ones, summed in `isa`'s vectors with 8 independent
+/// accumulators), over and over for about `seconds`; the fastest pass counts. Make
+/// `bytes` several times the last-level cache, or this measures the cache.
+pub fn measure_read_gbs(isa: Isa, bytes: usize, seconds: f64) -> f64 {
+    let len = (bytes / 4).max(1);
+    let data = vec![1.0f32; len]; // written once: every page is touched before timing
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = len.div_ceil(threads).next_multiple_of(1024);
+    let start = std::time::Instant::now();
+    let mut best = f64::INFINITY;
+    while best.is_infinite() || start.elapsed().as_secs_f64() < seconds {
+        let pass = std::time::Instant::now();
+        use rayon::prelude::*;
+        let sum: f32 = data.par_chunks(chunk).map(|part| isa.dispatch(ReadProbe { data: part })).sum();
+        std::hint::black_box(sum);
+        best = best.min(pass.elapsed().as_secs_f64());
+    }
+    (len * 4) as f64 / best / 1e9
+}
+
+struct ReadProbe<'a> {
+    data: &'a [f32],
+}
+
+impl SimdOp for ReadProbe<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) -> f32 {
+        const ACCUMULATORS: usize = 8;
+        let step = ACCUMULATORS * S::LANES;
+        let mut acc: [S::F32; ACCUMULATORS] = std::array::from_fn(|_| s.zero());
+        let mut blocks = self.data.chunks_exact(step);
+        for block in &mut blocks {
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = s.add(*a, s.load(&block[i * S::LANES..]));
+            }
+        }
+        let total = acc.into_iter().fold(s.zero(), |t, a| s.add(t, a));
+        let mut lanes = [0.0f32; 64];
+        s.store(&mut lanes, total);
+        lanes[..S::LANES].iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read probe sums every element, tail included, in every family.
+    #[test]
+    fn read_probe_reads_everything() {
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            for len in [0, 1, 127, 128, 1000, 4099] {
+                let data: Vec<f32> = (0..len).map(|i| (i % 5) as f32).collect();
+                let want: f32 = data.iter().sum();
+                assert_eq!(isa.dispatch(ReadProbe { data: &data }), want, "{isa} {len}");
+            }
+            let gbs = measure_read_gbs(isa, 1 << 20, 0.0);
+            assert!(gbs.is_finite() && gbs > 0.0, "{isa}: {gbs}");
+        }
     }
 }

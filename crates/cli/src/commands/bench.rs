@@ -6,15 +6,14 @@
 //! dropped after it (a lone case is built once).
 
 use super::{
-    counts, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool, CliResult, DepthArg,
-    KxkArg, Machine, PrecisionArg, VariantArg,
+    alternating_rounds, counts, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool,
+    timed_passes, CliResult, DepthArg, KxkArg, Machine, PrecisionArg, VariantArg,
 };
 use clap::{Args, ValueEnum};
 use convkit_model::{BatchRunner, ResNet, Variant, Workspace};
 use convkit_tensor::Precision;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 /// How a case spreads work over the threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -158,34 +157,25 @@ pub fn run(args: &BenchArgs) -> CliResult {
         .collect::<Result<Vec<_>, String>>()?;
     let build = |c: &Case| seeded_model(args.depth.spec(c.variant), args.seed, c.kxk, c.precision, c.sub_batch);
     let mut lone_model = if cases.len() == 1 { Some(build(&cases[0])?) } else { None };
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let bar = progress(((args.warmup * rounds + args.iters) * cases.len()) as u64, "bench", args.json);
-    for round in 0..rounds {
-        // The timed passes of this round: --iters spread evenly, the first rounds one more.
-        let timed = args.iters / rounds + usize::from(round < args.iters % rounds);
-        for (i, case) in cases.iter().enumerate() {
-            let built;
-            let model: &ResNet = match &lone_model {
-                Some(m) => m,
-                None => {
-                    built = build(case)?;
-                    &built
-                }
-            };
-            for pass in 0..args.warmup + timed {
-                let start = Instant::now();
-                match &mut runners[i] {
-                    Runner::Intra(ws) => pool.install(|| model.forward(x.view(), ws)).map(|_| ()),
-                    Runner::Batch(r) => r.forward(model, x.view()).map(|_| ()),
-                }
-                .map_err(|e| e.to_string())?;
-                if pass >= args.warmup {
-                    times[i].push(start.elapsed().as_secs_f64());
-                }
-                bar.inc(1);
+    let mut times = alternating_rounds(cases.len(), rounds, args.iters, |i, passes| {
+        let built;
+        let model: &ResNet = match &lone_model {
+            Some(m) => m,
+            None => {
+                built = build(&cases[i])?;
+                &built
             }
-        }
-    }
+        };
+        let runner = &mut runners[i];
+        timed_passes(args.warmup, passes, &bar, || {
+            match runner {
+                Runner::Intra(ws) => pool.install(|| model.forward(x.view(), ws)).map(|_| ()),
+                Runner::Batch(r) => r.forward(model, x.view()).map(|_| ()),
+            }
+            .map_err(|e| e.to_string())
+        })
+    })?;
     bar.finish_and_clear();
     lone_model.take();
     let mut peaks = BTreeMap::new();

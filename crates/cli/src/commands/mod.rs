@@ -217,6 +217,45 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Times cases in `rounds` alternating rounds: in each round every case takes its turn,
+/// `turn(case, passes)` returning the seconds of `passes` timed passes (after any
+/// warm-up of its own); `iters` passes per case in all, spread evenly over the rounds.
+pub fn alternating_rounds(
+    cases: usize,
+    rounds: usize,
+    iters: usize,
+    mut turn: impl FnMut(usize, usize) -> Result<Vec<f64>, String>,
+) -> Result<Vec<Vec<f64>>, String> {
+    let rounds = rounds.clamp(1, iters.max(1));
+    let mut times = vec![Vec::new(); cases];
+    for round in 0..rounds {
+        let passes = iters / rounds + usize::from(round < iters % rounds);
+        for (case, t) in times.iter_mut().enumerate() {
+            t.extend(turn(case, passes)?);
+        }
+    }
+    Ok(times)
+}
+
+/// `warmup` untimed then `passes` timed calls of `pass`: the seconds of the timed ones.
+pub fn timed_passes(
+    warmup: usize,
+    passes: usize,
+    bar: &indicatif::ProgressBar,
+    mut pass: impl FnMut() -> Result<(), String>,
+) -> Result<Vec<f64>, String> {
+    let mut times = Vec::with_capacity(passes);
+    for i in 0..warmup + passes {
+        let start = std::time::Instant::now();
+        pass()?;
+        if i >= warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+        bar.inc(1);
+    }
+    Ok(times)
+}
+
 /// A progress bar on stderr when it is a terminal and the output is not JSON.
 pub fn progress(len: u64, message: &'static str, hidden: bool) -> indicatif::ProgressBar {
     if hidden || !std::io::stderr().is_terminal() {
