@@ -3,7 +3,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, classify, export, info, profile, run};
+use commands::{bench, classify, export, info, profile, report, run};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -27,6 +27,9 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Writes seeded weights under timm/torchvision key names as safetensors.
     Export(export::ExportArgs),
+    /// Measures the paper's claims here and writes a page of tables and figures
+    /// (index.html, SVG figures, report.json).
+    Report(report::ReportArgs),
 }
 
 /// Restores the default action of SIGPIPE, which the Rust runtime ignores: a closed stdout
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Classify(args) => classify::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,10 +7,10 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// The safetensors metadata keys convkit writes and checks.
-const META_VARIANT: &str = "convkit.variant";
-const META_DEPTH: &str = "convkit.depth";
-const META_SEED: &str = "convkit.seed";
+/// The safetensors metadata key convkit writes and checks: one key, whose value lists
+/// `variant=d,depth=50,seed=0`, so that the file's bytes do not depend on the order a
+/// map of several keys is written in.
+const META_KEY: &str = "convkit";
 
 /// BN statistics suffixes, in the order timm and torchvision store them.
 const BN_KEYS: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
@@ -33,7 +33,7 @@ pub struct Weights {
 }
 
 /// What a weights file says of itself, in the safetensors metadata convkit writes
-/// (`convkit.variant`, `convkit.depth`, `convkit.seed`). Files from timm or torchvision
+/// (the key `convkit`: `variant=d,depth=50,seed=0`). Files from timm or torchvision
 /// carry none of it: every field is then `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -50,40 +50,39 @@ impl WeightsMetadata {
     /// The metadata of a safetensors file's header; values convkit cannot read are errors
     /// naming the key.
     fn from_header(map: Option<&HashMap<String, String>>) -> Result<Self, ModelError> {
-        let Some(map) = map else { return Ok(Self::default()) };
-        let bad =
-            |key: &str, v: &str, want: &str| ModelError::weights(format!("metadata '{key}' is '{v}'; expected {want}"));
-        let variant = match map.get(META_VARIANT) {
-            Some(v) => Some(Variant::parse(v).map_err(|_| bad(META_VARIANT, v, "a, b, c or d"))?),
-            None => None,
+        let mut meta = Self::default();
+        let Some(value) = map.and_then(|m| m.get(META_KEY)) else { return Ok(meta) };
+        let bad = |field: &str, want: &str| {
+            ModelError::weights(format!("metadata '{META_KEY}' is '{value}': its {field} is not {want}"))
         };
-        let depth = match map.get(META_DEPTH) {
-            Some(v) => match v.parse::<usize>() {
-                Ok(d) if d > 0 => Some(d),
-                _ => return Err(bad(META_DEPTH, v, "a depth such as 50, 101 or 152")),
-            },
-            None => None,
-        };
-        let seed = match map.get(META_SEED) {
-            Some(v) => Some(v.parse::<u64>().map_err(|_| bad(META_SEED, v, "a whole number"))?),
-            None => None,
-        };
-        Ok(WeightsMetadata { variant, depth, seed })
+        for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let (name, v) = field.split_once('=').ok_or_else(|| bad("field", "name=value"))?;
+            match name {
+                "variant" => meta.variant = Some(Variant::parse(v).map_err(|_| bad("variant", "a, b, c or d"))?),
+                "depth" => match v.parse::<usize>() {
+                    Ok(d) if d > 0 => meta.depth = Some(d),
+                    _ => return Err(bad("depth", "a depth such as 50, 101 or 152")),
+                },
+                "seed" => meta.seed = Some(v.parse::<u64>().map_err(|_| bad("seed", "a whole number"))?),
+                _ => {} // written by a later convkit: not ours to judge
+            }
+        }
+        Ok(meta)
     }
 
-    /// The metadata convkit writes for weights of `spec`.
+    /// The metadata convkit writes.
     fn to_header(&self) -> HashMap<String, String> {
-        let mut map = HashMap::new();
+        let mut fields = Vec::new();
         if let Some(v) = self.variant {
-            map.insert(META_VARIANT.to_string(), v.to_string().to_ascii_lowercase());
+            fields.push(format!("variant={}", v.to_string().to_ascii_lowercase()));
         }
         if let Some(d) = self.depth {
-            map.insert(META_DEPTH.to_string(), d.to_string());
+            fields.push(format!("depth={d}"));
         }
         if let Some(s) = self.seed {
-            map.insert(META_SEED.to_string(), s.to_string());
+            fields.push(format!("seed={s}"));
         }
-        map
+        HashMap::from([(META_KEY.to_string(), fields.join(","))])
     }
 
     /// Refuses metadata that names another network than `spec`.
@@ -154,18 +153,38 @@ pub fn expected_keys(net: &NetSpec) -> Vec<(String, Vec<usize>)> {
 struct Rng(u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(Rng::GOLDEN);
+        Rng::mix(self.0)
+    }
     fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
+    /// The `n` normal values (times `std`) that `n` draws of two uniforms each give, made
+    /// in parallel: SplitMix64's draw `t` is a function of the state and `t` alone.
+    fn normals(&mut self, n: usize, std: f64) -> Vec<f32> {
+        use rayon::prelude::*;
+        let start = self.0;
+        let draw = |t: u64| {
+            ((Rng::mix(start.wrapping_add(t.wrapping_mul(Rng::GOLDEN))) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let out = (0..n as u64)
+            .into_par_iter()
+            .map(|j| {
+                let (u1, u2) = (draw(2 * j + 1), draw(2 * j + 2));
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
+            })
+            .collect();
+        self.0 = start.wrapping_add((2 * n as u64).wrapping_mul(Rng::GOLDEN));
+        out
     }
     fn range(&mut self, lo: f64, hi: f64) -> f32 {
         (lo + (hi - lo) * self.uniform()) as f32
@@ -186,7 +205,7 @@ fn seeded_tensor(net: &NetSpec, seed: u64, key: &str) -> Option<WeightTensor> {
         return match suffix {
             "weight" => {
                 let std = (1.0 / net.features as f64).sqrt();
-                let data = (0..net.classes * net.features).map(|_| (rng.normal() * std) as f32).collect();
+                let data = rng.normals(net.classes * net.features, std);
                 Some(WeightTensor { shape: vec![net.classes, net.features], data })
             }
             "bias" => {
@@ -199,7 +218,7 @@ fn seeded_tensor(net: &NetSpec, seed: u64, key: &str) -> Option<WeightTensor> {
     if suffix == "weight" {
         if let Some(c) = net.convs().find(|c| c.conv == name) {
             let std = (2.0 / (c.ci * c.kernel * c.kernel) as f64).sqrt();
-            let data = (0..c.weight_len()).map(|_| (rng.normal() * std) as f32).collect();
+            let data = rng.normals(c.weight_len(), std);
             return Some(WeightTensor { shape: vec![c.co, c.ci, c.kernel, c.kernel], data });
         }
     }

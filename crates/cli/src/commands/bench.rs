@@ -1,9 +1,9 @@
 //! `convkit bench`: the forward pass of each case in alternating rounds, on seeded weights.
 //!
 //! A case is one (variant, KxK path, parallel mode, precision, sub-batch). Each round runs
-//! every case in turn, so a busy moment of the machine falls on all of them alike. Only
-//! one case's network is held at a time: each is built at its turn in the round and
-//! dropped after it (a lone case is built once).
+//! every case in turn, so a busy moment of the machine falls on all of them alike. Up to
+//! [`MAX_HELD_NETWORKS`] networks are built once and held; with more cases, only one
+//! network is held at a time: each is built at its turn in the round and dropped after.
 
 use super::{
     alternating_rounds, counts, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool,
@@ -14,6 +14,10 @@ use convkit_model::{BatchRunner, ResNet, Variant, Workspace};
 use convkit_tensor::Precision;
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// Most networks bench holds at once (about 100 MiB each in f32): the four variants of
+/// the default run are built once; larger runs build each case at its turn.
+pub const MAX_HELD_NETWORKS: usize = 4;
 
 /// How a case spreads work over the threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -156,11 +160,12 @@ pub fn run(args: &BenchArgs) -> CliResult {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let build = |c: &Case| seeded_model(args.depth.spec(c.variant), args.seed, c.kxk, c.precision, c.sub_batch);
-    let mut lone_model = if cases.len() == 1 { Some(build(&cases[0])?) } else { None };
+    let mut held: Vec<ResNet> =
+        if cases.len() <= MAX_HELD_NETWORKS { cases.iter().map(build).collect::<Result<_, _>>()? } else { Vec::new() };
     let bar = progress(((args.warmup * rounds + args.iters) * cases.len()) as u64, "bench", args.json);
     let mut times = alternating_rounds(cases.len(), rounds, args.iters, |i, passes| {
         let built;
-        let model: &ResNet = match &lone_model {
+        let model: &ResNet = match held.get(i) {
             Some(m) => m,
             None => {
                 built = build(&cases[i])?;
@@ -177,7 +182,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         })
     })?;
     bar.finish_and_clear();
-    lone_model.take();
+    held.clear();
     let mut peaks = BTreeMap::new();
     for c in &cases {
         if !peaks.contains_key(c.precision.name()) {

@@ -6,6 +6,7 @@ pub mod classify;
 pub mod export;
 pub mod info;
 pub mod profile;
+pub mod report;
 pub mod run;
 
 use clap::{Args, ValueEnum};

@@ -1,0 +1,375 @@
+//! The report's page: one template, its slots filled with tables whose every number is
+//! read from report.json by its JSON pointer (`data-key`), so that page and file agree.
+
+use super::figures::{ROOFLINE, WORK_AND_TIME};
+use super::{Report, KINDS};
+use serde_json::Value;
+
+const TEMPLATE: &str = r#"<!DOCTYPE html>
+<html xmlns="http://www.w3.org/1999/xhtml" lang="en">
+<head>
+<meta charset="utf-8"/>
+<title>Bag of Tricks, measured: ResNet-50 A, B, C, D on {{cpu}}</title>
+<style>
+body { font-family: sans-serif; max-width: 1000px; margin: 2em auto; color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.8em 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { text-align: left; background: #f4f4f4; }
+figure { margin: 1em 0; }
+figure img { width: 100%; border: 1px solid #eee; }
+p.meta, figcaption { color: #555; font-size: 0.92em; }
+p.verdict { background: #f7f7f0; padding: 0.5em 0.8em; border-left: 4px solid #bbb; }
+</style>
+</head>
+<body>
+<h1>Bag of Tricks, measured: ResNet-50 A, B, C, D</h1>
+<p class="meta">{{meta}}</p>
+<p>"Bag of Tricks for Image Classification with Convolutional Neural Networks" (He et al., 2018)
+tweaks ResNet-50 three times: B moves the stride of a downsampling block from its first 1x1 conv
+to its 3x3, C replaces the 7x7 stem with three 3x3 convs, D puts a 2x2 average pool before the
+projection shortcut's 1x1 conv. The paper finds D costs about 13% more FLOPs and is only about
+3% slower. This page measures each claim on this CPU with convkit's kernels, on seeded weights
+(the timings do not depend on the values).</p>
+
+<h2>1. The four variants</h2>
+{{counts}}
+<p>Time in alternating rounds (every variant in turn in each round), medians of the passes;
+GFLOP/s count the paper's nominal multiply-adds; the share is of the measured peak of the
+row's precision.</p>
+{{timings}}
+
+<h2>2. Where the work is and where the time goes</h2>
+<figure><img src="{{work_svg}}" alt="Multiply-adds and time by kind of layer, per variant"/>
+<figcaption>Left: multiply-adds each variant runs, by kind of layer. Right: the time they take
+(median per layer over the passes, f32, batch 1). Same colours in both.</figcaption></figure>
+{{profiles}}
+
+<h2>3. Per-layer roofline</h2>
+<figure><img src="{{roofline_svg}}" alt="Roofline of ResNet-50-D's conv layers"/>
+<figcaption>Each conv layer of D: FLOPs over the bytes it must move at least (input, weights,
+output in f32) against the GFLOP/s it reached. The roof is the measured FMA peak and the
+measured memory bandwidth of all threads.</figcaption></figure>
+{{roofline}}
+
+<h2>4. The seed's claims</h2>
+<h3>4.1 D costs about 13% more FLOPs than A</h3>
+{{flops}}
+<h3>4.2 D is only about 3% slower</h3>
+{{time}}
+<h3>4.3 A 1x1 conv with stride 2 reads a quarter of its input</h3>
+{{strided}}
+<h3>4.4 1x1 convs need no im2col</h3>
+{{im2col}}
+<h3>4.5 A block's branches can run in parallel</h3>
+{{branches}}
+<h3>4.6 Computing only what is read</h3>
+{{positions}}
+</body>
+</html>
+"#;
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Formats a JSON number with `digits` decimals (an integer for 0); null as "-".
+pub fn format_number(v: &Value, digits: usize) -> String {
+    match v.as_f64() {
+        Some(x) if digits == 0 => format!("{}", x.round() as i64),
+        Some(x) => format!("{x:.digits$}"),
+        None => "-".to_string(),
+    }
+}
+
+/// Reads numbers out of report.json for the page.
+struct Cells<'a> {
+    json: &'a Value,
+}
+
+impl Cells<'_> {
+    fn value(&self, key: &str) -> Result<&Value, String> {
+        self.json.pointer(key).ok_or_else(|| format!("report: no value at {key}"))
+    }
+    /// A number in running text.
+    fn span(&self, key: &str, digits: usize) -> Result<String, String> {
+        let text = format_number(self.value(key)?, digits);
+        Ok(format!(r#"<span class="num" data-key="{key}" data-digits="{digits}">{text}</span>"#))
+    }
+    /// A number in a table.
+    fn td(&self, key: &str, digits: usize) -> Result<String, String> {
+        let text = format_number(self.value(key)?, digits);
+        Ok(format!(r#"<td class="num" data-key="{key}" data-digits="{digits}">{text}</td>"#))
+    }
+    fn text(&self, key: &str) -> Result<String, String> {
+        Ok(esc(self.value(key)?.as_str().unwrap_or_default()))
+    }
+}
+
+/// One table: a header row and rows of cells.
+fn table(headers: &[&str], rows: Vec<String>) -> String {
+    let head: String = headers.iter().map(|h| format!("<th>{}</th>", esc(h))).collect();
+    let body: String = rows.into_iter().map(|r| format!("<tr>{r}</tr>\n")).collect();
+    format!("<table>\n<tr>{head}</tr>\n{body}</table>")
+}
+
+fn label(s: &str) -> String {
+    format!(r#"<td class="label">{}</td>"#, esc(s))
+}
+
+/// The page of `report`, whose JSON is `json`.
+pub fn render(report: &Report, json: &Value) -> Result<String, String> {
+    let c = Cells { json };
+    let meta = format!(
+        "{} ({} kernels), {} {}, {}x{} input, convkit {}, {}. Made by <code>{}</code>.",
+        c.text("/cpu")?,
+        c.text("/isa")?,
+        c.span("/threads", 0)?,
+        if report.threads == 1 { "thread" } else { "threads" },
+        c.span("/size", 0)?,
+        c.span("/size", 0)?,
+        c.text("/convkit")?,
+        c.text("/date")?,
+        c.text("/command")?
+    );
+    let mut counts = Vec::new();
+    for (i, v) in report.variants.iter().enumerate() {
+        let k = |f: &str| format!("/variants/{i}/{f}");
+        counts.push(format!(
+            "{}{}{}{}{}{}{}{}",
+            label(&v.variant),
+            c.td(&k("params"), 0)?,
+            c.td(&k("macs"), 0)?,
+            c.td(&k("macs_by_kind/1x1"), 0)?,
+            c.td(&k("macs_by_kind/3x3"), 0)?,
+            c.td(&k("macs_by_kind/stem"), 0)?,
+            c.td(&k("macs_by_kind/fc"), 0)?,
+            c.td(&k("macs_over_a"), 3)?
+        ));
+    }
+    let counts =
+        table(&["variant", "parameters", "MACs", "1x1 MACs", "3x3 MACs", "stem MACs", "fc MACs", "MACs/A"], counts);
+    let mut timings = Vec::new();
+    for (i, t) in report.timings.iter().enumerate() {
+        let k = |f: &str| format!("/timings/{i}/{f}");
+        timings.push(format!(
+            "{}{}{}{}{}{}{}{}{}",
+            label(&t.variant),
+            label(t.precision),
+            c.td(&k("batch"), 0)?,
+            c.td(&k("median_ms"), 2)?,
+            c.td(&k("min_ms"), 2)?,
+            c.td(&k("time_over_a"), 3)?,
+            c.td(&k("macs_over_a"), 3)?,
+            c.td(&k("gflops"), 1)?,
+            c.td(&k("peak_share"), 3)?
+        ));
+    }
+    let timings = table(
+        &["variant", "precision", "batch", "median ms", "min ms", "time/A", "MACs/A", "GFLOP/s", "share of peak"],
+        timings,
+    );
+    let mut profiles = Vec::new();
+    for (i, p) in report.profiles.iter().enumerate() {
+        let mut row = label(&p.variant);
+        for kind in KINDS {
+            row += &c.td(&format!("/profiles/{i}/ms/{kind}"), 2)?;
+        }
+        row += &c.td(&format!("/profiles/{i}/total_ms"), 2)?;
+        profiles.push(row);
+    }
+    let profiles = table(&["ms by kind", "stem", "1x1", "3x3", "fc", "other", "total"], profiles);
+
+    let ridge = format!(
+        "<p>Measured roof: {} GFLOP/s (f32 FMA peak of all threads) and {} GB/s (all threads reading memory); the \
+         ridge, below which a layer is bound by the bytes it moves rather than by its FLOPs, is at {} FLOP per \
+         byte. {}</p>",
+        c.span("/peaks/f32", 0)?,
+        c.span("/bandwidth_gbs", 1)?,
+        c.span("/ridge_flop_per_byte", 1)?,
+        if report.roofline.iter().all(|p| p.intensity > report.ridge_flop_per_byte) {
+            "Every conv layer of D lies right of it: on this CPU they are bound by compute, and the distance to the \
+             roof is the kernels' efficiency."
+        } else {
+            "The layers left of it are bound by memory: their distance to the roof is what the bytes cost."
+        }
+    );
+    let mut roof_rows = Vec::new();
+    for i in 0..report.roofline.len() {
+        let k = |f: &str| format!("/roofline/{i}/{f}");
+        roof_rows.push(format!(
+            "{}{}{}{}{}{}",
+            label(&report.roofline[i].name),
+            label(&report.roofline[i].kind),
+            c.td(&k("flops"), 0)?,
+            c.td(&k("bytes"), 0)?,
+            c.td(&k("intensity"), 1)?,
+            c.td(&k("gflops"), 1)?
+        ));
+    }
+    let roofline = format!(
+        "{ridge}\n<details><summary>The points</summary>\n{}\n</details>",
+        table(&["layer", "kind", "FLOPs", "bytes", "FLOP/byte", "GFLOP/s"], roof_rows)
+    );
+    let f = &report.flops;
+    let flops = format!(
+        "<p>A runs {} multiply-adds, D {}: D/A = {}, {} more, exactly (counted from the layer list; the paper \
+         says about 13%). The extra work is the deep stem's three 3x3 convs, which D shares with C.</p>",
+        c.span("/flops/a_macs", 0)?,
+        c.span("/flops/d_macs", 0)?,
+        c.span("/flops/d_over_a", 3)?,
+        pct(f.d_over_a - 1.0)
+    );
+
+    let t = &report.time;
+    let verdict = if t.d_over_a <= 1.05 {
+        "As in the paper, D's extra FLOPs cost little time here."
+    } else {
+        "Here D is slower than the paper's 3%: the kernels of the deep stem's 3x3 convs and of D's extra work run \
+         below the 1x1 convs' rate on this CPU (the difference by kind below says where the time goes), so the extra \
+         FLOPs are not free."
+    };
+    let mut diff = label("D - A, ms");
+    for kind in KINDS {
+        diff += &c.td(&format!("/time/difference_ms/{kind}"), 2)?;
+    }
+    let time = format!(
+        "<p>f32, batch 1: A {} ms, D {} ms, D/A = {}.</p>\n<p class=\"verdict\">{verdict}</p>\n{}",
+        c.span("/time/a_ms", 2)?,
+        c.span("/time/d_ms", 2)?,
+        c.span("/time/d_over_a", 3)?,
+        table(&["", "stem", "1x1", "3x3", "fc", "other"], vec![diff])
+    );
+
+    let mut strided = Vec::new();
+    for (i, s) in report.strided_reads.iter().enumerate() {
+        let k = |f: &str| format!("/strided_reads/{i}/{f}");
+        strided.push(format!(
+            "{}{}{}{}{}{}{}",
+            label(&s.block),
+            c.td(&k("input/0"), 0)?,
+            c.td(&k("input/1"), 0)?,
+            c.td(&k("input/2"), 0)?,
+            c.td(&k("a_reads"), 0)?,
+            c.td(&k("b_reads"), 0)?,
+            c.td(&k("a_over_b"), 3)?
+        ));
+    }
+    let strided = format!(
+        "<p>Input elements the first 1x1 conv of each downsampling block reads: A's has stride 2 (stages 2-4) and \
+         reads every other pixel of every other row, B's has stride 1 and reads them all (its stride is on the 3x3). \
+         A's quarter is what B's tweak gives back to the information flow; in time, the strided 1x1 costs A a \
+         quarter of the MACs too.</p>\n{}",
+        table(&["block", "channels", "height", "width", "A reads", "B reads", "A/B"], strided)
+    );
+
+    let mut layers = Vec::new();
+    for (i, l) in report.im2col.iter().enumerate() {
+        let k = |f: &str| format!("/im2col/{i}/{f}");
+        layers.push(format!(
+            "{}{}{}{}{}{}{}",
+            label(&l.name),
+            label(&l.kind),
+            c.td(&k("macs"), 0)?,
+            c.td(&k("direct_ms"), 3)?,
+            c.td(&k("im2col_ms"), 3)?,
+            c.td(&k("copy_ms"), 3)?,
+            c.td(&k("copy_bytes"), 0)?
+        ));
+    }
+    let mut per_mac = Vec::new();
+    for (i, p) in report.per_mac.iter().enumerate() {
+        per_mac.push(format!(
+            "{}{}{}",
+            label(&p.kind),
+            c.td(&format!("/per_mac/{i}/direct_ps"), 2)?,
+            c.td(&format!("/per_mac/{i}/im2col_ps"), 2)?
+        ));
+    }
+    let im2col = format!(
+        "<p>Every distinct 1x1 and 3x3 layer of ResNet-50-B, batch 1, on the direct path (the 1x1 conv reads the \
+         NHWC activation in place; the 3x3 runs on the microkernel over a padded copy) and on im2col + gemm, whose \
+         copy time and bytes are its own columns. On the im2col path a 1x1 conv still copies its input (all of it, or \
+         the strided pixels); the direct path skips that copy.</p>\n{}\n<p>Time per multiply-add, picoseconds:</p>\n{}",
+        table(&["layer", "kind", "MACs", "direct ms", "im2col + gemm ms", "im2col copy ms", "copy bytes"], layers),
+        table(&["kind", "direct", "im2col + gemm"], per_mac)
+    );
+
+    let mut branch_rows = Vec::new();
+    for (i, b) in report.branches.iter().enumerate() {
+        let k = |f: &str| format!("/branches/{i}/{f}");
+        branch_rows.push(format!(
+            "{}{}{}{}{}{}",
+            label(&b.variant),
+            c.td(&k("sequential_ms"), 3)?,
+            c.td(&k("parallel_ms"), 3)?,
+            c.td(&k("parallel_over_sequential"), 3)?,
+            c.td(&k("network_sequential_ms"), 2)?,
+            c.td(&k("network_parallel_ms"), 2)?
+        ));
+    }
+    let faster = report.branches.iter().filter(|b| b.parallel_over_sequential < 1.0).count();
+    let branch_verdict = if faster == report.branches.len() {
+        "Running the branches side by side is faster here: each branch alone is too small to keep both threads busy."
+    } else {
+        "Side by side is not faster everywhere here: splitting every layer over both threads already keeps them busy, \
+         and a branch on one thread takes as long as both branches on two, so the shortcut (a quarter of the main \
+         branch's work or less) finishes early and its thread waits."
+    };
+    let branches = format!(
+        "<p>The four downsampling blocks of each variant (f32, batch 1): the projection shortcut (with D's pool) and \
+         the main branch's first two convs one after the other with all threads on each layer, against side by side \
+         with one thread each; the block's last conv, which adds the two, runs on all threads either way. Logits are \
+         bitwise the same (tested).</p>\n{}\n<p class=\"verdict\">{branch_verdict}</p>",
+        table(
+            &[
+                "variant",
+                "one after the other, ms",
+                "side by side, ms",
+                "ratio",
+                "network, ms",
+                "network side by side, ms"
+            ],
+            branch_rows
+        )
+    );
+
+    let positions = format!(
+        "<p>A's blocks before a stride-2 1x1 conv compute only the positions it reads (their output at a quarter of \
+         the positions; OpenVINO does the same): {} multiply-adds against {} when every position is computed, {} ms \
+         against {} ms (f32, batch 1), {} of the time saved. Same logits within float rounding (tested).</p>",
+        c.span("/positions/macs_read_only", 0)?,
+        c.span("/positions/macs_every", 0)?,
+        c.span("/positions/ms_read_only", 2)?,
+        c.span("/positions/ms_every", 2)?,
+        c.span("/positions/time_saved", 3)?
+    );
+
+    let slots = [
+        ("{{cpu}}", c.text("/cpu")?),
+        ("{{meta}}", meta),
+        ("{{counts}}", counts),
+        ("{{timings}}", timings),
+        ("{{work_svg}}", WORK_AND_TIME.to_string()),
+        ("{{profiles}}", profiles),
+        ("{{roofline_svg}}", ROOFLINE.to_string()),
+        ("{{roofline}}", roofline),
+        ("{{flops}}", flops),
+        ("{{time}}", time),
+        ("{{strided}}", strided),
+        ("{{im2col}}", im2col),
+        ("{{branches}}", branches),
+        ("{{positions}}", positions),
+    ];
+    let mut page = TEMPLATE.to_string();
+    for (slot, html) in slots {
+        page = page.replace(slot, &html);
+    }
+    Ok(page)
+}
+
+/// A fraction as a percentage in words ("12.2%"), for prose derived from stored numbers.
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
