@@ -11,10 +11,11 @@ pub const WORK_AND_TIME: &str = "work-and-time.svg";
 /// The roofline's file.
 pub const ROOFLINE: &str = "roofline.svg";
 
-/// Bars in the stacked figure are this many pixels wide; legend swatches are narrower, so
-/// a reader of the SVG tells them apart.
-pub const BAR_WIDTH: i32 = 36;
-const SWATCH: i32 = 10;
+/// Half the width of a bar in the stacked figure, in variants (one variant per unit of x).
+const BAR_HALF_WIDTH: f64 = 0.3;
+/// Legend swatches are this many pixels wide: far narrower than a bar, so a reader of the
+/// SVG tells them apart.
+pub const SWATCH: i32 = 10;
 
 /// One colour per kind of layer, in [`KINDS`] order, the same in every figure.
 pub const KIND_COLOURS: [RGBColor; 5] = [
@@ -70,22 +71,29 @@ fn work_and_time(report: &Report, path: &Path) -> Result<(), String> {
 }
 
 fn stacked(area: &Area<'_>, title: &str, unit: &str, names: &[String], stacks: &[[f64; 5]]) -> Result<(), String> {
-    let top = stacks.iter().map(|s| s.iter().sum::<f64>()).fold(0.0, f64::max).max(1e-9) * 1.3;
+    // Headroom above the tallest bar for the legend.
+    let top = stacks.iter().map(|s| s.iter().sum::<f64>()).fold(0.0, f64::max).max(1e-9) * 1.6;
+    let n = names.len();
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 17))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..names.len()).into_segmented(), 0.0..top)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..top)
         .map_err(fail)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .x_labels(n)
         .x_desc("variant")
         .y_desc(unit)
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i).cloned().unwrap_or_default(),
-            SegmentValue::Last => String::new(),
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-9 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .label_style((FONT, 13))
         .draw()
@@ -94,12 +102,8 @@ fn stacked(area: &Area<'_>, title: &str, unit: &str, names: &[String], stacks: &
         let colour = KIND_COLOURS[k];
         let bars = stacks.iter().enumerate().filter(|(_, s)| s[k] > 0.0).map(move |(i, s)| {
             let below: f64 = s[..k].iter().sum();
-            let mut bar = Rectangle::new(
-                [(SegmentValue::CenterOf(i), below), (SegmentValue::CenterOf(i), below + s[k])],
-                colour.filled(),
-            );
-            bar.set_margin(0, 0, (BAR_WIDTH / 2) as u32, (BAR_WIDTH / 2) as u32);
-            bar
+            let x = i as f64;
+            Rectangle::new([(x - BAR_HALF_WIDTH, below), (x + BAR_HALF_WIDTH, below + s[k])], colour.filled())
         });
         chart
             .draw_series(bars)

@@ -214,12 +214,17 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
     );
     let f = &report.flops;
     let flops = format!(
-        "<p>A runs {} multiply-adds, D {}: D/A = {}, {} more, exactly (counted from the layer list; the paper \
-         says about 13%). The extra work is the deep stem's three 3x3 convs, which D shares with C.</p>",
+        "<p>A runs {} multiply-adds, D {}: D/A = {}, exactly (counted from the layer list; the paper says about \
+         1.13). {}</p>",
         c.span("/flops/a_macs", 0)?,
         c.span("/flops/d_macs", 0)?,
         c.span("/flops/d_over_a", 3)?,
-        pct(f.d_over_a - 1.0)
+        if f.d_over_a > 1.0 {
+            "The extra work is B's stride moved onto the 3x3 (its first 1x1 runs at every position) and the deep \
+             stem's three 3x3 convs, which D shares with C; D's pool makes its shortcut conv no dearer."
+        } else {
+            "At this input size the counts differ from the paper's."
+        }
     );
 
     let t = &report.time;
@@ -367,9 +372,4 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         page = page.replace(slot, &html);
     }
     Ok(page)
-}
-
-/// A fraction as a percentage in words ("12.2%"), for prose derived from stored numbers.
-fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
 }
