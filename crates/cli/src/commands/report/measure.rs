@@ -159,7 +159,9 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     for (k, (a, d)) in KINDS.iter().zip(profiles[0].ms.values().into_iter().zip(profiles[3].ms.values())) {
         difference_ms.add(k, d - a);
     }
-    let time = TimeClaim { a_ms: ta, d_ms: td, d_over_a: td / ta, difference_ms };
+    let run_macs = |p: &KindProfile| p.macs.values().iter().sum::<f64>();
+    let run_macs_d_over_a = run_macs(&profiles[3]) / run_macs(&profiles[0]);
+    let time = TimeClaim { a_ms: ta, d_ms: td, d_over_a: td / ta, run_macs_d_over_a, difference_ms };
 
     // 4b. Elements the first 1x1 of each downsampling block reads, in A and in B (whose
     // layer shapes, unreduced, B's profile holds).

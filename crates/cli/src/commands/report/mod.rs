@@ -136,6 +136,8 @@ pub struct TimeClaim {
     a_ms: f64,
     d_ms: f64,
     d_over_a: f64,
+    /// Multiply-adds D runs over those A runs (A computes only what is read).
+    run_macs_d_over_a: f64,
     /// D's profile minus A's, by kind: where D's extra time goes.
     difference_ms: ByKind,
 }
