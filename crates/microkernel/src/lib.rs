@@ -32,4 +32,4 @@ pub use pack::{PackedWeights, Panels};
 pub use probe::{measure_bf16_gflops, measure_fma_gflops, measure_read_gbs};
 #[cfg(target_arch = "x86_64")]
 pub use simd::{Avx2, Avx512, Avx512Bf16};
-pub use simd::{Portable, Simd};
+pub use simd::{Portable, PortableF32, Simd};

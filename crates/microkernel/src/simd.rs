@@ -133,84 +133,99 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// The portable family: `wide::f32x4`, 128-bit vectors on every target (SSE2 on x86-64,
-/// NEON on aarch64, scalar elsewhere). Always available.
+/// The portable family: 128-bit vectors on every target (SSE2 on x86-64, NEON on
+/// aarch64, scalar elsewhere), on the `wide` crate. Always available.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Portable;
 
+/// The vector of [`Portable`]: four f32 lanes. Opaque, so that the crate it is built on
+/// stays out of convkit's public API.
+#[derive(Debug, Clone, Copy)]
+#[repr(transparent)]
+pub struct PortableF32(wide::f32x4);
+
+impl PortableF32 {
+    #[inline(always)]
+    fn lanes(self) -> [f32; 4] {
+        self.0.to_array()
+    }
+    #[inline(always)]
+    fn of(lanes: [f32; 4]) -> Self {
+        PortableF32(wide::f32x4::new(lanes))
+    }
+}
+
 impl Simd for Portable {
-    type F32 = wide::f32x4;
+    type F32 = PortableF32;
     const LANES: usize = 4;
     const ISA: Isa = Isa::Portable;
 
     #[inline(always)]
     fn splat(self, v: f32) -> Self::F32 {
-        wide::f32x4::splat(v)
+        PortableF32(wide::f32x4::splat(v))
     }
     #[inline(always)]
     fn load(self, s: &[f32]) -> Self::F32 {
-        let a: [f32; 4] = s[..4].try_into().expect("slice of 4");
-        wide::f32x4::new(a)
+        PortableF32::of(s[..4].try_into().expect("slice of 4"))
     }
     #[inline(always)]
     fn store(self, s: &mut [f32], v: Self::F32) {
-        s[..4].copy_from_slice(v.as_array());
+        s[..4].copy_from_slice(v.0.as_array());
     }
     #[inline(always)]
     fn load_partial(self, s: &[f32]) -> Self::F32 {
         let mut a = [0.0f32; 4];
         a[..s.len()].copy_from_slice(s);
-        wide::f32x4::new(a)
+        PortableF32::of(a)
     }
     #[inline(always)]
     fn store_partial(self, s: &mut [f32], v: Self::F32) {
         let n = s.len();
-        s.copy_from_slice(&v.as_array()[..n]);
+        s.copy_from_slice(&v.0.as_array()[..n]);
     }
     #[inline(always)]
     fn add(self, a: Self::F32, b: Self::F32) -> Self::F32 {
-        a + b
+        PortableF32(a.0 + b.0)
     }
     #[inline(always)]
     fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32 {
-        a - b
+        PortableF32(a.0 - b.0)
     }
     #[inline(always)]
     fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32 {
-        a * b
+        PortableF32(a.0 * b.0)
     }
     #[inline(always)]
     fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
-        a.mul_add(b, c)
+        PortableF32(a.0.mul_add(b.0, c.0))
     }
     #[inline(always)]
     fn max(self, a: Self::F32, b: Self::F32) -> Self::F32 {
         // a > b ? a : b, as x86's maxps: b where either lane is NaN.
-        let (a, b) = (a.to_array(), b.to_array());
-        wide::f32x4::new(std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] }))
+        let (a, b) = (a.lanes(), b.lanes());
+        PortableF32::of(std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] }))
     }
     #[inline(always)]
     fn max_keep_nan(self, a: Self::F32, b: Self::F32) -> Self::F32 {
-        let (x, y) = (a.to_array(), b.to_array());
-        wide::f32x4::new(std::array::from_fn(|i| if x[i].is_nan() || x[i] > y[i] { x[i] } else { y[i] }))
+        let (x, y) = (a.lanes(), b.lanes());
+        PortableF32::of(std::array::from_fn(|i| if x[i].is_nan() || x[i] > y[i] { x[i] } else { y[i] }))
     }
     #[inline(always)]
     fn bf16_halves(self, pairs: Self::F32) -> (Self::F32, Self::F32) {
-        let bits = pairs.to_array().map(f32::to_bits);
+        let bits = pairs.lanes().map(f32::to_bits);
         (
-            wide::f32x4::new(bits.map(|b| f32::from_bits(b << 16))),
-            wide::f32x4::new(bits.map(|b| f32::from_bits(b & 0xffff_0000))),
+            PortableF32::of(bits.map(|b| f32::from_bits(b << 16))),
+            PortableF32::of(bits.map(|b| f32::from_bits(b & 0xffff_0000))),
         )
     }
     #[inline(always)]
     fn load_bf16(self, s: &[bf16]) -> Self::F32 {
         let s = &s[..4];
-        wide::f32x4::new(std::array::from_fn(|i| s[i].to_f32()))
+        PortableF32::of(std::array::from_fn(|i| s[i].to_f32()))
     }
     #[inline(always)]
     fn store_bf16(self, s: &mut [bf16], v: Self::F32) {
-        let v = v.to_array();
-        s[..4].iter_mut().zip(v).for_each(|(d, v)| *d = bf16::from_f32(v));
+        s[..4].iter_mut().zip(v.lanes()).for_each(|(d, v)| *d = bf16::from_f32(v));
     }
 }
 
