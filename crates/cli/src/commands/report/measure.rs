@@ -129,7 +129,7 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     let probe_bytes = (2 * cache.l3).clamp(256 << 20, 1 << 30);
     let bandwidth_gbs = pool.install(|| convkit_microkernel::measure_read_gbs(isa, probe_bytes, BANDWIDTH_SECONDS));
     let d_steps = &profiles_steps[3];
-    let roofline = d_steps
+    let roofline: Vec<RooflinePoint> = d_steps
         .iter()
         .filter(|s| s.path.is_some() && s.macs > 0 && s.seconds > 0.0)
         .map(|s| {
@@ -148,6 +148,9 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
             }
         })
         .collect();
+
+    let ridge = peaks.get("f32").copied().unwrap_or(f64::NAN) / bandwidth_gbs;
+    let roofline: Vec<RooflinePoint> = roofline;
 
     // 4a. D's FLOPs and time against A's.
     let counts_of = |v: Variant| counts(spec(v), args.size);
@@ -282,7 +285,8 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
         threads: args.threads,
         iters: args.iters,
         rounds,
-        ridge_flop_per_byte: peaks.get("f32").copied().unwrap_or(f64::NAN) / bandwidth_gbs,
+        ridge_flop_per_byte: ridge,
+        layers_below_ridge: roofline.iter().filter(|p: &&RooflinePoint| p.intensity < ridge).count(),
         peaks,
         bandwidth_gbs,
         variants,

@@ -41,6 +41,9 @@ pub struct ReportArgs {
     /// Seed of the weights and the input.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also print report.json on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Multiply-adds by kind of layer.
@@ -211,6 +214,8 @@ pub struct Report {
     bandwidth_gbs: f64,
     /// Where the roofline's two roofs meet: f32 peak over bandwidth.
     ridge_flop_per_byte: f64,
+    /// Layers of the roofline left of the ridge (bound by memory).
+    layers_below_ridge: usize,
     variants: Vec<VariantCounts>,
     timings: Vec<Timing>,
     profiles: Vec<KindProfile>,
@@ -238,6 +243,9 @@ pub fn run(args: &ReportArgs) -> CliResult {
     figures::write_all(&report, &args.output)?;
     write("index.html", &page::render(&report, &value)?)?;
     eprintln!("wrote {}", args.output.join("index.html").display());
+    if args.json {
+        println!("{json}");
+    }
     Ok(())
 }
 

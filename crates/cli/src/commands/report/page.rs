@@ -190,11 +190,16 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         c.span("/peaks/f32", 0)?,
         c.span("/bandwidth_gbs", 1)?,
         c.span("/ridge_flop_per_byte", 1)?,
-        if report.roofline.iter().all(|p| p.intensity > report.ridge_flop_per_byte) {
+        if report.layers_below_ridge == 0 {
             "Every conv layer of D lies right of it: on this CPU they are bound by compute, and the distance to the \
              roof is the kernels' efficiency."
+                .to_string()
         } else {
-            "The layers left of it are bound by memory: their distance to the roof is what the bytes cost."
+            format!(
+                "{} of D's layers lie left of it (see the points), bound by the bytes they move; the others are bound \
+                 by compute, and their distance to the roof is the kernels' efficiency.",
+                c.span("/layers_below_ridge", 0)?
+            )
         }
     );
     let mut roof_rows = Vec::new();
