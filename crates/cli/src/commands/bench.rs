@@ -6,8 +6,8 @@
 //! network is held at a time: each is built at its turn in the round and dropped after.
 
 use super::{
-    alternating_rounds, counts, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool,
-    timed_passes, CliResult, DepthArg, KxkArg, Machine, PrecisionArg, VariantArg,
+    alternating_rounds, at_least_one, counts, median, pool_peak, print_json, progress, random_input, seeded_model,
+    thread_pool, timed_passes, CliResult, DepthArg, KxkArg, Machine, PrecisionArg, TimingArgs, VariantArg,
 };
 use clap::{Args, ValueEnum};
 use convkit_model::{BatchRunner, ResNet, Variant, Workspace};
@@ -50,37 +50,16 @@ pub struct BenchArgs {
     precision: Vec<PrecisionArg>,
     /// Images run through the network at a time when --batch is larger, comma-separated
     /// (the arena holds one sub-batch).
-    #[arg(long, value_delimiter = ',', default_values_t = [convkit_model::DEFAULT_SUB_BATCH],
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_delimiter = ',', default_values_t = [convkit_model::DEFAULT_SUB_BATCH], value_parser = at_least_one())]
     sub_batch: Vec<usize>,
-    /// Batch size.
-    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    batch: usize,
-    /// Worker threads (default: the machine's cores).
-    #[arg(long, default_value_t = super::default_threads())]
-    threads: usize,
-    /// Input height and width.
-    #[arg(long, default_value_t = 224)]
-    size: usize,
-    /// Timed forward passes of each case, spread over the rounds.
-    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    iters: usize,
     /// Alternating rounds (at most --iters).
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one())]
     rounds: usize,
     /// Untimed passes of each case at the start of each round.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Seed of the weights and the input.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// f32 FMA peak of one core in GFLOP/s for the share-of-peak column; measured on every
-    /// worker thread at once when not given.
-    #[arg(long)]
-    peak: Option<f64>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    timing: TimingArgs,
 }
 
 /// One case to time.
@@ -136,7 +115,8 @@ enum Runner {
 
 /// Runs `bench`.
 pub fn run(args: &BenchArgs) -> CliResult {
-    let pool = thread_pool(args.threads)?;
+    let t = &args.timing;
+    let pool = thread_pool(t.threads)?;
     let mut cases = Vec::new();
     for &sub_batch in &args.sub_batch {
         for &kxk in &args.kxk {
@@ -150,20 +130,20 @@ pub fn run(args: &BenchArgs) -> CliResult {
             }
         }
     }
-    let x = random_input(args.batch, args.size, args.seed)?;
-    let rounds = args.rounds.min(args.iters);
+    let x = random_input(t.batch, t.size, t.seed)?;
+    let rounds = args.rounds.min(t.iters);
     let mut runners = cases
         .iter()
         .map(|c| match c.parallel {
             Parallel::Intra => Ok(Runner::Intra(Box::default())),
-            Parallel::Batch => BatchRunner::new(args.threads).map(Runner::Batch).map_err(|e| e.to_string()),
+            Parallel::Batch => BatchRunner::new(t.threads).map(Runner::Batch).map_err(|e| e.to_string()),
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let build = |c: &Case| seeded_model(args.depth.spec(c.variant), args.seed, c.kxk, c.precision, c.sub_batch);
+    let build = |c: &Case| seeded_model(args.depth.spec(c.variant), t.seed, c.kxk, c.precision, c.sub_batch);
     let mut held: Vec<ResNet> =
         if cases.len() <= MAX_HELD_NETWORKS { cases.iter().map(build).collect::<Result<_, _>>()? } else { Vec::new() };
-    let bar = progress(((args.warmup * rounds + args.iters) * cases.len()) as u64, "bench", args.json);
-    let mut times = alternating_rounds(cases.len(), rounds, args.iters, |i, passes| {
+    let bar = progress(((args.warmup * rounds + t.iters) * cases.len()) as u64, "bench", t.json);
+    let mut times = alternating_rounds(cases.len(), rounds, t.iters, |i, passes| {
         let built;
         let model: &ResNet = match held.get(i) {
             Some(m) => m,
@@ -186,15 +166,15 @@ pub fn run(args: &BenchArgs) -> CliResult {
     let mut peaks = BTreeMap::new();
     for c in &cases {
         if !peaks.contains_key(c.precision.name()) {
-            peaks.insert(c.precision.name(), pool_peak(args.peak, &pool, c.precision)?);
+            peaks.insert(c.precision.name(), pool_peak(t.peak, &pool, c.precision)?);
         }
     }
-    let macs_a = counts(args.depth.spec(Variant::A), args.size)?.macs() as f64;
+    let macs_a = counts(args.depth.spec(Variant::A), t.size)?.macs() as f64;
     let mut rows = Vec::new();
-    for (case, t) in cases.iter().zip(&mut times) {
-        let macs = counts(args.depth.spec(case.variant), args.size)?.macs() * args.batch as u64;
-        let min = t.iter().cloned().fold(f64::INFINITY, f64::min);
-        let med = median(t);
+    for (case, passes) in cases.iter().zip(&mut times) {
+        let macs = counts(args.depth.spec(case.variant), t.size)?.macs() * t.batch as u64;
+        let min = passes.iter().cloned().fold(f64::INFINITY, f64::min);
+        let med = median(passes);
         let gflops = 2.0 * macs as f64 / med / 1e9;
         let peak = peaks[case.precision.name()];
         rows.push(BenchRow {
@@ -206,13 +186,13 @@ pub fn run(args: &BenchArgs) -> CliResult {
             sub_batch: case.sub_batch,
             median_ms: med * 1e3,
             min_ms: min * 1e3,
-            images_per_s: args.batch as f64 / med,
+            images_per_s: t.batch as f64 / med,
             gflops,
             peak_gflops: peak,
             peak_share: gflops / peak,
             macs,
             time_over_a: None,
-            macs_over_a: macs as f64 / args.batch as f64 / macs_a,
+            macs_over_a: macs as f64 / t.batch as f64 / macs_a,
         });
     }
     for i in 0..rows.len() {
@@ -225,15 +205,15 @@ pub fn run(args: &BenchArgs) -> CliResult {
     }
     let report = BenchReport {
         machine: Machine::here(),
-        batch: args.batch,
-        threads: args.threads,
-        size: args.size,
-        iters: args.iters,
+        batch: t.batch,
+        threads: t.threads,
+        size: t.size,
+        iters: t.iters,
         rounds,
         peaks,
         rows,
     };
-    if args.json {
+    if t.json {
         return print_json(&report);
     }
     print_table(&report);

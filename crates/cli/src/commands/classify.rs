@@ -41,7 +41,7 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Images run through the network at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one())]
     batch: usize,
     /// Classes printed per image.
     #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]

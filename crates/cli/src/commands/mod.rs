@@ -122,6 +122,39 @@ impl KxkArg {
     }
 }
 
+/// The value parser of a count that must be at least one (a batch, passes, rounds).
+pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// The options bench and profile share: what runs, on how many threads, how often.
+#[derive(Debug, Args)]
+pub struct TimingArgs {
+    /// Batch size.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+    pub batch: usize,
+    /// Worker threads (default: the machine's cores).
+    #[arg(long, default_value_t = default_threads())]
+    pub threads: usize,
+    /// Input height and width.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Timed forward passes (bench: of each case, spread over its rounds; profile: each
+    /// layer's time is its median over them).
+    #[arg(long, default_value_t = 20, value_parser = at_least_one())]
+    pub iters: usize,
+    /// Seed of the weights and the input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// f32 FMA peak of one core in GFLOP/s for the share-of-peak column; measured on every
+    /// worker thread at once when not given.
+    #[arg(long)]
+    pub peak: Option<f64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The worker threads a command uses unless told: one per core this process may run on.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -1,8 +1,8 @@
 //! `convkit profile`: the time of every layer of one variant, and sums by kind of layer.
 
 use super::{
-    median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool, CliResult, DepthArg, KxkArg,
-    Machine, PrecisionArg, VariantArg,
+    at_least_one, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool, CliResult,
+    DepthArg, KxkArg, Machine, PrecisionArg, TimingArgs, VariantArg,
 };
 use clap::Args;
 use convkit_model::{ConvPath, StepTiming};
@@ -25,33 +25,13 @@ pub struct ProfileArgs {
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Images run through the network at a time when --batch is larger.
-    #[arg(long, default_value_t = convkit_model::DEFAULT_SUB_BATCH,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = convkit_model::DEFAULT_SUB_BATCH, value_parser = at_least_one())]
     sub_batch: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    batch: usize,
-    /// Worker threads (default: the machine's cores).
-    #[arg(long, default_value_t = super::default_threads())]
-    threads: usize,
-    /// Input height and width.
-    #[arg(long, default_value_t = 224)]
-    size: usize,
-    /// Timed forward passes; each layer's time is its median over them.
-    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    iters: usize,
     /// Untimed passes first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Seed of the weights and the input.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// f32 FMA peak of one core in GFLOP/s; measured when not given.
-    #[arg(long)]
-    peak: Option<f64>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    timing: TimingArgs,
 }
 
 /// One step of the forward pass.
@@ -109,14 +89,15 @@ fn gflops(macs: u64, secs: f64) -> f64 {
 
 /// Runs `profile`.
 pub fn run(args: &ProfileArgs) -> CliResult {
-    let pool = thread_pool(args.threads)?;
-    let x = random_input(args.batch, args.size, args.seed)?;
+    let t = &args.timing;
+    let pool = thread_pool(t.threads)?;
+    let x = random_input(t.batch, t.size, t.seed)?;
     let spec = args.depth.spec(args.variant);
-    let model = seeded_model(spec, args.seed, args.kxk, args.precision.into(), args.sub_batch)?;
+    let model = seeded_model(spec, t.seed, args.kxk, args.precision.into(), args.sub_batch)?;
     let mut ws = convkit_model::Workspace::new();
     let mut runs: Vec<Vec<StepTiming>> = Vec::new();
-    let bar = progress((args.warmup + args.iters) as u64, "profile", args.json);
-    for round in 0..args.warmup + args.iters {
+    let bar = progress((args.warmup + t.iters) as u64, "profile", t.json);
+    for round in 0..args.warmup + t.iters {
         let mut steps = Vec::new();
         pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps)).map_err(|e| e.to_string())?;
         if round >= args.warmup {
@@ -132,7 +113,7 @@ pub fn run(args: &ProfileArgs) -> CliResult {
         s.lowering_seconds = median(&mut runs.iter().map(|r| r[i].lowering_seconds).collect::<Vec<_>>());
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    let peak = pool_peak(args.peak, &pool, model.precision())?;
+    let peak = pool_peak(t.peak, &pool, model.precision())?;
     let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
     for s in &steps {
         let e = by_kind.entry(s.kind.label()).or_default();
@@ -146,10 +127,10 @@ pub fn run(args: &ProfileArgs) -> CliResult {
         variant: convkit_model::Variant::from(args.variant).to_string(),
         depth: spec.depth(),
         precision: model.precision().name(),
-        batch: args.batch,
-        threads: args.threads,
-        size: args.size,
-        iters: args.iters,
+        batch: t.batch,
+        threads: t.threads,
+        size: t.size,
+        iters: t.iters,
         total_ms: total * 1e3,
         peak_gflops: peak,
         layers: steps
@@ -181,7 +162,7 @@ pub fn run(args: &ProfileArgs) -> CliResult {
             })
             .collect(),
     };
-    if args.json {
+    if t.json {
         return print_json(&report);
     }
     print_table(&report);

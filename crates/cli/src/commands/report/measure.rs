@@ -99,16 +99,7 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     let mut spaces: Vec<Workspace> = variants.iter().map(|_| Workspace::new()).collect();
     alternating_rounds(variants.len(), rounds, args.iters, |i, passes| {
         let model = build(variants[i], f32_options)?;
-        let (ws, runs) = (&mut spaces[i], &mut runs[i]);
-        let mut first = true;
-        timed_passes(1, passes, &bar, || {
-            let mut steps = Vec::new();
-            pool.install(|| model.forward_profiled(x1.view(), ws, &mut steps)).map_err(|e| e.to_string())?;
-            if !std::mem::take(&mut first) {
-                runs.push(steps);
-            }
-            Ok(())
-        })
+        profiled_passes(&model, x1, &pool, &mut spaces[i], &mut runs[i], passes, &bar)
     })?;
     let profiles_steps: Vec<Vec<StepTiming>> = runs.iter().map(|r| median_steps(r)).collect();
     let profiles: Vec<KindProfile> = variants
@@ -195,16 +186,7 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     let whole = alternating_rounds(runs.len(), rounds, args.iters, |i, passes| {
         let model = build(variants[i / 2], f32_options)?;
         let model = if i % 2 == 1 { model.with_parallel_branches().map_err(|e| e.to_string())? } else { model };
-        let (ws, runs) = (&mut spaces[i], &mut runs[i]);
-        let mut first = true;
-        timed_passes(1, passes, &bar, || {
-            let mut steps = Vec::new();
-            pool.install(|| model.forward_profiled(x1.view(), ws, &mut steps)).map_err(|e| e.to_string())?;
-            if !std::mem::take(&mut first) {
-                runs.push(steps);
-            }
-            Ok(())
-        })
+        profiled_passes(&model, x1, &pool, &mut spaces[i], &mut runs[i], passes, &bar)
     })?;
     let branches = variants
         .iter()
@@ -300,6 +282,28 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
         per_mac,
         branches,
         positions,
+    })
+}
+
+/// One untimed then `passes` profiled forward passes of `model` on `x`: their steps go to
+/// `runs`, their seconds are returned.
+fn profiled_passes(
+    model: &ResNet,
+    x: &Tensor,
+    pool: &rayon::ThreadPool,
+    ws: &mut Workspace,
+    runs: &mut Vec<Vec<StepTiming>>,
+    passes: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<f64>, String> {
+    let mut first = true;
+    timed_passes(1, passes, bar, || {
+        let mut steps = Vec::new();
+        pool.install(|| model.forward_profiled(x.view(), ws, &mut steps)).map_err(|e| e.to_string())?;
+        if !std::mem::take(&mut first) {
+            runs.push(steps);
+        }
+        Ok(())
     })
 }
 

@@ -26,17 +26,17 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
     /// The larger batch of the variant table, beside batch 1.
-    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one())]
     batch: usize,
     /// Input height and width.
     #[arg(long, default_value_t = 224)]
     size: usize,
     /// Timed passes of every measurement, spread over the rounds.
-    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = super::at_least_one())]
     iters: usize,
     /// Alternating rounds of every comparison (at most --iters); each network is built at
     /// its turn in a round, so only one is held at a time.
-    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = super::at_least_one())]
     rounds: usize,
     /// Seed of the weights and the input.
     #[arg(long, default_value_t = 0)]
