@@ -221,6 +221,14 @@ fn batch_parallel_logits_equal_intra_op_logits() {
         let got = runner.forward(&model, x.view()).unwrap().to_vec();
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{workers} workers differ");
     }
+    // A model with threads of its own gives the same logits, alone and in the batch runner
+    // (whose workers run on their own threads).
+    let model = ResNet::new(&w).unwrap().with_threads(3).unwrap();
+    assert_eq!(model.threads(), Some(3));
+    let got = model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec();
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "own threads differ");
+    let got = convkit_model::BatchRunner::new(2).unwrap().forward(&model, x.view()).unwrap().to_vec();
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "batch runner differs");
 }
 
 #[test]

@@ -6,7 +6,8 @@ use crate::ModelError;
 use convkit_tensor::{Shape, TensorView};
 
 /// Batch-level parallelism: each worker runs a contiguous share of the images through the
-/// whole network on a pool of one thread of its own, with its own arena, instead of
+/// whole network on a pool of one thread of its own (whatever `ResNet::with_threads`
+/// set), with its own arena, instead of
 /// splitting every layer across threads. The logits are bitwise those of
 /// [`ResNet::forward`] (no output's arithmetic depends on the split).
 pub struct BatchRunner {
@@ -52,7 +53,7 @@ impl BatchRunner {
                 first += images;
                 handles.push(scope.spawn(move || -> Result<(), ModelError> {
                     let view = TensorView::new(Shape { n: images, ..shape }, input.layout(), data)?;
-                    let out = pool.install(|| model.forward(view, ws))?;
+                    let out = pool.install(|| model.forward_on_current_pool(view, ws))?;
                     mine.copy_from_slice(out);
                     Ok(())
                 }));

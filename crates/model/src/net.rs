@@ -211,7 +211,17 @@ impl ResNet {
     /// pool if it has one ([`ResNet::with_threads`]), else on the current rayon pool:
     /// call inside `pool.install()` to choose the threads.
     pub fn forward<'w>(&self, input: TensorView<'_>, ws: &'w mut Workspace) -> Result<&'w [f32], ModelError> {
-        self.on_pool(|| self.run_sub_batches(input, ws, None))
+        self.on_pool(|| self.forward_on_current_pool(input, ws))
+    }
+
+    /// [`ResNet::forward`] on the current pool whatever [`ResNet::with_threads`] set: each
+    /// worker of a [`crate::BatchRunner`] runs its share on its own thread.
+    pub(crate) fn forward_on_current_pool<'w>(
+        &self,
+        input: TensorView<'_>,
+        ws: &'w mut Workspace,
+    ) -> Result<&'w [f32], ModelError> {
+        self.run_sub_batches(input, ws, None)
     }
 
     fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
