@@ -105,15 +105,24 @@ fn stacked(area: &Area<'_>, title: &str, unit: &str, names: &[String], stacks: &
             let x = i as f64;
             Rectangle::new([(x - BAR_HALF_WIDTH, below), (x + BAR_HALF_WIDTH, below + s[k])], colour.filled())
         });
-        chart
-            .draw_series(bars)
-            .map_err(fail)?
-            .label(*kind)
-            .legend(move |(x, y)| Rectangle::new([(x, y - SWATCH / 2), (x + SWATCH, y + SWATCH / 2)], colour.filled()));
+        chart.draw_series(bars).map_err(fail)?.label(*kind).legend(move |(x, y)| swatch(x, y, colour));
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// A legend's colour swatch at (x, y).
+fn swatch(x: i32, y: i32, colour: RGBColor) -> Rectangle<(i32, i32)> {
+    Rectangle::new([(x, y - SWATCH / 2), (x + SWATCH, y + SWATCH / 2)], colour.filled())
+}
+
+/// Draws a chart's legend at `position`, in the figures' one style.
+fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 13))
@@ -172,15 +181,8 @@ fn roofline(report: &Report, path: &Path) -> Result<(), String> {
             .draw_series(mine.into_iter().map(|p| Circle::new((p.intensity, p.gflops), 4, colour.filled())))
             .map_err(fail)?
             .label(format!("{kind} layers"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - SWATCH / 2), (x + SWATCH, y + SWATCH / 2)], colour.filled()));
+            .legend(move |(x, y)| swatch(x, y, colour));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(fail)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(fail)
 }

@@ -104,6 +104,25 @@ impl Cells<'_> {
         let text = format_number(self.value(key)?, digits);
         Ok(format!(r#"<td class="num" data-key="{key}" data-digits="{digits}">{text}</td>"#))
     }
+    /// A table row: `labels` as label cells, then the numbers of `fields` (name, decimals)
+    /// under the JSON pointer `prefix`.
+    fn row(&self, labels: &[&str], prefix: &str, fields: &[(&str, usize)]) -> Result<String, String> {
+        let mut row: String = labels.iter().map(|l| label(l)).collect();
+        for (field, digits) in fields {
+            row += &self.td(&format!("{prefix}/{field}"), *digits)?;
+        }
+        Ok(row)
+    }
+    /// One row per element of the array at `array`, each through `row`.
+    fn rows<T>(
+        &self,
+        array: &str,
+        items: &[T],
+        labels: impl Fn(&T) -> Vec<&str>,
+        fields: &[(&str, usize)],
+    ) -> Result<Vec<String>, String> {
+        items.iter().enumerate().map(|(i, item)| self.row(&labels(item), &format!("{array}/{i}"), fields)).collect()
+    }
     fn text(&self, key: &str) -> Result<String, String> {
         Ok(esc(self.value(key)?.as_str().unwrap_or_default()))
     }
@@ -135,52 +154,44 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         c.text("/date")?,
         c.text("/command")?
     );
-    let mut counts = Vec::new();
-    for (i, v) in report.variants.iter().enumerate() {
-        let k = |f: &str| format!("/variants/{i}/{f}");
-        counts.push(format!(
-            "{}{}{}{}{}{}{}{}",
-            label(&v.variant),
-            c.td(&k("params"), 0)?,
-            c.td(&k("macs"), 0)?,
-            c.td(&k("macs_by_kind/1x1"), 0)?,
-            c.td(&k("macs_by_kind/3x3"), 0)?,
-            c.td(&k("macs_by_kind/stem"), 0)?,
-            c.td(&k("macs_by_kind/fc"), 0)?,
-            c.td(&k("macs_over_a"), 3)?
-        ));
-    }
+    let counts = c.rows(
+        "/variants",
+        &report.variants,
+        |v| vec![v.variant.as_str()],
+        &[
+            ("params", 0),
+            ("macs", 0),
+            ("macs_by_kind/1x1", 0),
+            ("macs_by_kind/3x3", 0),
+            ("macs_by_kind/stem", 0),
+            ("macs_by_kind/fc", 0),
+            ("macs_over_a", 3),
+        ],
+    )?;
     let counts =
         table(&["variant", "parameters", "MACs", "1x1 MACs", "3x3 MACs", "stem MACs", "fc MACs", "MACs/A"], counts);
-    let mut timings = Vec::new();
-    for (i, t) in report.timings.iter().enumerate() {
-        let k = |f: &str| format!("/timings/{i}/{f}");
-        timings.push(format!(
-            "{}{}{}{}{}{}{}{}{}",
-            label(&t.variant),
-            label(t.precision),
-            c.td(&k("batch"), 0)?,
-            c.td(&k("median_ms"), 2)?,
-            c.td(&k("min_ms"), 2)?,
-            c.td(&k("time_over_a"), 3)?,
-            c.td(&k("macs_over_a"), 3)?,
-            c.td(&k("gflops"), 1)?,
-            c.td(&k("peak_share"), 3)?
-        ));
-    }
+    let timings = c.rows(
+        "/timings",
+        &report.timings,
+        |t| vec![t.variant.as_str(), t.precision],
+        &[
+            ("batch", 0),
+            ("median_ms", 2),
+            ("min_ms", 2),
+            ("time_over_a", 3),
+            ("macs_over_a", 3),
+            ("gflops", 1),
+            ("peak_share", 3),
+        ],
+    )?;
     let timings = table(
         &["variant", "precision", "batch", "median ms", "min ms", "time/A", "MACs/A", "GFLOP/s", "share of peak"],
         timings,
     );
-    let mut profiles = Vec::new();
-    for (i, p) in report.profiles.iter().enumerate() {
-        let mut row = label(&p.variant);
-        for kind in KINDS {
-            row += &c.td(&format!("/profiles/{i}/ms/{kind}"), 2)?;
-        }
-        row += &c.td(&format!("/profiles/{i}/total_ms"), 2)?;
-        profiles.push(row);
-    }
+    let kind_fields: Vec<String> = KINDS.iter().map(|k| format!("ms/{k}")).collect();
+    let mut profile_fields: Vec<(&str, usize)> = kind_fields.iter().map(|k| (k.as_str(), 2)).collect();
+    profile_fields.push(("total_ms", 2));
+    let profiles = c.rows("/profiles", &report.profiles, |p| vec![p.variant.as_str()], &profile_fields)?;
     let profiles = table(&["ms by kind", "stem", "1x1", "3x3", "fc", "other", "total"], profiles);
 
     let ridge = format!(
@@ -202,19 +213,12 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
             )
         }
     );
-    let mut roof_rows = Vec::new();
-    for i in 0..report.roofline.len() {
-        let k = |f: &str| format!("/roofline/{i}/{f}");
-        roof_rows.push(format!(
-            "{}{}{}{}{}{}",
-            label(&report.roofline[i].name),
-            label(&report.roofline[i].kind),
-            c.td(&k("flops"), 0)?,
-            c.td(&k("bytes"), 0)?,
-            c.td(&k("intensity"), 1)?,
-            c.td(&k("gflops"), 1)?
-        ));
-    }
+    let roof_rows = c.rows(
+        "/roofline",
+        &report.roofline,
+        |p| vec![p.name.as_str(), p.kind.as_str()],
+        &[("flops", 0), ("bytes", 0), ("intensity", 1), ("gflops", 1)],
+    )?;
     let roofline = format!(
         "{ridge}\n<details><summary>The points</summary>\n{}\n</details>",
         table(&["layer", "kind", "FLOPs", "bytes", "FLOP/byte", "GFLOP/s"], roof_rows)
@@ -246,10 +250,9 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         "Not so here, and D's time over A's is not what its extra multiply-adds alone explain: the difference by \
          kind of layer says where the rest goes."
     };
-    let mut diff = label("D - A, ms");
-    for kind in KINDS {
-        diff += &c.td(&format!("/time/difference_ms/{kind}"), 2)?;
-    }
+    let diff_fields: Vec<String> = KINDS.iter().map(|k| format!("difference_ms/{k}")).collect();
+    let diff_fields: Vec<(&str, usize)> = diff_fields.iter().map(|k| (k.as_str(), 2)).collect();
+    let diff = c.row(&["D - A, ms"], "/time", &diff_fields)?;
     let time = format!(
         "<p>f32, batch 1: A {} ms, D {} ms, D/A = {} (the paper: about 1.03). D runs {} times A's multiply-adds \
          (A computes only what is read, section 4.6).</p>\n<p class=\"verdict\">{verdict}</p>\n{}",
@@ -260,20 +263,12 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         table(&["", "stem", "1x1", "3x3", "fc", "other"], vec![diff])
     );
 
-    let mut strided = Vec::new();
-    for (i, s) in report.strided_reads.iter().enumerate() {
-        let k = |f: &str| format!("/strided_reads/{i}/{f}");
-        strided.push(format!(
-            "{}{}{}{}{}{}{}",
-            label(&s.block),
-            c.td(&k("input/0"), 0)?,
-            c.td(&k("input/1"), 0)?,
-            c.td(&k("input/2"), 0)?,
-            c.td(&k("a_reads"), 0)?,
-            c.td(&k("b_reads"), 0)?,
-            c.td(&k("a_over_b"), 3)?
-        ));
-    }
+    let strided = c.rows(
+        "/strided_reads",
+        &report.strided_reads,
+        |s| vec![s.block.as_str()],
+        &[("input/0", 0), ("input/1", 0), ("input/2", 0), ("a_reads", 0), ("b_reads", 0), ("a_over_b", 3)],
+    )?;
     let strided = format!(
         "<p>Input elements the first 1x1 conv of each downsampling block reads: A's has stride 2 (stages 2-4) and \
          reads every other pixel of every other row, B's has stride 1 and reads them all (its stride is on the 3x3). \
@@ -282,29 +277,14 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         table(&["block", "channels", "height", "width", "A reads", "B reads", "A/B"], strided)
     );
 
-    let mut layers = Vec::new();
-    for (i, l) in report.im2col.iter().enumerate() {
-        let k = |f: &str| format!("/im2col/{i}/{f}");
-        layers.push(format!(
-            "{}{}{}{}{}{}{}",
-            label(&l.name),
-            label(&l.kind),
-            c.td(&k("macs"), 0)?,
-            c.td(&k("direct_ms"), 3)?,
-            c.td(&k("im2col_ms"), 3)?,
-            c.td(&k("copy_ms"), 3)?,
-            c.td(&k("copy_bytes"), 0)?
-        ));
-    }
-    let mut per_mac = Vec::new();
-    for (i, p) in report.per_mac.iter().enumerate() {
-        per_mac.push(format!(
-            "{}{}{}",
-            label(&p.kind),
-            c.td(&format!("/per_mac/{i}/direct_ps"), 2)?,
-            c.td(&format!("/per_mac/{i}/im2col_ps"), 2)?
-        ));
-    }
+    let layers = c.rows(
+        "/im2col",
+        &report.im2col,
+        |l| vec![l.name.as_str(), l.kind.as_str()],
+        &[("macs", 0), ("direct_ms", 3), ("im2col_ms", 3), ("copy_ms", 3), ("copy_bytes", 0)],
+    )?;
+    let per_mac =
+        c.rows("/per_mac", &report.per_mac, |p| vec![p.kind.as_str()], &[("direct_ps", 2), ("im2col_ps", 2)])?;
     let im2col = format!(
         "<p>Every distinct 1x1 and 3x3 layer of ResNet-50-B, batch 1, on the direct path (the 1x1 conv reads the \
          NHWC activation in place; the 3x3 runs on the microkernel over a padded copy) and on im2col + gemm, whose \
@@ -324,19 +304,18 @@ pub fn render(report: &Report, json: &Value) -> Result<String, String> {
         }
     );
 
-    let mut branch_rows = Vec::new();
-    for (i, b) in report.branches.iter().enumerate() {
-        let k = |f: &str| format!("/branches/{i}/{f}");
-        branch_rows.push(format!(
-            "{}{}{}{}{}{}",
-            label(&b.variant),
-            c.td(&k("sequential_ms"), 3)?,
-            c.td(&k("parallel_ms"), 3)?,
-            c.td(&k("parallel_over_sequential"), 3)?,
-            c.td(&k("network_sequential_ms"), 2)?,
-            c.td(&k("network_parallel_ms"), 2)?
-        ));
-    }
+    let branch_rows = c.rows(
+        "/branches",
+        &report.branches,
+        |b| vec![b.variant.as_str()],
+        &[
+            ("sequential_ms", 3),
+            ("parallel_ms", 3),
+            ("parallel_over_sequential", 3),
+            ("network_sequential_ms", 2),
+            ("network_parallel_ms", 2),
+        ],
+    )?;
     let faster = report.branches.iter().filter(|b| b.parallel_over_sequential < 1.0).count();
     let branch_verdict = if faster == report.branches.len() {
         "Running the branches side by side is faster here: each branch alone is too small to keep both threads busy."
