@@ -164,11 +164,17 @@ pub fn default_threads() -> usize {
 /// the thousands of threads an absurd count would spawn before failing.
 pub const MAX_THREADS: usize = 1024;
 
-/// A rayon pool of `threads` workers (1 to [`MAX_THREADS`]).
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+/// Refuses a `--threads` outside 1 to [`MAX_THREADS`].
+pub fn check_threads(threads: usize) -> Result<(), String> {
     if threads == 0 || threads > MAX_THREADS {
         return Err(format!("--threads must be between 1 and {MAX_THREADS}, got {threads}"));
     }
+    Ok(())
+}
+
+/// A rayon pool of `threads` workers (1 to [`MAX_THREADS`]).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+    check_threads(threads)?;
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| format!("thread pool: {e}"))
 }
 
@@ -201,9 +207,7 @@ impl ModelArgs {
     /// Loads the weights (checking their metadata and keys against the network) and
     /// builds the model on its own pool of `--threads` threads.
     pub fn load(&self) -> Result<(ResNet, convkit_model::WeightsMetadata), String> {
-        if self.threads == 0 || self.threads > MAX_THREADS {
-            return Err(format!("--threads must be between 1 and {MAX_THREADS}, got {}", self.threads));
-        }
+        check_threads(self.threads)?;
         let weights = Weights::load(self.spec(), &self.weights).map_err(|e| e.to_string())?;
         let metadata = weights.metadata().clone();
         let model = ResNet::build(weights, KxkPath::default(), self.precision.into())
