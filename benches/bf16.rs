@@ -1,7 +1,7 @@
 //! bf16 against f32 on ResNet-50's layers (224x224, batch 1): every distinct 1x1 layer
-//! and the stride-1 3x3 convs of each stage on the direct path, in f32, in bf16 on the
-//! family `Isa::selected` picks (native `vdpbf16ps` on AVX512-BF16), and in bf16 emulated
-//! with f32 FMAs on the AVX-512 family where the CPU has it. Throughput in FLOPs.
+//! and the stride-1 3x3 convs of each stage on the direct path, in f32 on the kernel
+//! `Kernel::pick` chooses, and in bf16 on every vector kernel the CPU runs (native
+//! `vdpbf16ps` on AVX512-BF16, emulated with f32 FMAs on the others). Throughput in FLOPs.
 //!
 //! cargo bench --bench bf16 [-- FILTER]; CONVKIT_BENCH_THREADS=1 for one thread only.
 
@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
-use convkit_microkernel::Isa;
+use convkit_microkernel::{CpuFeatures, GemmElement, Kernel};
 use convkit_tensor::{
     bf16, AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, TensorView, TensorViewMut, Window,
 };
@@ -46,21 +46,45 @@ fn layers() -> Vec<Layer> {
     all
 }
 
-fn build(isa: Isa, precision: Precision, l: &Layer, w: &[f32], b: &[f32]) -> Box<dyn Conv> {
+fn build<T: GemmElement>(kernel: Kernel, l: &Layer, w: &[f32], b: &[f32]) -> Box<dyn Conv<T>> {
     if l.filter.kh == 1 {
-        Box::new(Conv1x1::for_precision(isa, precision, w, l.filter, Some(b), l.window.stride.0, Layout::Nhwc).unwrap())
+        Box::new(Conv1x1::new(kernel, w, l.filter, Some(b), l.window.stride.0, Layout::Nhwc).unwrap())
     } else {
-        Box::new(DirectConv::for_precision(isa, precision, w, l.filter, Some(b), l.window).unwrap())
+        Box::new(DirectConv::new(kernel, w, l.filter, Some(b), l.window).unwrap())
     }
 }
 
+/// Times layer `l` on `kernel` over activations of type `T` (`x` rounded to it).
+fn bench_layer<T: GemmElement>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    pool: &rayon::ThreadPool,
+    kernel: Kernel,
+    l: &Layer,
+    (w, b, x): (&[f32], &[f32], &[f32]),
+) {
+    let in_shape = Shape::new(1, l.filter.ci, l.side, l.side);
+    let conv = build::<T>(kernel, l, w, b);
+    let out_shape = conv.output_shape(in_shape).unwrap();
+    let x: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+    let mut y = vec![T::default(); out_shape.numel().unwrap()];
+    let mut scratch = AlignedVec::default();
+    group.bench_function(format!("{}-{kernel}/{}", T::PRECISION, l.name), |bch| {
+        bch.iter(|| {
+            pool.install(|| {
+                let input = TensorView::new(in_shape, Layout::Nhwc, &x).unwrap();
+                let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut y).unwrap();
+                conv.forward(black_box(input), &mut out, Epilogue::relu(), &mut scratch).unwrap()
+            })
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
-    let selected = Isa::selected().expect("kernel family");
-    let mut families = vec![(format!("f32-{selected}"), selected, Precision::F32)];
-    families.push((format!("bf16-{selected}"), selected, Precision::Bf16));
-    if selected.native_bf16() && Isa::Avx512.is_available() {
-        families.push(("bf16-avx512-emulated".to_string(), Isa::Avx512, Precision::Bf16));
-    }
+    let mask = CpuFeatures::selected().expect("CONVKIT_ISA");
+    let f32_kernel = Kernel::pick(Precision::F32, mask).expect("an f32 kernel");
+    // Every bf16 kernel within the mask: the native one and those that emulate it.
+    let bf16_kernels: Vec<Kernel> =
+        Kernel::available(Precision::Bf16, mask).filter(|k| k.family().lanes() >= 8).collect();
     for threads in thread_counts() {
         let pool = pool(threads);
         let mut group = c.benchmark_group(format!("bf16/{threads}t"));
@@ -68,33 +92,12 @@ fn bench(c: &mut Criterion) {
             let f = l.filter;
             let w = values(f.co * f.ci * f.kh * f.kw, 1);
             let b = values(f.co, 2);
-            let in_shape = Shape::new(1, f.ci, l.side, l.side);
-            let x32 = values(in_shape.numel().unwrap(), 3);
-            let x16: Vec<bf16> = x32.iter().map(|&v| bf16::from_f32(v)).collect();
-            let convs: Vec<_> = families.iter().map(|(name, isa, p)| (name, *p, build(*isa, *p, &l, &w, &b))).collect();
-            let out_shape = convs[0].2.output_shape(in_shape).unwrap();
-            let mut y32 = vec![0.0f32; out_shape.numel().unwrap()];
-            let mut y16 = vec![bf16::ZERO; out_shape.numel().unwrap()];
-            let mut scratch = AlignedVec::default();
-            group.throughput(Throughput::Elements(2 * (out_shape.numel().unwrap() * f.reduction_len()) as u64));
-            for (name, precision, conv) in &convs {
-                group.bench_function(format!("{name}/{}", l.name), |bch| {
-                    bch.iter(|| {
-                        pool.install(|| match precision {
-                            Precision::F32 => {
-                                let x = TensorView::new(in_shape, Layout::Nhwc, &x32).unwrap();
-                                let mut y = TensorViewMut::new(out_shape, Layout::Nhwc, &mut y32).unwrap();
-                                conv.forward(black_box(x), &mut y, Epilogue::relu(), &mut scratch).unwrap()
-                            }
-                            _ => {
-                                let x = TensorView::new(in_shape, Layout::Nhwc, &x16).unwrap();
-                                let mut y = TensorViewMut::new(out_shape, Layout::Nhwc, &mut y16).unwrap();
-                                let e = Epilogue { residual: None, accumulate: false, relu: true };
-                                conv.forward_bf16(black_box(x), &mut y, e, &mut scratch).unwrap()
-                            }
-                        })
-                    })
-                });
+            let x = values(f.ci * l.side * l.side, 3);
+            let out_pixels = (l.side / l.window.stride.0).pow(2);
+            group.throughput(Throughput::Elements(2 * (out_pixels * f.co * f.reduction_len()) as u64));
+            bench_layer::<f32>(&mut group, &pool, f32_kernel, &l, (&w, &b, &x));
+            for &kernel in &bf16_kernels {
+                bench_layer::<bf16>(&mut group, &pool, kernel, &l, (&w, &b, &x));
             }
         }
         group.finish();

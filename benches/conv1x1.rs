@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
             let mut y = Tensor::zeros(out_shape, Layout::Nhwc).unwrap();
             group.throughput(Throughput::Elements(l.flops()));
 
-            let direct = Conv1x1::new(&w, filter, Some(&b), l.stride, Layout::Nhwc).unwrap();
+            let direct = Conv1x1::new(f32_kernel(), &w, filter, Some(&b), l.stride, Layout::Nhwc).unwrap();
             let mut none = AlignedVec::default();
             group.bench_function(format!("direct/{}", l.name()), |bch| {
                 bch.iter(|| {

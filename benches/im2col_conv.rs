@@ -52,10 +52,16 @@ fn bench(c: &mut Criterion) {
                     pool.install(|| conv.forward(x.view(), &mut y.view_mut(), Epilogue::relu(), &mut scratch).unwrap())
                 })
             });
-            if window == WinogradConv::WINDOW {
+            if window == convkit_winograd::WINDOW {
                 for (label, tile) in [("winograd", WinogradTile::F2x2), ("winograd4", WinogradTile::F4x4)] {
-                    let wino =
-                        WinogradConv::new(&values(co * ci * k * k, 1), filter, Some(&values(co, 2)), tile).unwrap();
+                    let wino = WinogradConv::new(
+                        f32_kernel(),
+                        &values(co * ci * k * k, 1),
+                        filter,
+                        Some(&values(co, 2)),
+                        tile,
+                    )
+                    .unwrap();
                     let mut wscratch = AlignedVec::zeros(wino.scratch_len(x.shape()).unwrap());
                     group.bench_function(format!("{label}/{name}"), |b| {
                         b.iter(|| {
@@ -66,7 +72,9 @@ fn bench(c: &mut Criterion) {
                     });
                 }
             }
-            let direct = DirectConv::new(&values(co * ci * k * k, 1), filter, Some(&values(co, 2)), window).unwrap();
+            let direct =
+                DirectConv::new(f32_kernel(), &values(co * ci * k * k, 1), filter, Some(&values(co, 2)), window)
+                    .unwrap();
             group.bench_function(format!("direct/{name}"), |b| {
                 b.iter(|| {
                     pool.install(|| {

@@ -27,14 +27,20 @@ fn bench(c: &mut Criterion) {
             let mut y = Tensor::zeros(output_shape(shape, window).unwrap(), Layout::Nhwc).unwrap();
             group.throughput(Throughput::Elements(shape.numel().unwrap() as u64));
             group.bench_function(name, |b| {
-                b.iter(|| pool.install(|| pool2d_into(x.view(), window, kind, &mut y.view_mut()).unwrap()))
+                b.iter(|| {
+                    pool.install(|| {
+                        pool2d_into(f32_kernel().family(), x.view(), window, kind, &mut y.view_mut()).unwrap()
+                    })
+                })
             });
         }
         let shape = Shape::new(1, 2048, 7, 7);
         let x = Tensor::from_slice(shape, Layout::Nhwc, &values(shape.numel().unwrap(), 1)).unwrap();
         let mut y = vec![0.0; 2048];
         group.throughput(Throughput::Elements(shape.numel().unwrap() as u64));
-        group.bench_function("global_avgpool_7x7x2048", |b| b.iter(|| global_avg_pool_into(x.view(), &mut y).unwrap()));
+        group.bench_function("global_avgpool_7x7x2048", |b| {
+            b.iter(|| global_avg_pool_into(f32_kernel().family(), x.view(), &mut y).unwrap())
+        });
         group.finish();
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! With no file it writes convkit's seeded (random) weights first and says so.
 
-use convkit::model::{KxkPath, ResNet, ResNetSpec, Variant, Weights, Workspace};
+use convkit::model::{ModelConfig, ResNetSpec, Variant, Weights, Workspace};
 use convkit::tensor::{Layout, Precision, Shape, Tensor};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,9 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     // Every key and shape is checked; a file of another variant or depth is refused by name.
-    let weights = Weights::load(spec, &file)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let model = ResNet::build(weights, KxkPath::Auto, precision)?.with_threads(threads)?;
+    let config = ModelConfig::new(spec).with_precision(precision).with_threads(threads);
+    let (model, _metadata) = config.load(&file)?;
 
     // One 224x224 image, NCHW, already normalised as timm's data config does (a smooth
     // synthetic one here; `convkit classify` decodes and preprocesses real images).

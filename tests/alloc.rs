@@ -1,7 +1,7 @@
 //! The forward pass allocates nothing after the first pass for a batch size: a counting
 //! global allocator (this test binary only) watches the second pass.
 
-use convkit_model::{ResNet, ResNetSpec, Variant, Weights, Workspace};
+use convkit_model::{ModelConfig, ResNetSpec, Variant, Workspace};
 use convkit_tensor::{Layout, Shape, Tensor};
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,7 +32,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn allocations_of_second_pass(variant: Variant, threads: usize) -> usize {
-    let model = ResNet::new(&Weights::seeded(ResNetSpec::new(variant, [1, 1, 1, 1]), 1)).unwrap();
+    let model = ModelConfig::new(ResNetSpec::new(variant, [1, 1, 1, 1])).build_seeded(1).unwrap();
     let x = Tensor::from_fn(Shape::new(2, 3, 64, 64), Layout::Nchw, |n, c, h, w| ((n + c * h + w) % 7) as f32).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let mut ws = Workspace::new();

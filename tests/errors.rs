@@ -1,7 +1,7 @@
 //! Bad input returns an error whose message names the problem; no panic.
 
 use convkit_im2col::{im2col_nhwc, Im2colConv, ImageDims};
-use convkit_pool::{global_avg_pool_into, max_pool2d, pool2d_into, PoolKind};
+use convkit_pool::{global_avg_pool_into, max_pool2d, pool2d_into, Family, PoolKind};
 use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, TensorView, Window};
 
 fn conv(k: usize, layout: Layout) -> Im2colConv {
@@ -55,7 +55,7 @@ fn kernel_larger_than_padded_input() {
     let x = Tensor::zeros(Shape::new(1, 3, 4, 9), Layout::Nhwc).unwrap();
     let e = err_text(conv(5, Layout::Nhwc).output_shape(x.shape()));
     assert!(e.contains("larger than the padded input height"), "{e}");
-    let e = err_text(max_pool2d(x.view(), Window::square(5, 1, 0)));
+    let e = err_text(max_pool2d(Family::best(), x.view(), Window::square(5, 1, 0)));
     assert!(e.contains("larger than the padded input"), "{e}");
 }
 
@@ -134,11 +134,11 @@ fn im2col_scratch_too_short() {
 fn pool_errors() {
     let x = Tensor::zeros(Shape::new(1, 3, 8, 8), Layout::Nhwc).unwrap();
     let mut y = Tensor::zeros(Shape::new(1, 3, 3, 3), Layout::Nhwc).unwrap();
-    let e = err_text(pool2d_into(x.view(), Window::square(2, 2, 0), PoolKind::Max, &mut y.view_mut()));
+    let e = err_text(pool2d_into(Family::best(), x.view(), Window::square(2, 2, 0), PoolKind::Max, &mut y.view_mut()));
     assert!(e.contains("pool output shape"), "{e}");
-    let e = err_text(max_pool2d(x.view(), Window::square(2, 2, 2)));
+    let e = err_text(max_pool2d(Family::best(), x.view(), Window::square(2, 2, 2)));
     assert!(e.contains("at most half the kernel"), "{e}");
-    let e = err_text(global_avg_pool_into(x.view(), &mut [0.0; 2]));
+    let e = err_text(global_avg_pool_into(Family::best(), x.view(), &mut [0.0; 2]));
     assert!(e.contains("expected 3, got 2"), "{e}");
 }
 

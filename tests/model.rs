@@ -1,13 +1,18 @@
 //! The model against a forward pass built from `convkit_reference` kernels alone, with
 //! the same (unfolded) weights; weight files; bad input.
 
+use convkit_microkernel::{CpuFeatures, Family, Kernel};
 use convkit_model::{
-    BuildOptions, KxkPath, ResNet, ResNetSpec, SeededWeights, StepKind, Variant, Weights, Workspace, BN_EPS,
-    SHORTCUT_POOL, STEM_POOL,
+    KxkPath, ModelConfig, ResNet, ResNetSpec, StepKind, Variant, Weights, Workspace, BN_EPS, SHORTCUT_POOL, STEM_POOL,
 };
 use convkit_reference as reference;
 use convkit_tensor::{FilterShape, Layout, Precision, Shape, Tensor};
 use convkit_testkit::random_tensor;
+
+/// The model of `w` with every other choice at its default.
+fn build(w: &Weights) -> ResNet {
+    ModelConfig::new(w.spec()).build(w.clone()).unwrap()
+}
 
 /// conv + BN (+ relu), all from reference kernels.
 fn ref_conv_bn(x: &Tensor, w: &Weights, conv: &convkit_model::ConvSpec, relu: bool) -> Tensor {
@@ -77,7 +82,7 @@ fn check(variant: Variant, depths: [usize; 4], input: Shape, layout: Layout, tol
 fn check_path(variant: Variant, depths: [usize; 4], input: Shape, layout: Layout, tol: f32, kxk: KxkPath) {
     let spec = ResNetSpec::new(variant, depths);
     let w = Weights::seeded(spec, 7);
-    let model = ResNet::with_kxk_path(&w, kxk).unwrap();
+    let model = ModelConfig::new(spec).with_kxk(kxk).build(w.clone()).unwrap();
     let x = random_tensor(input, layout, 11);
     let mut ws = Workspace::new();
     let got = model.forward(x.view(), &mut ws).unwrap().to_vec();
@@ -125,7 +130,7 @@ fn resnet50_matches_reference() {
 #[test]
 fn forward_is_thread_count_invariant() {
     let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 2, 1, 1]), 3);
-    let model = ResNet::new(&w).unwrap();
+    let model = build(&w);
     let x = random_tensor(Shape::new(2, 3, 64, 64), Layout::Nchw, 5);
     let run = |threads| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -201,7 +206,7 @@ fn f16_weights_convert_on_load() {
 
 #[test]
 fn bad_input_is_an_error() {
-    let model = ResNet::new(&Weights::seeded(ResNetSpec::new(Variant::A, [1, 1, 1, 1]), 1)).unwrap();
+    let model = build(&Weights::seeded(ResNetSpec::new(Variant::A, [1, 1, 1, 1]), 1));
     let mut ws = Workspace::new();
     let x = Tensor::zeros(Shape::new(1, 4, 32, 32), Layout::Nchw).unwrap();
     let e = model.forward(x.view(), &mut ws).unwrap_err().to_string();
@@ -211,7 +216,7 @@ fn bad_input_is_an_error() {
 #[test]
 fn batch_parallel_logits_equal_intra_op_logits() {
     let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 2, 1]), 4);
-    let model = ResNet::new(&w).unwrap();
+    let model = build(&w);
     let x = random_tensor(Shape::new(3, 3, 48, 40), Layout::Nchw, 8);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut ws = Workspace::new();
@@ -223,7 +228,7 @@ fn batch_parallel_logits_equal_intra_op_logits() {
     }
     // A model with threads of its own gives the same logits, alone and in the batch runner
     // (whose workers run on their own threads).
-    let model = ResNet::new(&w).unwrap().with_threads(3).unwrap();
+    let model = ModelConfig::new(w.spec()).with_threads(3).build(w.clone()).unwrap();
     assert_eq!(model.threads(), Some(3));
     let got = model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec();
     assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "own threads differ");
@@ -236,13 +241,13 @@ fn sub_batches_give_the_whole_batch_logits() {
     let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 1, 1]), 6);
     let x = random_tensor(Shape::new(5, 3, 40, 48), Layout::Nhwc, 9);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    let model = ResNet::new(&w).unwrap().with_sub_batch(5);
+    let model = ModelConfig::new(w.spec()).with_sub_batch(5).build(w.clone()).unwrap();
     let want = pool.install(|| model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec());
     assert_eq!(want.len(), 5 * 1000);
     let mut whole_steps = Vec::new();
     pool.install(|| model.forward_profiled(x.view(), &mut Workspace::new(), &mut whole_steps).map(|_| ())).unwrap();
     for sub in [1, 2, 3] {
-        let model = ResNet::new(&w).unwrap().with_sub_batch(sub);
+        let model = ModelConfig::new(w.spec()).with_sub_batch(sub).build(w.clone()).unwrap();
         let mut ws = Workspace::new();
         for _ in 0..2 {
             let got = pool.install(|| model.forward(x.view(), &mut ws).unwrap().to_vec());
@@ -263,7 +268,7 @@ fn sub_batches_give_the_whole_batch_logits() {
 fn nan_input_gives_nan_logits() {
     for v in [Variant::A, Variant::D] {
         let w = Weights::seeded(ResNetSpec::new(v, [1, 1, 1, 1]), 7);
-        let model = ResNet::new(&w).unwrap();
+        let model = build(&w);
         let shape = Shape::new(1, 3, 40, 40);
         let x = Tensor::from_slice(shape, Layout::Nchw, &vec![f32::NAN; shape.numel().unwrap()]).unwrap();
         let mut ws = Workspace::new();
@@ -304,10 +309,10 @@ fn bf16_resnet50_within_openvino_default_error() {
     for (v, openvino_error) in [(Variant::A, 4.0e-3), (Variant::B, 4.0e-3), (Variant::C, 4.3e-3), (Variant::D, 4.5e-3)]
     {
         let w = Weights::seeded(ResNetSpec::resnet50(v), 0);
-        let f32_model = ResNet::build(w.clone(), KxkPath::Auto, Precision::F32).unwrap();
+        let f32_model = build(&w);
         let want = pool(2).install(|| f32_model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec());
         drop(f32_model);
-        let model = ResNet::build(w, KxkPath::Auto, Precision::Bf16).unwrap();
+        let model = ModelConfig::new(w.spec()).with_precision(Precision::Bf16).build(w).unwrap();
         assert_eq!(model.precision(), Precision::Bf16);
         let run = |threads| pool(threads).install(|| model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec());
         let (one, two) = (run(1), run(2));
@@ -324,7 +329,8 @@ fn bf16_resnet50_within_openvino_default_error() {
 #[test]
 fn bf16_has_no_im2col_path() {
     let w = Weights::seeded(ResNetSpec::new(Variant::D, [1, 1, 1, 1]), 3);
-    let e = ResNet::build(w, KxkPath::Im2col, Precision::Bf16).unwrap_err().to_string();
+    let config = ModelConfig::new(w.spec()).with_precision(Precision::Bf16).with_kxk(KxkPath::Im2col);
+    let e = config.build(w).unwrap_err().to_string();
     assert!(e.contains("no bf16 kernels"), "{e}");
 }
 
@@ -338,8 +344,9 @@ fn parallel_branches_give_the_same_logits() {
     for v in Variant::ALL {
         for precision in [Precision::F32, Precision::Bf16] {
             let spec = ResNetSpec::new(v, [1, 2, 1, 1]);
-            let build = || ResNet::build(SeededWeights::new(spec, 4), KxkPath::Auto, precision).unwrap();
-            let (plain, side_by_side) = (build(), build().with_parallel_branches().unwrap());
+            let config = ModelConfig::new(spec).with_precision(precision);
+            let plain = config.build_seeded(4).unwrap();
+            let side_by_side = config.with_parallel_branches(true).build_seeded(4).unwrap();
             assert!(side_by_side.parallel_branches() && !plain.parallel_branches());
             let mut ws = Workspace::new();
             let want = pool.install(|| plain.forward(x.view(), &mut ws).unwrap().to_vec());
@@ -363,11 +370,8 @@ fn every_position_gives_the_same_logits() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut macs = Vec::new();
     let mut logits = Vec::new();
-    for options in [
-        BuildOptions::new(KxkPath::Auto, Precision::F32),
-        BuildOptions::new(KxkPath::Auto, Precision::F32).every_position(),
-    ] {
-        let model = ResNet::build_with(SeededWeights::new(spec, 5), options).unwrap();
+    for config in [ModelConfig::new(spec), ModelConfig::new(spec).every_position()] {
+        let model = config.build_seeded(5).unwrap();
         let (mut ws, mut steps) = (Workspace::new(), Vec::new());
         logits.push(pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps).unwrap().to_vec()));
         macs.push(steps.iter().map(|s| s.macs).sum::<u64>());
@@ -377,4 +381,58 @@ fn every_position_gives_the_same_logits() {
     assert_eq!(macs[1], spec.layers().counts(64, 64).unwrap().macs(), "every position: the nominal MACs");
     assert_eq!(macs[0], spec.layers().reduced_positions().0.counts(64, 64).unwrap().macs());
     assert!(macs[0] < macs[1]);
+}
+
+/// Two models with different kernel masks run side by side in one process, each giving the
+/// logits its kernels give alone: every family this CPU runs against the portable one, in
+/// both precisions.
+#[test]
+fn models_with_different_kernel_masks_run_side_by_side() {
+    let spec = ResNetSpec::new(Variant::D, [1, 1, 1, 1]);
+    let x = random_tensor(Shape::new(2, 3, 48, 48), Layout::Nchw, 13);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let detected = CpuFeatures::detected();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let masks: Vec<CpuFeatures> = Family::available_in(detected)
+            .filter(|f| f.precisions().contains(&precision))
+            .map(|f| f.requires())
+            .collect();
+        let config = |mask| ModelConfig::new(spec).with_precision(precision).with_features(mask);
+        // Each alone: built, run and dropped before the next is built.
+        let alone: Vec<Vec<f32>> = masks
+            .iter()
+            .map(|&mask| {
+                let model = config(mask).build_seeded(2).unwrap();
+                pool.install(|| model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec())
+            })
+            .collect();
+        // All at once, each forward pass on its own thread at the same time.
+        let models: Vec<ResNet> = masks.iter().map(|&mask| config(mask).build_seeded(2).unwrap()).collect();
+        let kernels: Vec<Kernel> = models.iter().map(|m| m.kernel()).collect();
+        for (model, &mask) in models.iter().zip(&masks) {
+            assert_eq!(model.kernel(), Kernel::pick(precision, mask).unwrap());
+        }
+        let together: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let runs: Vec<_> = models
+                .iter()
+                .map(|model| {
+                    s.spawn(|| pool.install(|| model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec()))
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for ((kernel, alone), together) in kernels.iter().zip(&alone).zip(&together) {
+            let same = alone.iter().zip(together).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{kernel}: logits beside the other models differ from its own");
+        }
+        let portable = kernels.iter().position(|k| k.family() == Family::Portable).unwrap();
+        for (kernel, logits) in kernels.iter().zip(&alone) {
+            let err = relative_error(logits, &alone[portable]);
+            assert!(
+                err < if precision == Precision::F32 { 1e-5 } else { 2e-2 },
+                "{kernel} against portable: {err:.2e}"
+            );
+        }
+        println!("{precision}: {} kernels side by side: {kernels:?}", kernels.len());
+    }
 }

@@ -13,6 +13,12 @@ pub fn criterion() -> Criterion {
         .configure_from_args()
 }
 
+/// The f32 kernel of the process default (`CONVKIT_ISA` masks it).
+pub fn f32_kernel() -> convkit_microkernel::Kernel {
+    let mask = convkit_microkernel::CpuFeatures::selected().expect("CONVKIT_ISA");
+    convkit_microkernel::Kernel::pick(convkit_tensor::Precision::F32, mask).expect("an f32 kernel")
+}
+
 pub fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
 }

@@ -1,7 +1,7 @@
 //! The `convkit` binary end to end: export, run, classify, and one-line errors.
 
 use convkit_cli::npy;
-use convkit_model::{ResNet, ResNetSpec, Variant, Weights, Workspace};
+use convkit_model::{ModelConfig, ResNetSpec, Variant, Weights, Workspace};
 use convkit_tensor::{Layout, Shape, TensorView};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,7 +62,7 @@ fn export_run_classify_and_errors() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (got_shape, got) = npy::read_f32(&logits).unwrap();
     assert_eq!(got_shape, vec![2, 1000]);
-    let model = ResNet::new(&Weights::load(ResNetSpec::resnet50(Variant::D), &weights).unwrap()).unwrap();
+    let (model, _) = ModelConfig::new(ResNetSpec::resnet50(Variant::D)).load(&weights).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut ws = Workspace::new();
     let view = TensorView::new(shape, Layout::Nchw, &input).unwrap();

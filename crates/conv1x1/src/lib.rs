@@ -4,8 +4,7 @@
 //! activation buffer itself: output pixel m reads the `ci` contiguous channels of its
 //! input pixel. With stride 2 the kernel reads every other pixel of every other row in
 //! place, with no copy. Weights are packed once, at construction, into the panels of the
-//! kernel family this CPU runs (chosen at run time, see `convkit_microkernel::Isa`), and
-//! each output tile is computed over the whole reduction in registers; bias, residual and
+//! kernel the caller chose (see `convkit_microkernel::Kernel::pick`), and each output tile is computed over the whole reduction in registers; bias, residual and
 //! ReLU are applied before the store.
 //!
 //! Work is split over blocks of output rows on the current rayon pool: call inside
@@ -20,62 +19,41 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-pub use convkit_microkernel::Isa;
+pub use convkit_microkernel::Kernel;
 pub use convkit_tensor::Conv;
 
-use convkit_microkernel::{Gemm, Lhs, PackedWeights, Panels, RowMap};
+use convkit_microkernel::{Gemm, GemmElement, Lhs, PackedWeights, Panels, RowMap};
 use convkit_tensor::{
-    bf16, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
+    check_precision, AlignedVec, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
     TensorViewMut, Window,
 };
+use std::marker::PhantomData;
 
-/// A 1x1 convolution (stride 1 or 2, no padding) prepared for one activation layout.
+/// A 1x1 convolution (stride 1 or 2, no padding) over activations of element type `T`,
+/// prepared for one activation layout.
 #[derive(Debug, Clone)]
-pub struct Conv1x1 {
+pub struct Conv1x1<T: GemmElement = f32> {
     filter: FilterShape,
     stride: usize,
     weights: Weights,
+    element: PhantomData<T>,
 }
 
 #[derive(Debug, Clone)]
 enum Weights {
     /// NHWC: K = ci by N = co panels, with the bias.
     Nhwc(PackedWeights),
-    /// NCHW: OIHW weights as given, [co][ci] (the broadcast operand), and the bias.
-    Nchw { isa: Isa, weights: AlignedVec, bias: Vec<f32> },
+    /// NCHW (f32): OIHW weights as given, [co][ci] (the broadcast operand), and the bias;
+    /// the input is packed into panels of `kernel` per call.
+    Nchw { kernel: Kernel, weights: AlignedVec, bias: Vec<f32> },
 }
 
-impl Conv1x1 {
-    /// Packs OIHW `weights` [co, ci, 1, 1] and `bias` (zeros if None) for `layout`, for the
-    /// kernel family [`Isa::selected`].
+impl<T: GemmElement> Conv1x1<T> {
+    /// Packs OIHW `weights` [co, ci, 1, 1] and `bias` (zeros if None) for `layout` and
+    /// `kernel` (a kernel over `T` that this CPU runs). In bf16 the weights are rounded to
+    /// nearest bf16 here and the bias stays f32; NCHW is f32 only.
     pub fn new(
-        weights: &[f32],
-        filter: FilterShape,
-        bias: Option<&[f32]>,
-        stride: usize,
-        layout: Layout,
-    ) -> Result<Self> {
-        Self::for_isa(Isa::selected()?, weights, filter, bias, stride, layout)
-    }
-
-    /// As [`Conv1x1::new`], for kernel family `isa` (an error if this CPU lacks it).
-    pub fn for_isa(
-        isa: Isa,
-        weights: &[f32],
-        filter: FilterShape,
-        bias: Option<&[f32]>,
-        stride: usize,
-        layout: Layout,
-    ) -> Result<Self> {
-        Self::for_precision(isa, Precision::F32, weights, filter, bias, stride, layout)
-    }
-
-    /// As [`Conv1x1::for_isa`], with the weights packed in `precision`. A bf16 conv runs
-    /// [`Conv::forward_bf16`] over NHWC bf16 activations (the bias stays f32); its
-    /// weights are rounded to nearest bf16 here.
-    pub fn for_precision(
-        isa: Isa,
-        precision: Precision,
+        kernel: Kernel,
         weights: &[f32],
         filter: FilterShape,
         bias: Option<&[f32]>,
@@ -89,18 +67,19 @@ impl Conv1x1 {
         if stride == 0 {
             return Err(Error::invalid("1x1 convolution stride must be at least 1"));
         }
-        let weights = match (layout, precision) {
-            (Layout::Nhwc, _) => Weights::Nhwc(PackedWeights::from_oihw(isa, precision, weights, filter, bias)?),
+        check_precision::<T>("1x1 conv", kernel.precision())?;
+        let weights = match (layout, kernel.precision()) {
+            (Layout::Nhwc, _) => Weights::Nhwc(PackedWeights::from_oihw(kernel, weights, filter, bias)?),
             (Layout::Nchw, Precision::F32) => Weights::Nchw {
-                isa: isa.check_available()?,
+                kernel: kernel.check_available()?,
                 weights: AlignedVec::from_slice(weights),
                 bias: bias.map_or_else(|| vec![0.0; filter.co], <[f32]>::to_vec),
             },
-            (Layout::Nchw, _) => {
+            (Layout::Nchw, precision @ Precision::Bf16) => {
                 return Err(Error::invalid(format!("a {precision} 1x1 convolution takes NHWC activations, not NCHW")))
             }
         };
-        Ok(Conv1x1 { filter, stride, weights })
+        Ok(Conv1x1 { filter, stride, weights, element: PhantomData })
     }
 
     /// The stride along both axes.
@@ -108,15 +87,15 @@ impl Conv1x1 {
         self.stride
     }
 
-    /// The kernel family the weights were packed for.
-    pub fn isa(&self) -> Isa {
+    /// The kernel the weights were packed for.
+    pub fn kernel(&self) -> Kernel {
         match &self.weights {
-            Weights::Nhwc(p) => p.isa(),
-            Weights::Nchw { isa, .. } => *isa,
+            Weights::Nhwc(p) => p.kernel(),
+            Weights::Nchw { kernel, .. } => *kernel,
         }
     }
 
-    fn forward_nhwc<T: Element>(
+    fn forward_nhwc(
         &self,
         packed: &PackedWeights,
         input: TensorView<'_, T>,
@@ -145,7 +124,7 @@ impl Conv1x1 {
     #[allow(clippy::too_many_arguments)]
     fn forward_nchw(
         &self,
-        isa: Isa,
+        kernel: Kernel,
         weights: &[f32],
         bias: &[f32],
         input: TensorView<'_>,
@@ -157,7 +136,7 @@ impl Conv1x1 {
         let (ci, co, st) = (self.filter.ci, self.filter.co, self.stride);
         let s = input.shape();
         let (wo, hw) = (out.w, out.h * out.w);
-        let need = Panels::packed_len(isa, ci, hw)?;
+        let need = Panels::packed_len(kernel, ci, hw)?;
         if scratch.len() < need {
             scratch.resize(need)?;
         }
@@ -165,7 +144,7 @@ impl Conv1x1 {
         for (n, out_image) in dst.chunks_exact_mut(co * hw).enumerate() {
             let image = input.image(n);
             let entry = |k: usize, p: usize| image[k * plane + p / wo * st * s.w + p % wo * st];
-            let panels = Panels::pack_into(isa, ci, hw, entry, scratch)?;
+            let panels = Panels::pack_into(kernel, ci, hw, entry, scratch)?;
             Gemm {
                 row_bias: Some(bias),
                 residual: e.residual.map(|r| r.image(n)),
@@ -179,7 +158,7 @@ impl Conv1x1 {
     }
 }
 
-impl Conv for Conv1x1 {
+impl<T: GemmElement> Conv<T> for Conv1x1<T> {
     fn filter(&self) -> FilterShape {
         self.filter
     }
@@ -206,7 +185,7 @@ impl Conv for Conv1x1 {
         let out = self.output_shape(input)?;
         match &self.weights {
             Weights::Nhwc(_) => Ok(0),
-            Weights::Nchw { isa, .. } => Panels::packed_len(*isa, self.filter.ci, out.h * out.w),
+            Weights::Nchw { kernel, .. } => Panels::packed_len(*kernel, self.filter.ci, out.h * out.w),
         }
     }
 
@@ -218,40 +197,28 @@ impl Conv for Conv1x1 {
     }
 
     fn precision(&self) -> Precision {
-        match &self.weights {
-            Weights::Nhwc(p) => p.precision(),
-            Weights::Nchw { .. } => Precision::F32,
-        }
-    }
-
-    fn forward_bf16(
-        &self,
-        input: TensorView<'_, bf16>,
-        output: &mut TensorViewMut<'_, bf16>,
-        epilogue: Epilogue<'_, bf16>,
-        _scratch: &mut AlignedVec,
-    ) -> Result<()> {
-        let out_shape = self.output_shape(input.shape())?;
-        epilogue.check_conv_call("1x1 conv", self.layout(), &input, output, out_shape)?;
-        match &self.weights {
-            Weights::Nhwc(packed) => self.forward_nhwc(packed, input, out_shape, output.data_mut(), &epilogue),
-            Weights::Nchw { .. } => Err(Error::invalid("an NCHW 1x1 convolution has no bf16 path")),
-        }
+        self.kernel().precision()
     }
 
     fn forward(
         &self,
-        input: TensorView<'_>,
-        output: &mut TensorViewMut<'_>,
-        epilogue: Epilogue<'_>,
+        input: TensorView<'_, T>,
+        output: &mut TensorViewMut<'_, T>,
+        epilogue: Epilogue<'_, T>,
         scratch: &mut AlignedVec,
     ) -> Result<()> {
         let out_shape = self.output_shape(input.shape())?;
         epilogue.check_conv_call("1x1 conv", self.layout(), &input, output, out_shape)?;
         match &self.weights {
             Weights::Nhwc(packed) => self.forward_nhwc(packed, input, out_shape, output.data_mut(), &epilogue),
-            Weights::Nchw { isa, weights, bias } => {
-                self.forward_nchw(*isa, weights, bias, input, out_shape, output.data_mut(), &epilogue, scratch)
+            Weights::Nchw { kernel, weights, bias } => {
+                // An NCHW conv is f32 (checked at construction and by `check_precision`).
+                let (Some(input), Some(mut output), Some(epilogue)) =
+                    (input.cast::<f32>(), output.cast_mut::<f32>(), epilogue.cast::<f32>())
+                else {
+                    return Err(Error::invalid("an NCHW 1x1 convolution takes f32 activations"));
+                };
+                self.forward_nchw(*kernel, weights, bias, input, out_shape, output.data_mut(), &epilogue, scratch)
             }
         }
     }

@@ -1,9 +1,10 @@
 //! Direct 1x1 convolution against the f64 reference: M, K, N around the SIMD width and
 //! tile sizes, stride 1 and 2, with and without residual and ReLU, both layouts.
 
-use convkit_conv1x1::{Conv1x1, Isa};
+use convkit_conv1x1::{Conv1x1, Kernel};
+use convkit_microkernel::CpuFeatures;
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
+use convkit_tensor::{bf16, AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
 
@@ -42,11 +43,16 @@ fn problem() -> impl Strategy<Value = ConvProblem> {
         })
 }
 
+/// The f32 kernel of the process default (`CONVKIT_ISA` masks it in CI).
+fn f32_kernel() -> Kernel {
+    Kernel::pick(Precision::F32, CpuFeatures::selected().unwrap()).unwrap()
+}
+
 fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
     let x = random_tensor(p.input, p.layout, p.seed);
     let w = random_vec(p.filter.co * p.filter.ci, p.seed ^ 1);
     let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
-    let conv = Conv1x1::new(&w, p.filter, b.as_deref(), p.window.stride.0, p.layout).unwrap();
+    let conv = Conv1x1::new(f32_kernel(), &w, p.filter, b.as_deref(), p.window.stride.0, p.layout).unwrap();
     let out_shape = conv.output_shape(p.input).unwrap();
     let residual = p.residual.then(|| random_tensor(out_shape, p.layout, p.seed ^ 3));
     let mut out = prior_output(out_shape, p.layout);
@@ -58,17 +64,17 @@ fn run(p: &ConvProblem, threads: usize) -> (Tensor, Tensor, Tensor) {
     (out, want, mag)
 }
 
-/// The bf16 conv on family `isa`: bf16 activations and weights, f32 accumulation.
-fn run_bf16(p: &ConvProblem, threads: usize, isa: Isa) -> (Tensor, Tensor, Tensor) {
-    run_nhwc_kernel_bf16(p, threads, |w, b, x, out, epilogue| {
-        let stride = p.window.stride.0;
-        let conv = Conv1x1::for_precision(isa, Precision::Bf16, w, p.filter, b, stride, Layout::Nhwc).unwrap();
-        conv.forward_bf16(x, out, epilogue, &mut AlignedVec::default()).unwrap();
+/// The bf16 conv on `kernel`: bf16 activations and weights, f32 accumulation.
+fn run_bf16(p: &ConvProblem, threads: usize, kernel: Kernel) -> (Tensor, Tensor, Tensor) {
+    run_nhwc_kernel::<bf16>(p, threads, |w, b, x, out, epilogue| {
+        let conv = Conv1x1::new(kernel, w, p.filter, b, p.window.stride.0, Layout::Nhwc).unwrap();
+        conv.forward(x, out, epilogue, &mut AlignedVec::default()).unwrap();
     })
 }
 
-fn available() -> Vec<Isa> {
-    Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+/// The bf16 kernels this CPU runs within the process default.
+fn bf16_kernels() -> Vec<Kernel> {
+    Kernel::available(Precision::Bf16, CpuFeatures::selected().unwrap()).collect()
 }
 
 proptest! {
@@ -77,10 +83,10 @@ proptest! {
     /// bf16 on every family this CPU runs (native and emulated), odd channel counts
     /// included, against the reference on the same bf16-rounded operands.
     #[test]
-    fn bf16_conv1x1_matches_reference(p in problem(), isa in proptest::sample::select(available())) {
+    fn bf16_conv1x1_matches_reference(p in problem(), kernel in proptest::sample::select(bf16_kernels())) {
         let p = ConvProblem { layout: Layout::Nhwc, ..p };
-        let (got, want, mag) = run_bf16(&p, 2, isa);
-        check_bf16(&got, &want, &mag).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))?;
+        let (got, want, mag) = run_bf16(&p, 2, kernel);
+        check_bf16(&got, &want, &mag).map_err(|e| TestCaseError::fail(format!("{kernel}: {e}")))?;
     }
 
     /// The native bf16 family and the AVX-512 one that emulates it give the same outputs
@@ -88,12 +94,15 @@ proptest! {
     #[test]
     fn bf16_native_and_emulated_agree(p in problem()) {
         let p = ConvProblem { layout: Layout::Nhwc, ..p };
-        let (one, want, mag) = run_bf16(&p, 1, Isa::selected().unwrap());
-        let (two, _, _) = run_bf16(&p, 2, Isa::selected().unwrap());
+        let picked = bf16_kernels()[0];
+        let (one, want, mag) = run_bf16(&p, 1, picked);
+        let (two, _, _) = run_bf16(&p, 2, picked);
         prop_assert!(one.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()));
-        if Isa::Avx512Bf16.is_available() {
-            let (native, _, _) = run_bf16(&p, 2, Isa::Avx512Bf16);
-            let (emulated, _, _) = run_bf16(&p, 2, Isa::Avx512);
+        let native = bf16_kernels().into_iter().find(|k| k.native_bf16());
+        let emulated = bf16_kernels().into_iter().find(|k| !k.native_bf16() && k.family().lanes() == 16);
+        if let (Some(native), Some(emulated)) = (native, emulated) {
+            let (native, _, _) = run_bf16(&p, 2, native);
+            let (emulated, _, _) = run_bf16(&p, 2, emulated);
             for (i, ((n, e), (w, m))) in native.data().iter().zip(emulated.data()).zip(want.data().iter().zip(mag.data())).enumerate() {
                 let tol = REL_TOL * m + ABS_TOL + 2.0 * BF16_OUTPUT_TOL * w.abs();
                 prop_assert!((n - e).abs() <= tol, "output {i}: native {n}, emulated {e}");
@@ -140,17 +149,25 @@ fn strided_shortcut_shape() {
 #[test]
 fn errors_name_the_problem() {
     let w = vec![0.0; 8 * 4];
-    let e = Conv1x1::new(&w, FilterShape::new(8, 5, 1, 1), None, 1, Layout::Nhwc).unwrap_err();
+    let e = Conv1x1::<f32>::new(f32_kernel(), &w, FilterShape::new(8, 5, 1, 1), None, 1, Layout::Nhwc).unwrap_err();
     assert!(e.to_string().contains("weight length"), "{e}");
     // A 3x3 filter with weights of the right length is refused for its kernel.
     let w9 = vec![0.0; 8 * 4 * 9];
-    let e = Conv1x1::new(&w9, FilterShape::new(8, 4, 3, 3), None, 1, Layout::Nhwc).unwrap_err();
+    let e = Conv1x1::<f32>::new(f32_kernel(), &w9, FilterShape::new(8, 4, 3, 3), None, 1, Layout::Nhwc).unwrap_err();
     assert!(e.to_string().contains("kernel of a 1x1 convolution"), "{e}");
-    let e = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), None, 0, Layout::Nhwc).unwrap_err();
+    let e = Conv1x1::<f32>::new(f32_kernel(), &w, FilterShape::new(8, 4, 1, 1), None, 0, Layout::Nhwc).unwrap_err();
     assert!(e.to_string().contains("stride must be at least 1"), "{e}");
-    let e = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), Some(&[0.0; 7]), 1, Layout::Nhwc).unwrap_err();
+    let e = Conv1x1::<f32>::new(f32_kernel(), &w, FilterShape::new(8, 4, 1, 1), Some(&[0.0; 7]), 1, Layout::Nhwc)
+        .unwrap_err();
     assert!(e.to_string().contains("bias length"), "{e}");
-    let conv = Conv1x1::new(&w, FilterShape::new(8, 4, 1, 1), None, 1, Layout::Nhwc).unwrap();
+    // Weights packed for f32 are not a bf16 conv, and NCHW has no bf16 kernel.
+    let e = Conv1x1::<bf16>::new(f32_kernel(), &w, FilterShape::new(8, 4, 1, 1), None, 1, Layout::Nhwc).unwrap_err();
+    assert!(e.to_string().contains("activation precision of a 1x1 conv packed in f32"), "{e}");
+    if let Some(&kernel) = bf16_kernels().first() {
+        let e = Conv1x1::<bf16>::new(kernel, &w, FilterShape::new(8, 4, 1, 1), None, 1, Layout::Nchw).unwrap_err();
+        assert!(e.to_string().contains("takes NHWC activations"), "{e}");
+    }
+    let conv = Conv1x1::new(f32_kernel(), &w, FilterShape::new(8, 4, 1, 1), None, 1, Layout::Nhwc).unwrap();
     let x = Tensor::zeros(Shape::new(1, 5, 2, 2), Layout::Nhwc).unwrap();
     let mut y = Tensor::zeros(Shape::new(1, 8, 2, 2), Layout::Nhwc).unwrap();
     let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut AlignedVec::default()).unwrap_err();

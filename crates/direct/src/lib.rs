@@ -9,56 +9,42 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-pub use convkit_microkernel::Isa;
+pub use convkit_microkernel::Kernel;
 pub use convkit_tensor::Conv;
 
-use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, Lhs, PackedWeights, RowMap};
+use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, GemmElement, Lhs, PackedWeights, RowMap};
 use convkit_tensor::{
-    bf16, checked_product, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape,
-    TensorView, TensorViewMut, Window,
+    check_precision, checked_product, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result,
+    Shape, TensorView, TensorViewMut, Window,
 };
+use std::marker::PhantomData;
 
 /// Padded inputs below this many floats are copied on the calling thread.
 const PARALLEL_PAD_MIN: usize = 1 << 16;
 
-/// A KxK convolution (any stride, zero padding, dilation 1) over NHWC activations.
+/// A KxK convolution (any stride, zero padding, dilation 1) over NHWC activations of
+/// element type `T`.
 #[derive(Debug, Clone)]
-pub struct DirectConv {
+pub struct DirectConv<T: GemmElement = f32> {
     filter: FilterShape,
     window: Window,
     packed: PackedWeights,
     scratch_bytes: usize,
+    element: PhantomData<T>,
 }
 
-impl DirectConv {
-    /// Packs OIHW `weights` and `bias` (zeros if None) for `window`, for the kernel family
-    /// [`Isa::selected`].
-    pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>, window: Window) -> Result<Self> {
-        Self::for_isa(Isa::selected()?, weights, filter, bias, window)
-    }
-
-    /// As [`DirectConv::new`], for kernel family `isa` (an error if this CPU lacks it).
-    pub fn for_isa(
-        isa: Isa,
+impl<T: GemmElement> DirectConv<T> {
+    /// Packs OIHW `weights` and `bias` (zeros if None) for `window` and `kernel` (a kernel
+    /// over `T` that this CPU runs). In bf16 the weights are rounded to nearest bf16 here
+    /// and the bias stays f32.
+    pub fn new(
+        kernel: Kernel,
         weights: &[f32],
         filter: FilterShape,
         bias: Option<&[f32]>,
         window: Window,
     ) -> Result<Self> {
-        Self::for_precision(isa, Precision::F32, weights, filter, bias, window)
-    }
-
-    /// As [`DirectConv::for_isa`], with the weights packed in `precision`. A bf16 conv
-    /// runs [`Conv::forward_bf16`] over bf16 activations (the bias stays f32); its weights
-    /// are rounded to nearest bf16 here.
-    pub fn for_precision(
-        isa: Isa,
-        precision: Precision,
-        weights: &[f32],
-        filter: FilterShape,
-        bias: Option<&[f32]>,
-        window: Window,
-    ) -> Result<Self> {
+        check_precision::<T>("direct conv", kernel.precision())?;
         filter.check(weights, bias)?;
         filter.check_window(&window)?;
         if window.dilation != (1, 1) || window.ceil_mode {
@@ -73,8 +59,9 @@ impl DirectConv {
         Ok(DirectConv {
             filter,
             window,
-            packed: PackedWeights::from_oihw(isa, precision, weights, filter, bias)?,
+            packed: PackedWeights::from_oihw(kernel, weights, filter, bias)?,
             scratch_bytes: CacheSizes::get().scratch_bytes(),
+            element: PhantomData,
         })
     }
 
@@ -85,13 +72,13 @@ impl DirectConv {
         self
     }
 
-    /// The kernel family the weights were packed for.
-    pub fn isa(&self) -> Isa {
-        self.packed.isa()
+    /// The kernel the weights were packed for.
+    pub fn kernel(&self) -> Kernel {
+        self.packed.kernel()
     }
 
     /// Runs the microkernel walk over `src` (src_h x src_w images, padding included).
-    fn run<T: Element>(
+    fn run(
         &self,
         src: &[T],
         (src_h, src_w): (usize, usize),
@@ -122,9 +109,9 @@ impl DirectConv {
         Ok((image, (self.scratch_bytes / (4 * image).max(1)).clamp(1, input.n)))
     }
 
-    /// The conv over `input` of any element type: padded into `scratch` a group of images
-    /// at a time, then the microkernel walk.
-    fn forward_any<T: Element>(
+    /// The conv over `input`: padded into `scratch` a group of images at a time, then the
+    /// microkernel walk.
+    fn forward_padded(
         &self,
         input: TensorView<'_, T>,
         output: &mut TensorViewMut<'_, T>,
@@ -158,7 +145,7 @@ impl DirectConv {
     }
 }
 
-impl Conv for DirectConv {
+impl<T: GemmElement> Conv<T> for DirectConv<T> {
     fn filter(&self) -> FilterShape {
         self.filter
     }
@@ -191,22 +178,12 @@ impl Conv for DirectConv {
 
     fn forward(
         &self,
-        input: TensorView<'_>,
-        output: &mut TensorViewMut<'_>,
-        epilogue: Epilogue<'_>,
+        input: TensorView<'_, T>,
+        output: &mut TensorViewMut<'_, T>,
+        epilogue: Epilogue<'_, T>,
         scratch: &mut AlignedVec,
     ) -> Result<()> {
-        self.forward_any(input, output, epilogue, scratch)
-    }
-
-    fn forward_bf16(
-        &self,
-        input: TensorView<'_, bf16>,
-        output: &mut TensorViewMut<'_, bf16>,
-        epilogue: Epilogue<'_, bf16>,
-        scratch: &mut AlignedVec,
-    ) -> Result<()> {
-        self.forward_any(input, output, epilogue, scratch)
+        self.forward_padded(input, output, epilogue, scratch)
     }
 }
 

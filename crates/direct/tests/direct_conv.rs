@@ -1,15 +1,21 @@
 //! Direct KxK NHWC convolution against the f64 reference.
 
-use convkit_direct::{DirectConv, Isa};
+use convkit_direct::{DirectConv, Kernel};
+use convkit_microkernel::CpuFeatures;
 use convkit_reference as reference;
-use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
+use convkit_tensor::{bf16, AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
 
+/// The f32 kernel of the process default (`CONVKIT_ISA` masks it in CI).
+fn f32_kernel() -> Kernel {
+    Kernel::pick(Precision::F32, CpuFeatures::selected().unwrap()).unwrap()
+}
+
 /// `one_image_groups` bounds the scratch to one padded image: every image is its own group.
 fn run(p: &ConvProblem, threads: usize, one_image_groups: bool) -> (Tensor, Tensor, Tensor) {
-    run_nhwc_kernel(p, threads, |w, b, x, out, epilogue| {
-        let mut conv = DirectConv::new(w, p.filter, b, p.window).unwrap();
+    run_nhwc_kernel::<f32>(p, threads, |w, b, x, out, epilogue| {
+        let mut conv = DirectConv::new(f32_kernel(), w, p.filter, b, p.window).unwrap();
         if one_image_groups {
             conv = conv.with_scratch_bytes(1);
         }
@@ -18,18 +24,19 @@ fn run(p: &ConvProblem, threads: usize, one_image_groups: bool) -> (Tensor, Tens
     })
 }
 
-/// The bf16 conv on family `isa`: bf16 activations and weights, f32 accumulation.
-fn run_bf16(p: &ConvProblem, threads: usize, isa: Isa) -> (Tensor, Tensor, Tensor) {
-    run_nhwc_kernel_bf16(p, threads, |w, b, x, out, epilogue| {
-        let conv = DirectConv::for_precision(isa, Precision::Bf16, w, p.filter, b, p.window).unwrap();
+/// The bf16 conv on `kernel`: bf16 activations and weights, f32 accumulation.
+fn run_bf16(p: &ConvProblem, threads: usize, kernel: Kernel) -> (Tensor, Tensor, Tensor) {
+    run_nhwc_kernel::<bf16>(p, threads, |w, b, x, out, epilogue| {
+        let conv = DirectConv::new(kernel, w, p.filter, b, p.window).unwrap();
         assert_eq!(conv.precision(), Precision::Bf16);
         let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
-        conv.forward_bf16(x, out, epilogue, &mut scratch).unwrap();
+        conv.forward(x, out, epilogue, &mut scratch).unwrap();
     })
 }
 
-fn families() -> impl Strategy<Value = Isa> {
-    proptest::sample::select(Isa::ALL.into_iter().filter(|i| i.is_available()).collect::<Vec<_>>())
+/// The bf16 kernels this CPU runs within the process default.
+fn bf16_kernels() -> impl Strategy<Value = Kernel> {
+    proptest::sample::select(Kernel::available(Precision::Bf16, CpuFeatures::selected().unwrap()).collect::<Vec<_>>())
 }
 
 proptest! {
@@ -38,9 +45,9 @@ proptest! {
     /// bf16 on every family this CPU runs (native and emulated), odd reductions (the stem's
     /// 3 channels) included, against the reference on the same bf16-rounded operands.
     #[test]
-    fn bf16_direct_conv_matches_reference(p in conv_problem(&[1, 3, 7], &[1, 2], 3, &[Layout::Nhwc]), isa in families()) {
-        let (got, want, mag) = run_bf16(&p, 2, isa);
-        check_bf16(&got, &want, &mag).map_err(|e| TestCaseError::fail(format!("{isa}: {e}")))?;
+    fn bf16_direct_conv_matches_reference(p in conv_problem(&[1, 3, 7], &[1, 2], 3, &[Layout::Nhwc]), kernel in bf16_kernels()) {
+        let (got, want, mag) = run_bf16(&p, 2, kernel);
+        check_bf16(&got, &want, &mag).map_err(|e| TestCaseError::fail(format!("{kernel}: {e}")))?;
     }
 
     #[test]
@@ -82,17 +89,17 @@ fn direct_conv_errors() {
     let f = FilterShape::new(4, 3, 3, 3);
     let mut dil = Window::square(3, 1, 1);
     dil.dilation = (2, 2);
-    assert!(DirectConv::new(&w, f, None, dil).unwrap_err().to_string().contains("dilation"));
+    assert!(DirectConv::<f32>::new(f32_kernel(), &w, f, None, dil).unwrap_err().to_string().contains("dilation"));
     let mut ceil = Window::square(3, 2, 1);
     ceil.ceil_mode = true;
-    assert!(DirectConv::new(&w, f, None, ceil).unwrap_err().to_string().contains("ceil mode"));
+    assert!(DirectConv::<f32>::new(f32_kernel(), &w, f, None, ceil).unwrap_err().to_string().contains("ceil mode"));
     let mut uneven = Window::square(3, 1, 1);
     uneven.stride = (1, 2);
-    let e = DirectConv::new(&w, f, None, uneven).unwrap_err();
+    let e = DirectConv::<f32>::new(f32_kernel(), &w, f, None, uneven).unwrap_err();
     assert!(e.to_string().contains("one stride >= 1, got (1, 2)"), "{e}");
-    let e = DirectConv::new(&w, f, None, Window::square(3, 0, 1)).unwrap_err();
+    let e = DirectConv::<f32>::new(f32_kernel(), &w, f, None, Window::square(3, 0, 1)).unwrap_err();
     assert!(e.to_string().contains("stride"), "{e}");
-    let conv = DirectConv::new(&w, f, None, Window::square(3, 1, 1)).unwrap();
+    let conv = DirectConv::<f32>::new(f32_kernel(), &w, f, None, Window::square(3, 1, 1)).unwrap();
     let x = Tensor::zeros(Shape::new(1, 3, 5, 5), Layout::Nchw).unwrap();
     let mut y = Tensor::zeros(Shape::new(1, 4, 5, 5), Layout::Nhwc).unwrap();
     let e = conv.forward(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut AlignedVec::zeros(0)).unwrap_err();

@@ -3,8 +3,8 @@
 use crate::im2col::{im2col_nchw, im2col_nhwc, ImageDims};
 use crate::matmul::{matmul, MatMut, MatRef, MatrixShape};
 use convkit_tensor::{
-    checked_product, AlignedVec, Conv, Epilogue, Error, FilterShape, Layout, Result, Shape, TensorView, TensorViewMut,
-    Window,
+    checked_product, AlignedVec, Conv, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
+    TensorViewMut, Window,
 };
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,11 @@ impl Conv for Im2colConv {
 
     fn weight_bytes(&self) -> usize {
         4 * (self.weights.len() + self.bias.len())
+    }
+
+    /// f32: the `gemm` crate's kernels.
+    fn precision(&self) -> Precision {
+        Precision::F32
     }
 
     fn forward(

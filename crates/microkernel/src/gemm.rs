@@ -2,11 +2,11 @@
 //! out[m, n] = epilogue(sum_k lhs[m, k] * rhs[k, n] + bias), tasks split over blocks of
 //! rows on the current rayon pool, each task entering its family's kernels once.
 
-use crate::isa::{SimdOp, MR};
+use crate::family::{SimdOp, MR};
 use crate::pack::Panels;
-use crate::simd::Simd;
+use crate::simd::{GemmElement, Simd};
 use crate::CacheSizes;
-use convkit_tensor::{Element, Error, Precision, Result};
+use convkit_tensor::{Error, Result};
 use rayon::prelude::*;
 
 /// Where each row of the left operand starts in its buffer.
@@ -76,7 +76,7 @@ impl RowMap {
 /// NHWC conv: one run of kw * ci values per kernel row, one input row apart). f32, or
 /// bf16 against bf16 panels.
 #[derive(Debug, Clone, Copy)]
-pub struct Lhs<'a, A: Element = f32> {
+pub struct Lhs<'a, A: GemmElement = f32> {
     /// The buffer rows are read from.
     pub data: &'a [A],
     /// Where each row starts.
@@ -87,7 +87,7 @@ pub struct Lhs<'a, A: Element = f32> {
     pub segment_step: usize,
 }
 
-impl<'a, A: Element> Lhs<'a, A> {
+impl<'a, A: GemmElement> Lhs<'a, A> {
     /// Rows of `k` contiguous values, `row_step` apart from `start`: a row-major matrix.
     pub fn strided(data: &'a [A], start: usize, row_step: usize) -> Self {
         Lhs { data, rows: RowMap::Strided { start, step: row_step }, segments: 1, segment_step: 0 }
@@ -101,7 +101,7 @@ impl<'a, A: Element> Lhs<'a, A> {
 /// output's (and residual's). The sum and the epilogue are f32 whatever the types; a bf16
 /// output is rounded to nearest (ties to even) when stored.
 #[derive(Debug, Clone, Copy)]
-pub struct Gemm<'a, A: Element = f32, O: Element = A> {
+pub struct Gemm<'a, A: GemmElement = f32, O: GemmElement = A> {
     /// Left operand, M x K.
     pub lhs: Lhs<'a, A>,
     /// Right operand, K x N, packed (with its column bias, if any).
@@ -122,7 +122,7 @@ pub struct Gemm<'a, A: Element = f32, O: Element = A> {
     pub relu: bool,
 }
 
-impl<'a, A: Element, O: Element> Gemm<'a, A, O> {
+impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
     /// A GEMM of `lhs` (M = `m`) by `rhs` into rows `row_len` apart from column 0, with
     /// only the column bias of `rhs` as epilogue.
     pub fn new(lhs: Lhs<'a, A>, rhs: Panels<'a>, m: usize, row_len: usize) -> Self {
@@ -146,16 +146,17 @@ impl<'a, A: Element, O: Element> Gemm<'a, A, O> {
         if lhs.segments == 0 || k % lhs.segments != 0 {
             return Err(Error::invalid(format!("K = {k} is not a whole number of {} row segments", lhs.segments)));
         }
-        if A::PRECISION != self.rhs.precision {
+        let kernel = self.rhs.kernel;
+        if A::PRECISION != kernel.precision() {
             return Err(Error::mismatch(
                 "GEMM left operand precision (that of its panels)",
-                self.rhs.precision,
+                kernel.precision(),
                 A::PRECISION,
             ));
         }
-        if A::PRECISION == Precision::Bf16 && lhs.segments != self.rhs.segments {
+        if kernel.k_group() > 1 && lhs.segments != self.rhs.segments {
             return Err(Error::mismatch(
-                "row segments of a bf16 GEMM (those its panels were paired in)",
+                format!("row segments of a {} GEMM (those its panels were grouped in)", kernel.precision()),
                 self.rhs.segments,
                 lhs.segments,
             ));
@@ -210,7 +211,7 @@ impl<'a, A: Element, O: Element> Gemm<'a, A, O> {
         let out = &mut out[..self.out_len()];
         let threads = rayon::current_num_threads().max(1);
         let panel_count = self.rhs.count();
-        let nr = self.rhs.isa.tile().nr;
+        let nr = self.rhs.kernel.tile().nr;
         if self.m == 1 {
             // One row (the FC layer at batch 1): split the panels as contiguous column
             // ranges, so all threads stream the weights.
@@ -275,7 +276,7 @@ fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
 
 /// One task: rows m0..m0 + count and panels p0..p1 of a GEMM. `out` starts at row m0;
 /// column 0 of panel p0 is at `out_col0` in each of its rows.
-struct Block<'g, 'a, 'o, A: Element, O: Element> {
+struct Block<'g, 'a, 'o, A: GemmElement, O: GemmElement> {
     gemm: &'g Gemm<'a, A, O>,
     m0: usize,
     count: usize,
@@ -284,26 +285,23 @@ struct Block<'g, 'a, 'o, A: Element, O: Element> {
     out_col0: usize,
 }
 
-impl<A: Element, O: Element> Block<'_, '_, '_, A, O> {
-    /// Runs the task under its family's target features: the bf16 kernels through
-    /// [`crate::Isa::dispatch_bf16`], which has the native bf16 dot product where the
-    /// CPU does.
+impl<A: GemmElement, O: GemmElement> Block<'_, '_, '_, A, O> {
+    /// Runs the task under the target features of the family its panels were packed for.
     fn dispatch(self) {
-        let isa = self.gemm.rhs.isa;
-        match A::PRECISION {
-            Precision::F32 => isa.dispatch(self),
-            _ => isa.dispatch_bf16(self),
-        }
+        self.gemm.rhs.kernel.family().dispatch(self)
     }
 }
 
-impl<A: Element, O: Element> SimdOp for Block<'_, '_, '_, A, O> {
+impl<A: GemmElement, O: GemmElement> SimdOp for Block<'_, '_, '_, A, O> {
     type Output = ();
 
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let g = self.gemm;
-        let tile_shape = S::ISA.tile();
+        let tile_shape = g.rhs.kernel.tile();
+        // The panels are packed only for a kernel this CPU runs (`Panels` checks it), so
+        // `dispatch` entered that family's own token: one tile, one source of truth.
+        assert!(S::FAMILY == g.rhs.kernel.family(), "a {} tile walked {} panels", S::FAMILY, g.rhs.kernel);
         let (k, n, nr) = (g.rhs.k, g.rhs.n, tile_shape.nr);
         let (p0, p1) = self.panels;
         let panel_len = g.rhs.panel_len();
@@ -339,8 +337,10 @@ impl<A: Element, O: Element> SimdOp for Block<'_, '_, '_, A, O> {
 }
 
 /// What one tile reads: its rows of the left operand, one or two panels, the epilogue.
-struct TileArgs<'a, A: Element, O: Element> {
-    lhs: &'a Lhs<'a, A>,
+/// Public in a private module: [`GemmElement::reduce`] names it, no one outside can.
+#[derive(Debug)]
+pub struct TileArgs<'a, A: GemmElement, O: GemmElement> {
+    pub(crate) lhs: &'a Lhs<'a, A>,
     offsets: [usize; MR],
     seg_len: usize,
     /// The tile's first and last panel (the same one for a one-panel tile).
@@ -362,7 +362,7 @@ struct TileArgs<'a, A: Element, O: Element> {
 /// 1..=2: the tiles a family's [`crate::TileShape`] allows are a subset of these, and the
 /// kernel sweep in tests/ runs each of them.
 #[inline(always)]
-fn tile_dispatch<S: Simd, A: Element, O: Element>(
+fn tile_dispatch<S: Simd, A: GemmElement, O: GemmElement>(
     s: S,
     rows: usize,
     panels: usize,
@@ -378,35 +378,38 @@ fn tile_dispatch<S: Simd, A: Element, O: Element>(
                 4 => tile::<S, A, O, 4, $v>(s, t, out),
                 3 => tile::<S, A, O, 3, $v>(s, t, out),
                 2 => tile::<S, A, O, 2, $v>(s, t, out),
-                _ => tile::<S, A, O, 1, $v>(s, t, out),
+                1 => tile::<S, A, O, 1, $v>(s, t, out),
+                _ => unreachable!("the walk makes tiles of 1..=MR rows, not {rows}"),
             }
         };
     }
-    // Vectors per tile row: the family's vectors per panel times the panels.
+    // Vectors per tile row: two per panel (checked when a family is declared) times one
+    // or two panels.
     match panels * S::PANEL_VECTORS {
         4 => by_rows!(4),
-        3 => by_rows!(3),
-        _ => by_rows!(2),
+        2 => by_rows!(2),
+        v => unreachable!("no family has tile rows of {v} vectors"),
     }
 }
 
 /// One R x (V vectors) tile over the whole reduction, accumulators in registers, then the
 /// epilogue and the store. `out` starts at the tile's first row and column.
 #[inline(always)]
-fn tile<S: Simd, A: Element, O: Element, const R: usize, const V: usize>(s: S, t: &TileArgs<'_, A, O>, out: &mut [O]) {
-    let acc = match A::PRECISION {
-        Precision::F32 => reduce_f32::<S, R, V>(s, bytemuck::cast_slice(t.lhs.data), t),
-        _ => reduce_bf16::<S, R, V>(s, bytemuck::cast_slice(t.lhs.data), t),
-    };
+fn tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: usize>(
+    s: S,
+    t: &TileArgs<'_, A, O>,
+    out: &mut [O],
+) {
+    let acc = A::reduce::<S, O, R, V>(s, t);
     store_tile(s, acc, t, out);
 }
 
 /// The f32 reduction of a tile: one broadcast per row and k, V FMAs with it.
 #[inline(always)]
-fn reduce_f32<S: Simd, const R: usize, const V: usize>(
+pub(crate) fn reduce_f32<S: Simd, const R: usize, const V: usize>(
     s: S,
     data: &[f32],
-    t: &TileArgs<'_, impl Element, impl Element>,
+    t: &TileArgs<'_, impl GemmElement, impl GemmElement>,
 ) -> [[S::F32; V]; R] {
     let lanes = S::LANES;
     let vp = S::PANEL_VECTORS;
@@ -435,10 +438,10 @@ fn reduce_f32<S: Simd, const R: usize, const V: usize>(
 /// values and V bf16 dot products with it; a segment of odd length ends with its last
 /// value alone (paired with zero, as its weights are).
 #[inline(always)]
-fn reduce_bf16<S: Simd, const R: usize, const V: usize>(
+pub(crate) fn reduce_bf16<S: Simd, const R: usize, const V: usize>(
     s: S,
     data: &[u16],
-    t: &TileArgs<'_, impl Element, impl Element>,
+    t: &TileArgs<'_, impl GemmElement, impl GemmElement>,
 ) -> [[S::F32; V]; R] {
     let lanes = S::LANES;
     let vp = S::PANEL_VECTORS;
@@ -497,7 +500,7 @@ fn segment(panel: &[f32], seg: usize, len: usize) -> &[f32] {
 /// compiler unrolls it and the accumulators stay in registers (a loop it does not unroll
 /// indexes them, which keeps a copy in memory, stored at every step of the reduction).
 #[inline(always)]
-fn store_tile<S: Simd, A: Element, O: Element, const R: usize, const V: usize>(
+fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: usize>(
     s: S,
     mut acc: [[S::F32; V]; R],
     t: &TileArgs<'_, A, O>,

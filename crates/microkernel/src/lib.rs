@@ -1,35 +1,42 @@
 //! The f32 and bf16 microkernels of convkit, chosen when the program runs.
 //!
-//! - [`Isa`]: the kernel families (AVX-512F with AVX512-BF16, AVX-512F, AVX2 + FMA, and a
-//!   portable one on `wide`), read from the CPU once and cached ([`Isa::selected`]; the `CONVKIT_ISA` environment
-//!   variable forces one). A plain `cargo build` gets the fastest family the CPU has: no
-//!   target-cpu flags are needed.
+//! - [`CpuFeatures`]: what the CPU can do (AVX2, FMA, AVX-512, AVX512-BF16, VNNI, AMX),
+//!   detected once, apart from which kernel runs; [`CpuFeatures::selected`] is the
+//!   process default, masked by the `CONVKIT_ISA` environment variable.
+//! - [`Family`] and [`Kernel`]: the registry. A family (AVX-512F with AVX512-BF16,
+//!   AVX-512F, AVX2 + FMA, and a portable one on `wide`) is one file that declares its
+//!   token, tile, requirements and element types; a kernel is a family's walk over one
+//!   element type, and [`Kernel::pick`] chooses one per element type within a capability
+//!   mask. A plain `cargo build` runs the fastest kernels the CPU has: no target-cpu flags.
 //! - [`Simd`] and [`SimdOp`]: a kernel is written once, generic over the family, and
-//!   [`Isa::dispatch`] runs it under that family's target features.
-//! - [`PackedWeights`]: a K x N weight matrix packed once into the panels a family's
-//!   tile reads, with its bias; in f32, or in bf16 pairs along K for the bf16 dot product
-//!   (native `vdpbf16ps` on [`Isa::Avx512Bf16`], two f32 FMAs on every other family).
-//! - [`Gemm`]: the one walk over panels and row tiles (f32, or bf16 activations with
-//!   f32 or bf16 output), with the fused epilogue (bias, residual, accumulate, ReLU)
-//!   applied while the tile is in registers, split into tasks on the current rayon pool. The 1x1, direct KxK and Winograd convolutions all run on it.
+//!   [`Family::dispatch`] runs it under that family's target features.
+//! - [`PackedWeights`]: a K x N weight matrix packed once into the panels a kernel's tile
+//!   reads, with its bias: f32, or bf16 pairs along K (native `vdpbf16ps` on the
+//!   `avx512bf16` family, two f32 FMAs on every other).
+//! - [`Gemm`]: the one walk over panels and row tiles (f32, or bf16 activations with f32
+//!   or bf16 output), with the fused epilogue (bias, residual, accumulate, ReLU) applied
+//!   while the tile is in registers, split into tasks on the current rayon pool. The 1x1,
+//!   direct KxK and Winograd convolutions all run on it.
 //! - [`CacheSizes`]: the cache sizes of the CPU it runs on, and every block size derived
 //!   from them.
 
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod family;
 mod cache;
+mod families;
+mod features;
 mod gemm;
-mod isa;
 mod pack;
 mod probe;
 mod simd;
 
 pub use cache::CacheSizes;
+pub use family::{Family, Kernel, SimdOp, TileShape};
+pub use features::{CpuFeatures, ISA_ENV};
 pub use gemm::{current_threads, for_each_chunk, Gemm, Lhs, RowMap};
-pub use isa::{cpu_name, Isa, SimdOp, TileShape, ISA_ENV};
 pub use pack::{PackedWeights, Panels};
-pub use probe::{measure_bf16_gflops, measure_fma_gflops, measure_read_gbs};
-#[cfg(target_arch = "x86_64")]
-pub use simd::{Avx2, Avx512, Avx512Bf16};
-pub use simd::{Portable, PortableF32, Simd};
+pub use probe::{cpu_name, measure_bf16_gflops, measure_fma_gflops, measure_read_gbs};
+pub use simd::{GemmElement, Simd};

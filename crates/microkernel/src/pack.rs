@@ -1,21 +1,20 @@
-//! Weights packed once into the panels a family's tile kernel reads, with their bias.
+//! Weights packed once into the panels a kernel's tiles read, with their bias.
 
-use crate::Isa;
+use crate::Kernel;
 use convkit_tensor::{bf16, checked_product, AlignedVec, Error, FilterShape, Precision, Result};
 
-/// The right operand of the tile walk, a K x N matrix packed for one kernel family:
-/// panel p holds, for each k, columns `p * nr .. p * nr + nr` (zeros past N), so a tile
-/// reads each panel front to back. The bias (zeros if none) is padded to whole panels
-/// and travels with the panels.
+/// The right operand of the tile walk, a K x N matrix packed for one [`Kernel`]: panel p
+/// holds, for each group of k, columns `p * nr .. p * nr + nr` (zeros past N), so a tile
+/// reads each panel front to back. The bias (zeros if none) is padded to whole panels and
+/// travels with the panels.
 ///
-/// In bf16 ([`PackedWeights::new_bf16`]) each 32-bit slot of a panel holds the bf16
-/// values of two consecutive k (k even in the low half) of one column, the pairs formed
-/// within each of the `segments` runs the left operand's rows are read in, a run of odd
-/// length padded with a zero: what the bf16 dot product takes.
+/// Each 32-bit slot of a panel holds [`Kernel::k_group`] consecutive k of one column: one
+/// f32, or in bf16 two bf16 values (k even in the low half), the groups formed within each
+/// of the `segments` runs the left operand's rows are read in, a run whose length is not a
+/// whole number of groups padded with zeros: what the kernel's dot product takes.
 #[derive(Debug, Clone)]
 pub struct PackedWeights {
-    isa: Isa,
-    precision: Precision,
+    kernel: Kernel,
     k: usize,
     n: usize,
     segments: usize,
@@ -23,105 +22,104 @@ pub struct PackedWeights {
     bias: AlignedVec,
 }
 
-/// The rows of one panel: K in f32; in bf16, one per pair of each segment.
-fn panel_rows(precision: Precision, k: usize, segments: usize) -> usize {
+/// The rows of one panel: one per group of k of each segment.
+fn panel_rows(kernel: Kernel, k: usize, segments: usize) -> usize {
+    segments * (k / segments).div_ceil(kernel.k_group())
+}
+
+/// The 32-bit slot of `kernel`'s panels that holds the group of k values `value(0..group)`.
+fn slot(precision: Precision, value: impl Fn(usize) -> f32) -> f32 {
     match precision {
-        Precision::F32 => k,
-        _ => segments * (k / segments).div_ceil(2),
+        Precision::F32 => value(0),
+        Precision::Bf16 => {
+            let bits = |v: f32| u32::from(bf16::from_f32(v).to_bits());
+            f32::from_bits(bits(value(0)) | bits(value(1)) << 16)
+        }
     }
 }
 
-/// The two bf16 values `lo` (even k) and `hi` (odd k) in one 32-bit slot, as the f32
-/// panels store it.
-fn bf16_pair(lo: f32, hi: f32) -> f32 {
-    let bits = |v: f32| u32::from(bf16::from_f32(v).to_bits());
-    f32::from_bits(bits(lo) | bits(hi) << 16)
+/// Fills `dst` (whole panels of `kernel`) with the K x N matrix `entry`, grouped within
+/// each of `segments` runs of K.
+fn fill_panels(
+    kernel: Kernel,
+    k: usize,
+    n: usize,
+    segments: usize,
+    entry: impl Fn(usize, usize) -> f32,
+    dst: &mut [f32],
+) {
+    let (nr, group) = (kernel.tile().nr, kernel.k_group());
+    let rows = panel_rows(kernel, k, segments);
+    let seg_len = k / segments;
+    let seg_groups = seg_len.div_ceil(group);
+    for (p, panel) in dst.chunks_exact_mut(rows * nr).enumerate() {
+        for (row, slots) in panel.chunks_exact_mut(nr).enumerate() {
+            let (seg, g) = (row / seg_groups, row % seg_groups);
+            for (j, v) in slots.iter_mut().enumerate() {
+                let col = p * nr + j;
+                *v = if col < n {
+                    // The group's values past the end of its segment are zeros.
+                    slot(kernel.precision(), |i| {
+                        let kk = group * g + i;
+                        if kk < seg_len {
+                            entry(seg * seg_len + kk, col)
+                        } else {
+                            0.0
+                        }
+                    })
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Checks the sizes every packing relies on.
+fn check_sizes(k: usize, n: usize, segments: usize) -> Result<()> {
+    if k == 0 || n == 0 {
+        return Err(Error::invalid(format!("packed weights need K and N of at least 1, got K = {k}, N = {n}")));
+    }
+    if segments == 0 || !k.is_multiple_of(segments) {
+        return Err(Error::invalid(format!("K = {k} is not a whole number of {segments} row segments")));
+    }
+    Ok(())
 }
 
 impl PackedWeights {
-    /// Packs the K x N matrix whose entry (k, n) is `entry(k, n)`, for `isa`.
+    /// Packs the K x N matrix whose entry (k, n) is `entry(k, n)` for `kernel` (each entry
+    /// rounded to its element type), for a left operand whose rows are `segments` runs of
+    /// K / segments values (1 for a plain matrix). The bias stays f32. An error if this CPU
+    /// does not run the kernel.
     pub fn new(
-        isa: Isa,
-        k: usize,
-        n: usize,
-        entry: impl Fn(usize, usize) -> f32,
-        bias: Option<&[f32]>,
-    ) -> Result<Self> {
-        Self::pack(isa, Precision::F32, k, n, 1, entry, bias)
-    }
-
-    /// Packs the K x N matrix `entry` for `isa` in bf16 (each entry rounded to nearest
-    /// bf16), for a left operand whose rows are `segments` runs of K / segments values.
-    /// The bias stays f32.
-    pub fn new_bf16(
-        isa: Isa,
+        kernel: Kernel,
         k: usize,
         n: usize,
         segments: usize,
         entry: impl Fn(usize, usize) -> f32,
         bias: Option<&[f32]>,
     ) -> Result<Self> {
-        Self::pack(isa, Precision::Bf16, k, n, segments, entry, bias)
-    }
-
-    fn pack(
-        isa: Isa,
-        precision: Precision,
-        k: usize,
-        n: usize,
-        segments: usize,
-        entry: impl Fn(usize, usize) -> f32,
-        bias: Option<&[f32]>,
-    ) -> Result<Self> {
-        isa.check_available()?;
-        if k == 0 || n == 0 {
-            return Err(Error::invalid(format!("packed weights need K and N of at least 1, got K = {k}, N = {n}")));
-        }
-        if segments == 0 || !k.is_multiple_of(segments) {
-            return Err(Error::invalid(format!("K = {k} is not a whole number of {segments} row segments")));
-        }
+        kernel.check_available()?;
+        check_sizes(k, n, segments)?;
         if let Some(b) = bias {
             convkit_tensor::check_channels("bias", n, b.len())?;
         }
-        let nr = isa.tile().nr;
+        let nr = kernel.tile().nr;
         let panel_count = n.div_ceil(nr);
-        let rows = panel_rows(precision, k, segments);
+        let rows = panel_rows(kernel, k, segments);
         let mut panels = AlignedVec::try_zeros(checked_product("packed weights", &[panel_count, rows, nr])?)?;
-        let seg_len = k / segments;
-        let seg_pairs = seg_len.div_ceil(2);
-        for (p, panel) in panels.chunks_exact_mut(rows * nr).enumerate() {
-            for (row, slots) in panel.chunks_exact_mut(nr).enumerate() {
-                for (j, v) in slots.iter_mut().enumerate().take(n.saturating_sub(p * nr)) {
-                    let col = p * nr + j;
-                    *v = match precision {
-                        Precision::F32 => entry(row, col),
-                        _ => {
-                            let (seg, pair) = (row / seg_pairs, row % seg_pairs);
-                            let kk = seg * seg_len + 2 * pair;
-                            let hi = if 2 * pair + 1 < seg_len { entry(kk + 1, col) } else { 0.0 };
-                            bf16_pair(entry(kk, col), hi)
-                        }
-                    };
-                }
-            }
-        }
+        fill_panels(kernel, k, n, segments, entry, &mut panels);
         let mut padded = AlignedVec::zeros(panel_count * nr);
         if let Some(b) = bias {
             padded[..n].copy_from_slice(b);
         }
-        Ok(PackedWeights { isa, precision, k, n, segments, panels, bias: padded })
+        Ok(PackedWeights { kernel, k, n, segments, panels, bias: padded })
     }
 
     /// Packs OIHW conv weights `[co][ci][kh][kw]` as the K x N matrix of reduction index
     /// (ky, kx, ci) by output channel: what an NHWC conv reads (kh runs of kw*ci values),
-    /// in `precision`.
-    pub fn from_oihw(
-        isa: Isa,
-        precision: Precision,
-        weights: &[f32],
-        filter: FilterShape,
-        bias: Option<&[f32]>,
-    ) -> Result<Self> {
+    /// for `kernel`.
+    pub fn from_oihw(kernel: Kernel, weights: &[f32], filter: FilterShape, bias: Option<&[f32]>) -> Result<Self> {
         filter.check(weights, bias)?;
         let (ci, kh, kw) = (filter.ci, filter.kh, filter.kw);
         let per_out = filter.reduction_len();
@@ -129,17 +127,17 @@ impl PackedWeights {
             let (ky, kx, c) = (k / (kw * ci), k / ci % kw, k % ci);
             weights[o * per_out + (c * kh + ky) * kw + kx]
         };
-        Self::pack(isa, precision, per_out, filter.co, kh, entry, bias)
+        Self::new(kernel, per_out, filter.co, kh, entry, bias)
+    }
+
+    /// The kernel the panels are laid out for.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The precision of the panels.
     pub fn precision(&self) -> Precision {
-        self.precision
-    }
-
-    /// The family the panels are laid out for.
-    pub fn isa(&self) -> Isa {
-        self.isa
+        self.kernel.precision()
     }
 
     /// Rows (the reduction length).
@@ -160,8 +158,7 @@ impl PackedWeights {
     /// The borrowed panels the tile walk reads.
     pub fn panels(&self) -> Panels<'_> {
         Panels {
-            isa: self.isa,
-            precision: self.precision,
+            kernel: self.kernel,
             k: self.k,
             n: self.n,
             segments: self.segments,
@@ -175,11 +172,10 @@ impl PackedWeights {
 /// call into scratch (an NCHW input, see [`Panels::pack_into`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Panels<'a> {
-    pub(crate) isa: Isa,
-    pub(crate) precision: Precision,
+    pub(crate) kernel: Kernel,
     pub(crate) k: usize,
     pub(crate) n: usize,
-    /// Runs of the left operand's rows the bf16 pairs were formed in (1 for f32).
+    /// Runs of the left operand's rows the groups of k were formed in.
     pub(crate) segments: usize,
     pub(crate) data: &'a [f32],
     /// One value per column, padded to whole panels; None: no column bias.
@@ -187,37 +183,30 @@ pub struct Panels<'a> {
 }
 
 impl<'a> Panels<'a> {
-    /// Floats [`Panels::pack_into`] needs for a K x N matrix on `isa`.
-    pub fn packed_len(isa: Isa, k: usize, n: usize) -> Result<usize> {
-        let nr = isa.tile().nr;
-        checked_product("packed panels", &[n.div_ceil(nr), k, nr])
+    /// Floats [`Panels::pack_into`] needs for a K x N matrix for `kernel`.
+    pub fn packed_len(kernel: Kernel, k: usize, n: usize) -> Result<usize> {
+        let nr = kernel.tile().nr;
+        checked_product("packed panels", &[n.div_ceil(nr), panel_rows(kernel, k, 1), nr])
     }
 
-    /// Packs the K x N matrix `entry` into the front of `dst` (at least
+    /// Packs the K x N matrix `entry` for `kernel` into the front of `dst` (at least
     /// [`Panels::packed_len`] floats), without bias.
     pub fn pack_into(
-        isa: Isa,
+        kernel: Kernel,
         k: usize,
         n: usize,
         entry: impl Fn(usize, usize) -> f32,
         dst: &'a mut [f32],
     ) -> Result<Panels<'a>> {
-        isa.check_available()?;
-        let len = Self::packed_len(isa, k, n)?;
+        kernel.check_available()?;
+        check_sizes(k, n, 1)?;
+        let len = Self::packed_len(kernel, k, n)?;
         if dst.len() < len {
             return Err(Error::mismatch("packed panel scratch", format!("at least {len} floats"), dst.len()));
         }
-        let nr = isa.tile().nr;
         let dst = &mut dst[..len];
-        for (p, panel) in dst.chunks_exact_mut(k * nr).enumerate() {
-            for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    let col = p * nr + j;
-                    *v = if col < n { entry(kk, col) } else { 0.0 };
-                }
-            }
-        }
-        Ok(Panels { isa, precision: Precision::F32, k, n, segments: 1, data: dst, bias: None })
+        fill_panels(kernel, k, n, 1, entry, dst);
+        Ok(Panels { kernel, k, n, segments: 1, data: dst, bias: None })
     }
 
     /// These panels without their column bias.
@@ -227,16 +216,21 @@ impl<'a> Panels<'a> {
 
     /// Number of panels.
     pub(crate) fn count(&self) -> usize {
-        self.n.div_ceil(self.isa.tile().nr)
+        self.n.div_ceil(self.kernel.tile().nr)
     }
 
     /// Floats (32-bit slots) of one panel.
     pub(crate) fn panel_len(&self) -> usize {
-        panel_rows(self.precision, self.k, self.segments) * self.isa.tile().nr
+        panel_rows(self.kernel, self.k, self.segments) * self.kernel.tile().nr
+    }
+
+    /// The kernel the panels are laid out for.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The precision of the panels.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.kernel.precision()
     }
 }

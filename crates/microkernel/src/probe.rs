@@ -2,12 +2,12 @@
 //! divides by) and the memory bandwidth of the pool's threads (a roofline's other roof),
 //! measured.
 
-use crate::{Isa, Simd, SimdOp};
+use crate::{Family, Simd, SimdOp};
 
-/// f32 GFLOP/s this thread reaches with 12 independent FMA chains of `isa`'s vectors
+/// f32 GFLOP/s this thread reaches with 12 independent FMA chains of `family`'s vectors
 /// for about `seconds` (2 FLOPs per lane per FMA).
-pub fn measure_fma_gflops(isa: Isa, seconds: f64) -> f64 {
-    isa.dispatch(FmaProbe { seconds })
+pub fn measure_fma_gflops(family: Family, seconds: f64) -> f64 {
+    family.dispatch(FmaProbe { seconds })
 }
 
 struct FmaProbe {
@@ -43,12 +43,12 @@ impl SimdOp for FmaProbe {
     }
 }
 
-/// GFLOP/s of `isa`'s bf16 dot product on this thread: 12 independent chains for about
+/// GFLOP/s of `family`'s bf16 dot product on this thread: 12 independent chains for about
 /// `seconds`, 4 FLOPs per f32 lane per step (two multiply-adds). Native `vdpbf16ps` on
-/// `Isa::Avx512Bf16`, two f32 FMAs on every other family: what a bf16 kernel's share of
+/// `Family::Avx512Bf16`, two f32 FMAs on every other family: what a bf16 kernel's share of
 /// peak divides by.
-pub fn measure_bf16_gflops(isa: Isa, seconds: f64) -> f64 {
-    isa.dispatch_bf16(DotProbe { seconds })
+pub fn measure_bf16_gflops(family: Family, seconds: f64) -> f64 {
+    family.dispatch(DotProbe { seconds })
 }
 
 struct DotProbe {
@@ -85,10 +85,10 @@ impl SimdOp for DotProbe {
 }
 
 /// GB/s the threads of the current rayon pool read from memory together: each streams its
-/// share of a buffer of `bytes` (of f32 ones, summed in `isa`'s vectors with 8 independent
+/// share of a buffer of `bytes` (of f32 ones, summed in `family`'s vectors with 8 independent
 /// accumulators), over and over for about `seconds`; the fastest pass counts. Make
 /// `bytes` several times the last-level cache, or this measures the cache.
-pub fn measure_read_gbs(isa: Isa, bytes: usize, seconds: f64) -> f64 {
+pub fn measure_read_gbs(family: Family, bytes: usize, seconds: f64) -> f64 {
     let len = (bytes / 4).max(1);
     let data = vec![1.0f32; len]; // written once: every page is touched before timing
     let threads = rayon::current_num_threads().max(1);
@@ -98,7 +98,7 @@ pub fn measure_read_gbs(isa: Isa, bytes: usize, seconds: f64) -> f64 {
     while best.is_infinite() || start.elapsed().as_secs_f64() < seconds {
         let pass = std::time::Instant::now();
         use rayon::prelude::*;
-        let sum: f32 = data.par_chunks(chunk).map(|part| isa.dispatch(ReadProbe { data: part })).sum();
+        let sum: f32 = data.par_chunks(chunk).map(|part| family.dispatch(ReadProbe { data: part })).sum();
         std::hint::black_box(sum);
         best = best.min(pass.elapsed().as_secs_f64());
     }
@@ -130,6 +130,20 @@ impl SimdOp for ReadProbe<'_> {
     }
 }
 
+/// The CPU's model name as the OS reports it (Linux: /proc/cpuinfo), or "unknown CPU":
+/// what a measurement's report names the machine by.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,14 +151,14 @@ mod tests {
     /// The read probe sums every element, tail included, in every family.
     #[test]
     fn read_probe_reads_everything() {
-        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+        for &family in Family::ALL.iter().filter(|f| f.is_available()) {
             for len in [0, 1, 127, 128, 1000, 4099] {
                 let data: Vec<f32> = (0..len).map(|i| (i % 5) as f32).collect();
                 let want: f32 = data.iter().sum();
-                assert_eq!(isa.dispatch(ReadProbe { data: &data }), want, "{isa} {len}");
+                assert_eq!(family.dispatch(ReadProbe { data: &data }), want, "{family} {len}");
             }
-            let gbs = measure_read_gbs(isa, 1 << 20, 0.0);
-            assert!(gbs.is_finite() && gbs > 0.0, "{isa}: {gbs}");
+            let gbs = measure_read_gbs(family, 1 << 20, 0.0);
+            assert!(gbs.is_finite() && gbs > 0.0, "{family}: {gbs}");
         }
     }
 }

@@ -19,7 +19,7 @@ pub(crate) enum Buf {
     /// input (dead once the projection has read it).
     Mid2,
     /// D's pooled shortcut input when the shortcut runs beside the main branch
-    /// ([`crate::ResNet::with_parallel_branches`]), which writes `Mid2` meanwhile; empty
+    /// ([`crate::ModelConfig::parallel_branches`]), which writes `Mid2` meanwhile; empty
     /// otherwise.
     Pooled,
 }

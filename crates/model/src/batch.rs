@@ -6,7 +6,7 @@ use crate::ModelError;
 use convkit_tensor::{Shape, TensorView};
 
 /// Batch-level parallelism: each worker runs a contiguous share of the images through the
-/// whole network on a pool of one thread of its own (whatever `ResNet::with_threads`
+/// whole network on a pool of one thread of its own (whatever `ModelConfig::threads`
 /// set), with its own arena, instead of
 /// splitting every layer across threads. The logits are bitwise those of
 /// [`ResNet::forward`] (no output's arithmetic depends on the split).

@@ -6,9 +6,8 @@ use crate::weights::WeightSource;
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
-use convkit_im2col::Im2colConv;
-use convkit_microkernel::Isa;
-use convkit_tensor::{Conv, Element, Epilogue, FilterShape, Layout, Precision, Window};
+use convkit_microkernel::{GemmElement, Kernel};
+use convkit_tensor::{bf16, Conv, Epilogue, Error, FilterShape, Layout, Precision, Window};
 use convkit_winograd::{WinogradConv, WinogradTile};
 
 /// Batch-norm epsilon of torchvision and timm.
@@ -23,6 +22,8 @@ pub const WINOGRAD_F4_MAX_CHANNELS: usize = 128;
 
 /// How KxK convs (the stem, the 3x3 convs) run. 1x1 convs always take the direct path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum KxkPath {
     /// Stride-1 3x3 convs on Winograd, F(4x4) up to [`WINOGRAD_F4_MAX_CHANNELS`] input
     /// channels and F(2x2) above (F(2x2) throughout in bf16); the others (strided, the
@@ -38,6 +39,19 @@ pub enum KxkPath {
 }
 
 impl KxkPath {
+    /// Every path.
+    pub const ALL: [KxkPath; 4] = [KxkPath::Auto, KxkPath::Winograd, KxkPath::Direct, KxkPath::Im2col];
+
+    /// The name the CLI and the reports use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KxkPath::Auto => "auto",
+            KxkPath::Winograd => "winograd",
+            KxkPath::Direct => "direct",
+            KxkPath::Im2col => "im2col",
+        }
+    }
+
     /// The Winograd tile a stride-1 3x3 conv with `ci` input channels runs on in
     /// `precision`, if any. bf16 takes F(2x2) at every width: F(4x4)'s transforms amplify
     /// the rounding of its bf16 operands (ResNet-50-C: 4.3e-3 of the largest logit against
@@ -51,6 +65,73 @@ impl KxkPath {
             KxkPath::Direct | KxkPath::Im2col => return None,
         };
         Some(if ci <= f4_max { WinogradTile::F4x4 } else { WinogradTile::F2x2 })
+    }
+}
+
+impl std::fmt::Display for KxkPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KxkPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<KxkPath, Error> {
+        let s = s.trim().to_ascii_lowercase();
+        KxkPath::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            Error::invalid(format!("unknown KxK path {s:?} (expected auto, winograd, direct or im2col)"))
+        })
+    }
+}
+
+/// The element types a network computes in: what building a layer needs to know of its
+/// activations' type, one impl per type. Sealed (f32 and bf16).
+pub(crate) trait ModelElement: GemmElement + sealed::Sealed {
+    /// The im2col + `gemm` conv over this type, or an error naming the layer where the path
+    /// has no kernels for it.
+    fn im2col(
+        layer: &str,
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        window: Window,
+    ) -> Result<Box<dyn Conv<Self>>, ModelError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for convkit_tensor::bf16 {}
+}
+
+impl ModelElement for f32 {
+    fn im2col(
+        _layer: &str,
+        weights: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        window: Window,
+    ) -> Result<Box<dyn Conv<f32>>, ModelError> {
+        #[cfg(feature = "im2col")]
+        return Ok(Box::new(convkit_im2col::Im2colConv::new(weights, filter, bias, window, Layout::Nhwc)?));
+        #[cfg(not(feature = "im2col"))]
+        {
+            let _ = (weights, filter, bias, window);
+            Err(Error::invalid(format!("{_layer}: convkit-model was built without its `im2col` feature")).into())
+        }
+    }
+}
+
+impl ModelElement for bf16 {
+    fn im2col(
+        layer: &str,
+        _weights: &[f32],
+        _filter: FilterShape,
+        _bias: Option<&[f32]>,
+        _window: Window,
+    ) -> Result<Box<dyn Conv<bf16>>, ModelError> {
+        Err(Error::invalid(format!("{layer}: the im2col path has no bf16 kernels (use the direct or Winograd path)"))
+            .into())
     }
 }
 
@@ -72,7 +153,8 @@ impl ConvPath {
     /// The short name profiles print.
     pub fn label(self) -> &'static str {
         match self {
-            ConvPath::Conv1x1 | ConvPath::Direct => "direct",
+            ConvPath::Conv1x1 => "1x1",
+            ConvPath::Direct => "direct",
             ConvPath::Winograd(WinogradTile::F2x2) => "wino-f2",
             ConvPath::Winograd(WinogradTile::F4x4) => "wino-f4",
             ConvPath::Im2col => "im2col",
@@ -80,20 +162,20 @@ impl ConvPath {
     }
 }
 
-pub(crate) struct ConvLayer {
+pub(crate) struct ConvLayer<T: ModelElement> {
     pub(crate) name: String,
     pub(crate) kind: ConvKind,
     pub(crate) path: ConvPath,
-    pub(crate) op: Box<dyn Conv>,
+    pub(crate) op: Box<dyn Conv<T>>,
 }
 
-impl ConvLayer {
-    /// Folds BN into the conv and packs it for its kernel.
+impl<T: ModelElement> ConvLayer<T> {
+    /// Folds BN into the conv and packs it for `kernel` (a kernel over `T`).
     pub(crate) fn build(
         spec: &ConvSpec,
         weights: &mut impl WeightSource,
         kxk: KxkPath,
-        precision: Precision,
+        kernel: Kernel,
     ) -> Result<Self, ModelError> {
         let mut folded = weights.take(&format!("{}.weight", spec.conv))?.data;
         let mut bn = |s: &str| weights.take(&format!("{}.{s}", spec.bn)).map(|t| t.data);
@@ -107,44 +189,34 @@ impl ConvLayer {
         }
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
         let bias = Some(&bias[..]);
-        let tile = (spec.window() == WinogradConv::WINDOW).then(|| kxk.winograd_tile(spec.ci, precision)).flatten();
-        let isa = Isa::selected()?;
-        let (path, op): (ConvPath, Box<dyn Conv>) = match (spec.kernel, kxk, tile) {
-            (1, _, _) => (
-                ConvPath::Conv1x1,
-                Box::new(Conv1x1::for_precision(isa, precision, &folded, filter, bias, spec.stride, Layout::Nhwc)?),
-            ),
-            (_, _, Some(tile)) => (
-                ConvPath::Winograd(tile),
-                Box::new(WinogradConv::for_precision(isa, precision, &folded, filter, bias, tile)?),
-            ),
-            (_, KxkPath::Im2col, None) if precision == Precision::F32 => {
-                (ConvPath::Im2col, Box::new(Im2colConv::new(&folded, filter, bias, spec.window(), Layout::Nhwc)?))
+        let tile =
+            (spec.window() == convkit_winograd::WINDOW).then(|| kxk.winograd_tile(spec.ci, T::PRECISION)).flatten();
+        let (path, op): (ConvPath, Box<dyn Conv<T>>) = match (spec.kernel, kxk, tile) {
+            (1, _, _) => {
+                (ConvPath::Conv1x1, Box::new(Conv1x1::new(kernel, &folded, filter, bias, spec.stride, Layout::Nhwc)?))
+            }
+            (_, _, Some(tile)) => {
+                (ConvPath::Winograd(tile), Box::new(WinogradConv::new(kernel, &folded, filter, bias, tile)?))
             }
             (_, KxkPath::Im2col, None) => {
-                return Err(convkit_tensor::Error::invalid(format!(
-                    "{}: the im2col path has no {precision} kernels (use the direct or Winograd path)",
-                    spec.conv
-                ))
-                .into())
+                (ConvPath::Im2col, T::im2col(&spec.conv, &folded, filter, bias, spec.window())?)
             }
-            (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => (
-                ConvPath::Direct,
-                Box::new(DirectConv::for_precision(isa, precision, &folded, filter, bias, spec.window())?),
-            ),
+            (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => {
+                (ConvPath::Direct, Box::new(DirectConv::new(kernel, &folded, filter, bias, spec.window())?))
+            }
         };
         Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op })
     }
 }
 
-pub(crate) struct Block {
+pub(crate) struct Block<T: ModelElement> {
     /// Step name of the block's branches run side by side ("layer2.0.branches"): made at
     /// build time so the forward pass formats nothing.
     pub(crate) branches_step: String,
-    pub(crate) conv1: ConvLayer,
-    pub(crate) conv2: ConvLayer,
-    pub(crate) conv3: ConvLayer,
-    pub(crate) downsample: Option<Downsample>,
+    pub(crate) conv1: ConvLayer<T>,
+    pub(crate) conv2: ConvLayer<T>,
+    pub(crate) conv3: ConvLayer<T>,
+    pub(crate) downsample: Option<Downsample<T>>,
     /// Step name of the subsampling of the identity shortcut, when the block computes its
     /// output at every other position only (see `NetSpec::reduced_positions`).
     pub(crate) subsample: Option<String>,
@@ -153,11 +225,11 @@ pub(crate) struct Block {
 /// Reads every other pixel of every other row (a 1x1 max pool with stride 2).
 pub(crate) const SUBSAMPLE: Window = Window::square(1, 2, 0);
 
-pub(crate) struct Downsample {
+pub(crate) struct Downsample<T: ModelElement> {
     /// Step name of the 2x2 average pool before the conv (D), if any: made at build time
     /// so the forward pass formats nothing.
     pub(crate) pool: Option<String>,
-    pub(crate) conv: ConvLayer,
+    pub(crate) conv: ConvLayer<T>,
 }
 
 /// What a conv fuses into its store, beyond its bias.
@@ -172,7 +244,7 @@ pub(crate) enum Fused {
 }
 
 impl Fused {
-    pub(crate) fn epilogue<T: Element>(self) -> Epilogue<'static, T> {
+    pub(crate) fn epilogue<T: ModelElement>(self) -> Epilogue<'static, T> {
         Epilogue { residual: None, accumulate: self == Fused::AddRelu, relu: self != Fused::None }
     }
 }

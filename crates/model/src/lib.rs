@@ -3,6 +3,7 @@
 
 mod arena;
 mod batch;
+mod config;
 mod layers;
 mod net;
 mod profile;
@@ -11,8 +12,9 @@ mod weights;
 
 pub use arena::Workspace;
 pub use batch::BatchRunner;
+pub use config::{ModelConfig, DEFAULT_SUB_BATCH};
 pub use layers::{ConvPath, KxkPath, BN_EPS, WINOGRAD_F4_MAX_CHANNELS};
-pub use net::{BuildOptions, ResNet, DEFAULT_SUB_BATCH};
+pub use net::ResNet;
 pub use profile::{StepKind, StepTiming};
 pub use spec::{
     BlockSpec, ConvKind, ConvSpec, Counts, DownsampleSpec, NetSpec, ResNetSpec, Shortcut, Stem, StrideAt, Variant,

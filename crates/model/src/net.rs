@@ -1,110 +1,63 @@
 //! The built network: BN folded into packed conv weights, and the NHWC forward pass.
 
 use crate::arena::{view, Buf, Workspace};
-use crate::layers::{Block, ConvLayer, ConvPath, Downsample, Fused, KxkPath, SUBSAMPLE};
+use crate::config::ModelConfig;
+use crate::layers::{Block, ConvLayer, ConvPath, Downsample, Fused, KxkPath, ModelElement, SUBSAMPLE};
 use crate::profile::{merge_steps, Recorder, StepKind, StepTiming};
 use crate::spec::{BlockSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
-use crate::weights::{WeightSource, Weights};
+use crate::weights::WeightSource;
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
+use convkit_microkernel::{Family, Kernel};
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
-use convkit_tensor::{
-    bf16, conv_forward, Conv, Element, Epilogue, Error, FilterShape, Layout, Precision, Shape, TensorView,
-    TensorViewMut,
-};
+use convkit_tensor::{bf16, Conv, Epilogue, Error, FilterShape, Layout, Precision, Shape, TensorView, TensorViewMut};
 use std::time::Instant;
 
-/// A ResNet ready to run: BN folded, weights packed once.
+/// A ResNet ready to run: BN folded, weights packed once. Built by [`ModelConfig::build`].
 pub struct ResNet {
-    spec: ResNetSpec,
+    config: ModelConfig,
     net: NetSpec,
-    stem: Vec<ConvLayer>,
-    blocks: Vec<Block>,
+    network: AnyNetwork,
     fc: Conv1x1,
-    sub_batch: usize,
-    precision: Precision,
-    /// The model's own threads, when set ([`ResNet::with_threads`]).
+    /// The kernel the convs run on.
+    kernel: Kernel,
+    /// The family pooling runs on.
+    family: Family,
+    /// The model's own threads, when the config asks for them.
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
     /// One single-thread pool for each branch of a downsampling block, when they run
-    /// side by side ([`ResNet::with_parallel_branches`]).
+    /// side by side.
     branch_pools: Option<std::sync::Arc<[rayon::ThreadPool; 2]>>,
 }
 
-/// How a network is built: [`ResNet::build_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BuildOptions {
-    /// How the KxK convs run.
-    pub kxk: KxkPath,
-    /// The precision the network computes in.
-    pub precision: Precision,
-    /// Compute only the outputs that are read (`NetSpec::reduced_positions`; A's blocks
-    /// before a stride-2 1x1 conv): on unless turned off to measure what it saves.
-    pub only_read_positions: bool,
+/// The conv layers of a network over activations of type `T`.
+struct Network<T: ModelElement> {
+    stem: Vec<ConvLayer<T>>,
+    blocks: Vec<Block<T>>,
 }
 
-impl BuildOptions {
-    /// `kxk` and `precision`, computing only the positions that are read.
-    pub fn new(kxk: KxkPath, precision: Precision) -> Self {
-        BuildOptions { kxk, precision, only_read_positions: true }
-    }
-
-    /// The same, computing every position of every layer as the spec has it.
-    pub fn every_position(self) -> Self {
-        BuildOptions { only_read_positions: false, ..self }
-    }
+/// The network in the precision it was built in: matched once per forward pass.
+enum AnyNetwork {
+    F32(Network<f32>),
+    Bf16(Network<bf16>),
 }
-
-/// Images a forward pass runs through the network at a time (see [`ResNet::with_sub_batch`]):
-/// at batch 8 on 2 threads, image by image was faster than the whole batch at once
-/// (docs/results.md), and it keeps the arena at its batch-1 size.
-pub const DEFAULT_SUB_BATCH: usize = 1;
 
 impl std::fmt::Debug for ResNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResNet").field("spec", &self.spec).finish()
+        f.debug_struct("ResNet").field("config", &self.config).field("kernel", &self.kernel).finish()
     }
 }
 
-impl ResNet {
-    /// Builds the network of `weights.spec()`: BN folded, every conv packed for its kernel.
-    pub fn new(weights: &Weights) -> Result<Self, ModelError> {
-        Self::with_kxk_path(weights, KxkPath::default())
-    }
-
-    /// As [`ResNet::new`], with the KxK convs on `kxk`.
-    pub fn with_kxk_path(weights: &Weights, kxk: KxkPath) -> Result<Self, ModelError> {
-        Self::from_weights(weights.clone(), kxk)
-    }
-
-    /// Builds from owned weights, freeing each raw tensor once it is packed: the process
-    /// then never holds the raw and the packed network in full at once.
-    pub fn from_weights(weights: Weights, kxk: KxkPath) -> Result<Self, ModelError> {
-        Self::build(weights, kxk, Precision::F32)
-    }
-
-    /// As [`ResNet::from_weights`], computing in `precision`. In bf16 the convs hold bf16
-    /// weights (rounded to nearest once BN is folded in), the arena holds bf16
-    /// activations, the input is rounded to bf16 once; the KxK convs take the paths `kxk`
-    /// says (im2col has no bf16 kernels: an error). The pooled features and the FC layer
-    /// stay f32, so the logits are f32.
-    pub fn build(weights: impl WeightSource, kxk: KxkPath, precision: Precision) -> Result<Self, ModelError> {
-        Self::build_with(weights, BuildOptions::new(kxk, precision))
-    }
-
-    /// As [`ResNet::build`], with every choice in `options`.
-    pub fn build_with(mut weights: impl WeightSource, options: BuildOptions) -> Result<Self, ModelError> {
-        let BuildOptions { kxk, precision, only_read_positions } = options;
-        let weights = &mut weights;
-        let spec = weights.spec();
-        let (net, subsample) = if only_read_positions {
-            spec.layers().reduced_positions()
-        } else {
-            let net = spec.layers();
-            let blocks = net.blocks.len();
-            (net, vec![false; blocks])
-        };
-        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk, precision)).collect::<Result<_, _>>()?;
+impl<T: ModelElement> Network<T> {
+    /// Every conv of `net` with BN folded in, packed for `kernel` (a kernel over `T`).
+    fn build(
+        net: &NetSpec,
+        subsample: Vec<bool>,
+        weights: &mut impl WeightSource,
+        kxk: KxkPath,
+        kernel: Kernel,
+    ) -> Result<Self, ModelError> {
+        let stem = net.stem.iter().map(|c| ConvLayer::build(c, weights, kxk, kernel)).collect::<Result<_, _>>()?;
         let blocks = net
             .blocks
             .iter()
@@ -113,88 +66,93 @@ impl ResNet {
                 Ok(Block {
                     branches_step: format!("{}.branches", b.name),
                     subsample: subsample.then(|| format!("{}.subsample", b.name)),
-                    conv1: ConvLayer::build(&b.conv1, weights, kxk, precision)?,
-                    conv2: ConvLayer::build(&b.conv2, weights, kxk, precision)?,
-                    conv3: ConvLayer::build(&b.conv3, weights, kxk, precision)?,
+                    conv1: ConvLayer::build(&b.conv1, weights, kxk, kernel)?,
+                    conv2: ConvLayer::build(&b.conv2, weights, kxk, kernel)?,
+                    conv3: ConvLayer::build(&b.conv3, weights, kxk, kernel)?,
                     downsample: match &b.downsample {
                         Some(d) => Some(Downsample {
                             pool: d.pool.then(|| format!("{}.pool", d.conv.conv)),
-                            conv: ConvLayer::build(&d.conv, weights, kxk, precision)?,
+                            conv: ConvLayer::build(&d.conv, weights, kxk, kernel)?,
                         }),
                         None => None,
                     },
                 })
             })
             .collect::<Result<_, ModelError>>()?;
+        Ok(Network { stem, blocks })
+    }
+}
+
+impl ResNet {
+    /// Builds the network `config` describes from `weights` (checked by
+    /// [`ModelConfig::build`]): BN folded, every conv packed for the config's kernel.
+    pub(crate) fn build(config: ModelConfig, mut weights: impl WeightSource) -> Result<Self, ModelError> {
+        let weights = &mut weights;
+        let (kernel, family) = (config.kernel()?, config.family()?);
+        let spec = config.spec;
+        let (net, subsample) = if config.only_read_positions {
+            spec.layers().reduced_positions()
+        } else {
+            let net = spec.layers();
+            let blocks = net.blocks.len();
+            (net, vec![false; blocks])
+        };
+        let network = match config.precision {
+            Precision::F32 => AnyNetwork::F32(Network::build(&net, subsample, weights, config.kxk, kernel)?),
+            Precision::Bf16 => AnyNetwork::Bf16(Network::build(&net, subsample, weights, config.kxk, kernel)?),
+        };
         let fc_w = weights.take("fc.weight")?;
         let fc_b = weights.take("fc.bias")?;
+        let fc_kernel = Kernel::pick(Precision::F32, config.kernel_features()?)?;
         let fc = Conv1x1::new(
+            fc_kernel,
             &fc_w.data,
             FilterShape::new(net.classes, net.features, 1, 1),
             Some(&fc_b.data),
             1,
             Layout::Nhwc,
         )?;
-        Ok(ResNet {
-            spec,
-            net,
-            stem,
-            blocks,
-            fc,
-            sub_batch: DEFAULT_SUB_BATCH,
-            precision,
-            pool: None,
-            branch_pools: None,
-        })
+        let pool = match config.threads {
+            Some(threads) => Some(std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?)),
+            None => None,
+        };
+        let branch_pools = if config.parallel_branches {
+            let one = || rayon::ThreadPoolBuilder::new().num_threads(1).build();
+            Some(std::sync::Arc::new([one()?, one()?]))
+        } else {
+            None
+        };
+        Ok(ResNet { config, net, network, fc, kernel, family, pool, branch_pools })
+    }
+
+    /// What the model was built with.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The kernel the convs run on.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The precision the network computes in.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.config.precision
     }
 
     /// The spec the network was built from.
     pub fn spec(&self) -> ResNetSpec {
-        self.spec
+        self.config.spec
     }
+
     /// Number of classes (the length of each image's logits).
     pub fn classes(&self) -> usize {
         self.net.classes
     }
 
-    /// Runs larger batches `images` at a time (at least 1; [`DEFAULT_SUB_BATCH`] unless
-    /// set): the arena holds the activations of one sub-batch, and each layer's work is
-    /// split across threads within it.
-    pub fn with_sub_batch(mut self, images: usize) -> Self {
-        self.sub_batch = images.max(1);
-        self
-    }
-
     /// Images run through the network at a time.
     pub fn sub_batch(&self) -> usize {
-        self.sub_batch
-    }
-
-    /// Runs every forward pass on a pool of `threads` threads of the model's own, whatever
-    /// pool the caller is on. Unless set, a forward pass runs on the current rayon pool.
-    /// Logits do not depend on the thread count (every output is summed in one order).
-    pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
-        if threads == 0 {
-            return Err(convkit_tensor::Error::invalid("a model needs at least one thread, got 0").into());
-        }
-        self.pool = Some(std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build()?));
-        Ok(self)
-    }
-
-    /// Runs each downsampling block's projection shortcut (with D's pool) beside its first
-    /// two convs, one thread each, instead of one after the other with every thread on
-    /// each layer; the last conv, which adds the two, waits for both. Logits are bitwise
-    /// the same (every output is computed in the same order either way). Profiles then
-    /// show one `branches` step per downsampling block.
-    pub fn with_parallel_branches(mut self) -> Result<Self, ModelError> {
-        let one = || rayon::ThreadPoolBuilder::new().num_threads(1).build();
-        self.branch_pools = Some(std::sync::Arc::new([one()?, one()?]));
-        Ok(self)
+        self.config.sub_batch.max(1)
     }
 
     /// Whether downsampling blocks run their branches side by side.
@@ -202,19 +160,20 @@ impl ResNet {
         self.branch_pools.is_some()
     }
 
-    /// Threads of the model's own pool ([`ResNet::with_threads`]), if it has one.
+    /// Threads of the model's own pool, if it has one.
     pub fn threads(&self) -> Option<usize> {
         self.pool.as_ref().map(|p| p.current_num_threads())
     }
 
     /// Logits [n, classes] for `input` (3 channels, NCHW or NHWC). Runs on the model's
-    /// pool if it has one ([`ResNet::with_threads`]), else on the current rayon pool:
-    /// call inside `pool.install()` to choose the threads.
+    /// pool if it has one ([`ModelConfig::threads`]), else on the current rayon pool:
+    /// call inside `pool.install()` to choose the threads. Logits do not depend on the
+    /// thread count (every output is summed in one order).
     pub fn forward<'w>(&self, input: TensorView<'_>, ws: &'w mut Workspace) -> Result<&'w [f32], ModelError> {
         self.on_pool(|| self.forward_on_current_pool(input, ws))
     }
 
-    /// [`ResNet::forward`] on the current pool whatever [`ResNet::with_threads`] set: each
+    /// [`ResNet::forward`] on the current pool whatever [`ModelConfig::threads`] says: each
     /// worker of a [`crate::BatchRunner`] runs its share on its own thread.
     pub(crate) fn forward_on_current_pool<'w>(
         &self,
@@ -249,7 +208,8 @@ impl ResNet {
         mut steps: Option<&mut Vec<StepTiming>>,
     ) -> Result<&'w [f32], ModelError> {
         let shape = input.shape();
-        if shape.n <= self.sub_batch {
+        let sub_batch = self.sub_batch();
+        if shape.n <= sub_batch {
             return self.run(input, ws, steps);
         }
         shape.validate()?;
@@ -260,8 +220,8 @@ impl ResNet {
         }
         let first_step = steps.as_ref().map_or(0, |s| s.len());
         let per_image = shape.image_len();
-        for n0 in (0..shape.n).step_by(self.sub_batch) {
-            let images = self.sub_batch.min(shape.n - n0);
+        for n0 in (0..shape.n).step_by(sub_batch) {
+            let images = sub_batch.min(shape.n - n0);
             let part = &input.data()[n0 * per_image..(n0 + images) * per_image];
             let view = TensorView::new(Shape { n: images, ..shape }, input.layout(), part)?;
             let part_steps = steps.as_deref_mut();
@@ -290,15 +250,16 @@ impl ResNet {
         ws: &'w mut Workspace,
         steps: Option<&mut Vec<StepTiming>>,
     ) -> Result<&'w [f32], ModelError> {
-        match self.precision {
-            Precision::F32 => self.run_in::<f32>(input, ws, steps),
-            _ => self.run_in::<bf16>(input, ws, steps),
+        match &self.network {
+            AnyNetwork::F32(network) => self.run_in(network, input, ws, steps),
+            AnyNetwork::Bf16(network) => self.run_in(network, input, ws, steps),
         }
     }
 
-    /// The forward pass with activations of type `T` in the arena.
-    fn run_in<'w, T: Element>(
+    /// The forward pass of `network`, with activations of type `T` in the arena.
+    fn run_in<'w, T: ModelElement>(
         &self,
+        network: &Network<T>,
         input: TensorView<'_>,
         ws: &'w mut Workspace,
         steps: Option<&mut Vec<StepTiming>>,
@@ -329,14 +290,14 @@ impl ResNet {
         let mut cur = shape;
         // The stem ping-pongs between the block input and output buffers, so the
         // bottleneck buffers only ever hold the (narrower) bottleneck activations.
-        for layer in &self.stem {
+        for layer in &network.stem {
             cur = self.conv::<T>(layer, ws, Buf::Input, Buf::Output, cur, Fused::Relu, &mut rec)?;
             ws.bufs.swap(Buf::Input, Buf::Output);
         }
-        cur = Self::pool::<T>(ws, Buf::Input, Buf::Output, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
+        cur = self.pool::<T>(ws, Buf::Input, Buf::Output, cur, STEM_POOL, PoolKind::Max, "maxpool", &mut rec)?;
         ws.bufs.swap(Buf::Input, Buf::Output);
 
-        for block in &self.blocks {
+        for block in &network.blocks {
             // The block's last conv adds its result to the shortcut in place
             // (`Epilogue::accumulate`): to the block input for an identity shortcut, to the
             // projection computed into the output buffer otherwise. Either way each output
@@ -353,7 +314,7 @@ impl ResNet {
                                     let avg = PoolKind::Average { count_include_pad: false };
                                     (
                                         Buf::Mid2,
-                                        Self::pool::<T>(
+                                        self.pool::<T>(
                                             ws,
                                             Buf::Input,
                                             Buf::Mid2,
@@ -372,7 +333,7 @@ impl ResNet {
                         }
                         None => match &block.subsample {
                             Some(name) => {
-                                Self::pool::<T>(
+                                self.pool::<T>(
                                     ws,
                                     Buf::Input,
                                     Buf::Output,
@@ -401,7 +362,7 @@ impl ResNet {
         rec.begin();
         let features = self.net.features;
         ws.features.resize(shape.n * features)?;
-        global_avg_pool_into(view(ws.bufs[Buf::Input].elements::<T>(), cur)?, &mut ws.features)?;
+        global_avg_pool_into(self.family, view(ws.bufs[Buf::Input].elements::<T>(), cur)?, &mut ws.features)?;
         let pooled = Shape::new(shape.n, features, 1, 1);
         rec.end("avgpool", StepKind::GlobalPool, None, cur, pooled, 0, 0);
 
@@ -431,9 +392,9 @@ impl ResNet {
     /// Runs one conv from buffer `src` into `dst` with `fused` in its store, returns its
     /// output shape.
     #[allow(clippy::too_many_arguments)]
-    fn conv<T: Element>(
+    fn conv<T: ModelElement>(
         &self,
-        layer: &ConvLayer,
+        layer: &ConvLayer<T>,
         ws: &mut Workspace,
         src: Buf,
         dst: Buf,
@@ -453,8 +414,8 @@ impl ResNet {
 
     /// One conv from `src` (holding `in_shape`) into the first elements of `dst`; returns
     /// its im2col time.
-    fn conv_slices<T: Element>(
-        layer: &ConvLayer,
+    fn conv_slices<T: ModelElement>(
+        layer: &ConvLayer<T>,
         src: &[T],
         in_shape: Shape,
         dst: &mut [T],
@@ -467,20 +428,20 @@ impl ResNet {
         let len = dst.len();
         let d = dst.get_mut(..numel).ok_or_else(|| Error::mismatch("arena buffer length", numel, len))?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
-        Ok(conv_forward(layer.op.as_ref(), input, &mut out, fused.epilogue(), scratch)?)
+        Ok(layer.op.forward_timed(input, &mut out, fused.epilogue(), scratch)?)
     }
 
-    fn macs(layer: &ConvLayer, out_shape: Shape) -> Result<u64, ModelError> {
+    fn macs<T: ModelElement>(layer: &ConvLayer<T>, out_shape: Shape) -> Result<u64, ModelError> {
         Ok((out_shape.numel()? * layer.op.filter().reduction_len()) as u64)
     }
 
     /// A downsampling block's shortcut (D's pool and the projection, into the output
     /// buffer) on one single-thread pool and its conv1 and conv2 (into `Mid2`) on the
     /// other, side by side; returns conv2's output shape. Recorded as one step.
-    fn run_branches_side_by_side<T: Element>(
+    fn run_branches_side_by_side<T: ModelElement>(
         &self,
-        block: &Block,
-        ds: &Downsample,
+        block: &Block<T>,
+        ds: &Downsample<T>,
         pools: &[rayon::ThreadPool; 2],
         ws: &mut Workspace,
         cur: Shape,
@@ -516,7 +477,7 @@ impl ResNet {
                     Some(_) => {
                         let mut out = TensorViewMut::new(pooled_shape, Layout::Nhwc, &mut pooled[..])?;
                         let avg = PoolKind::Average { count_include_pad: false };
-                        pool2d_into(view(input, cur)?, SHORTCUT_POOL, avg, &mut out)?;
+                        pool2d_into(self.family, view(input, cur)?, SHORTCUT_POOL, avg, &mut out)?;
                         pooled
                     }
                     None => input,
@@ -536,7 +497,8 @@ impl ResNet {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn pool<T: Element>(
+    fn pool<T: ModelElement>(
+        &self,
         ws: &mut Workspace,
         src: Buf,
         dst: Buf,
@@ -550,7 +512,7 @@ impl ResNet {
         let out_shape = convkit_pool::output_shape(in_shape, window)?;
         let (s, d) = ws.bufs.split::<T>(src, dst, out_shape.numel()?)?;
         let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, d)?;
-        pool2d_into(view(s, in_shape)?, window, kind, &mut out)?;
+        pool2d_into(self.family, view(s, in_shape)?, window, kind, &mut out)?;
         let step = if kind == PoolKind::Max { StepKind::MaxPool } else { StepKind::AvgPool };
         rec.end(name, step, None, in_shape, out_shape, 0, 0);
         Ok(out_shape)

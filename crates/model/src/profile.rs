@@ -22,7 +22,7 @@ pub enum StepKind {
     /// The fully connected classifier.
     Fc,
     /// A downsampling block's projection shortcut and its first two convs, run side by
-    /// side ([`crate::ResNet::with_parallel_branches`]): one step, the wall time of both.
+    /// side ([`crate::ModelConfig::parallel_branches`]): one step, the wall time of both.
     Branches,
 }
 

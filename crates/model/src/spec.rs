@@ -6,6 +6,8 @@ use std::fmt;
 
 /// The four ResNet-50 variants of He et al., 2018.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum Variant {
     /// The original ResNet-50 (v1): 7x7/2 stem, stride on the first 1x1 conv of a downsampling block.
     A,
@@ -30,6 +32,13 @@ impl Variant {
             "d" => Ok(Variant::D),
             other => Err(Error::invalid(format!("unknown variant '{other}': expected one of a, b, c, d"))),
         }
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Variant> {
+        Variant::parse(s)
     }
 }
 

@@ -1,9 +1,8 @@
 //! Max pooling, average pooling (ceil mode; padding counted or not, with PyTorch/ONNX
 //! semantics) and global average pooling over NCHW and NHWC.
 //!
-//! NHWC is vectorised across channels with the vectors of the kernel family this CPU
-//! runs (chosen at run time, see `convkit_microkernel::Isa`); NCHW runs a scalar loop per
-//! plane. Both split output rows (NHWC) or planes (NCHW) across the current rayon pool
+//! NHWC is vectorised across channels with the vectors of the kernel family the caller
+//! passes (see `convkit_microkernel::Family::pick`); NCHW runs a scalar loop per plane. Both split output rows (NHWC) or planes (NCHW) across the current rayon pool
 //! when the output is large enough to pay for it: call inside `pool.install()` to bound
 //! the threads. Each output is computed by one task, so results do not depend on the
 //! thread count.
@@ -11,7 +10,9 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-use convkit_microkernel::{Isa, Simd, SimdOp};
+pub use convkit_microkernel::Family;
+
+use convkit_microkernel::{GemmElement, Simd, SimdOp};
 use convkit_tensor::{Element, Error, Layout, Result, Shape, Tensor, TensorView, TensorViewMut, Window};
 use rayon::prelude::*;
 
@@ -50,8 +51,10 @@ pub fn output_shape(input: Shape, window: Window) -> Result<Shape> {
 }
 
 /// Pools `input` into `output` (same layout, shape from [`output_shape`]), f32 or bf16
-/// (summed in f32, each output rounded once).
-pub fn pool2d_into<T: Element>(
+/// (summed in f32, each output rounded once), NHWC on the vectors of `family` (the
+/// portable ones if this CPU lacks it).
+pub fn pool2d_into<T: GemmElement>(
+    family: Family,
     input: TensorView<'_, T>,
     window: Window,
     kind: PoolKind,
@@ -64,7 +67,6 @@ pub fn pool2d_into<T: Element>(
     if output.layout() != input.layout() {
         return Err(Error::mismatch("pool output layout", input.layout(), output.layout()));
     }
-    let isa = Isa::selected()?;
     let geom = Geometry::new(input.shape(), out_shape, window, kind);
     let parallel = out_shape.numel()? >= PARALLEL_MIN_OUTPUTS;
     let src = input.data();
@@ -73,7 +75,7 @@ pub fn pool2d_into<T: Element>(
             let row_len = out_shape.w * out_shape.c;
             let run = |(row, out): (usize, &mut [T])| {
                 let (n, oy) = (row / out_shape.h, row % out_shape.h);
-                isa.dispatch(PoolRow { geom: &geom, image: input.image(n), oy, out });
+                family.dispatch(PoolRow { geom: &geom, image: input.image(n), oy, out });
             };
             if parallel {
                 output.data_mut().par_chunks_mut(row_len).enumerate().for_each(run);
@@ -97,37 +99,41 @@ pub fn pool2d_into<T: Element>(
     Ok(())
 }
 
-/// Pools `input` into a new tensor of the same layout.
-pub fn pool2d(input: TensorView<'_>, window: Window, kind: PoolKind) -> Result<Tensor> {
+/// Pools f32 `input` into a new tensor of the same layout, on `family`'s vectors.
+pub fn pool2d(family: Family, input: TensorView<'_>, window: Window, kind: PoolKind) -> Result<Tensor> {
     let mut out = Tensor::zeros(output_shape(input.shape(), window)?, input.layout())?;
-    pool2d_into(input, window, kind, &mut out.view_mut())?;
+    pool2d_into(family, input, window, kind, &mut out.view_mut())?;
     Ok(out)
 }
 
 /// Max pooling into a new tensor.
-pub fn max_pool2d(input: TensorView<'_>, window: Window) -> Result<Tensor> {
-    pool2d(input, window, PoolKind::Max)
+pub fn max_pool2d(family: Family, input: TensorView<'_>, window: Window) -> Result<Tensor> {
+    pool2d(family, input, window, PoolKind::Max)
 }
 
 /// Average pooling into a new tensor.
-pub fn avg_pool2d(input: TensorView<'_>, window: Window, count_include_pad: bool) -> Result<Tensor> {
-    pool2d(input, window, PoolKind::Average { count_include_pad })
+pub fn avg_pool2d(family: Family, input: TensorView<'_>, window: Window, count_include_pad: bool) -> Result<Tensor> {
+    pool2d(family, input, window, PoolKind::Average { count_include_pad })
 }
 
-/// Mean over h and w into `output`, [n, c] row-major, f32 whatever the input's elements.
-pub fn global_avg_pool_into<T: Element>(input: TensorView<'_, T>, output: &mut [f32]) -> Result<()> {
+/// Mean over h and w into `output`, [n, c] row-major, f32 whatever the input's elements;
+/// NHWC on `family`'s vectors.
+pub fn global_avg_pool_into<T: GemmElement>(
+    family: Family,
+    input: TensorView<'_, T>,
+    output: &mut [f32],
+) -> Result<()> {
     let s = input.shape();
     s.validate()?;
     if output.len() != s.n * s.c {
         return Err(Error::mismatch("global average pool output length (n*c)", s.n * s.c, output.len()));
     }
-    let isa = Isa::selected()?;
     let hw = s.h * s.w;
     let scale = 1.0 / hw as f32;
     for (n, out) in output.chunks_mut(s.c).enumerate() {
         let img = input.image(n);
         match input.layout() {
-            Layout::Nhwc => isa.dispatch(ChannelMean { image: img, channels: s.c, scale, out }),
+            Layout::Nhwc => family.dispatch(ChannelMean { image: img, channels: s.c, scale, out }),
             Layout::Nchw => {
                 for (o, plane) in out.iter_mut().zip(img.chunks_exact(hw)) {
                     *o = plane.iter().map(|v| v.to_f32()).sum::<f32>() * scale;
@@ -138,12 +144,12 @@ pub fn global_avg_pool_into<T: Element>(input: TensorView<'_, T>, output: &mut [
     Ok(())
 }
 
-/// Mean over h and w: [n, c] row-major.
-pub fn global_avg_pool(input: TensorView<'_>) -> Result<Vec<f32>> {
+/// Mean over h and w: [n, c] row-major, on `family`'s vectors.
+pub fn global_avg_pool(family: Family, input: TensorView<'_>) -> Result<Vec<f32>> {
     let s = input.shape();
     s.validate()?;
     let mut out = vec![0.0; s.n * s.c];
-    global_avg_pool_into(input, &mut out)?;
+    global_avg_pool_into(family, input, &mut out)?;
     Ok(out)
 }
 
@@ -205,7 +211,7 @@ struct ChannelMean<'a, T> {
     out: &'a mut [f32],
 }
 
-impl<T: Element> SimdOp for ChannelMean<'_, T> {
+impl<T: GemmElement> SimdOp for ChannelMean<'_, T> {
     type Output = ();
 
     #[inline(always)]
@@ -230,7 +236,7 @@ struct PoolRow<'a, T> {
     out: &'a mut [T],
 }
 
-impl<T: Element> SimdOp for PoolRow<'_, T> {
+impl<T: GemmElement> SimdOp for PoolRow<'_, T> {
     type Output = ();
 
     #[inline(always)]

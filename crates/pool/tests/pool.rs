@@ -1,10 +1,16 @@
 //! Pooling against the f64 reference.
 
-use convkit_pool::{global_avg_pool, global_avg_pool_into, pool2d, pool2d_into, PoolKind};
+use convkit_microkernel::CpuFeatures;
+use convkit_pool::{global_avg_pool, global_avg_pool_into, pool2d, pool2d_into, Family, PoolKind};
 use convkit_reference as reference;
 use convkit_tensor::{bf16, Layout, Shape, Tensor, TensorView, TensorViewMut, Window};
 use convkit_testkit::*;
 use proptest::prelude::*;
+
+/// The family of the process default (`CONVKIT_ISA` masks it in CI).
+fn family() -> Family {
+    Family::pick(CpuFeatures::selected().unwrap())
+}
 
 #[derive(Debug, Clone)]
 struct PoolProblem {
@@ -40,7 +46,7 @@ proptest! {
     #[test]
     fn pool_matches_reference(p in pool_problem()) {
         let x = random_tensor(p.input, p.layout, p.seed);
-        let got = pool2d(x.view(), p.window, p.kind).unwrap();
+        let got = pool2d(family(), x.view(), p.window, p.kind).unwrap();
         let (want, mag) = match p.kind {
             PoolKind::Max => (reference::max_pool2d(x.view(), p.window).unwrap(), Tensor::zeros(got.shape(), got.layout()).unwrap()),
             PoolKind::Average { count_include_pad } => (
@@ -56,12 +62,12 @@ proptest! {
     /// reference on the same bf16-rounded input; the global mean stays f32.
     #[test]
     fn bf16_pools_match_reference(p in pool_problem()) {
-        let x = round_tensor_bf16(&random_tensor(p.input, p.layout, p.seed));
-        let x16 = to_bf16(&x);
+        let x = round_tensor::<bf16>(&random_tensor(p.input, p.layout, p.seed));
+        let x16 = elements::<bf16>(&x);
         let input = TensorView::new(p.input, p.layout, &x16).unwrap();
         let out_shape = convkit_pool::output_shape(p.input, p.window).unwrap();
         let mut out16 = vec![bf16::ZERO; out_shape.numel().unwrap()];
-        pool2d_into(input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out16).unwrap()).unwrap();
+        pool2d_into(family(), input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out16).unwrap()).unwrap();
         let got = Tensor::from_slice(out_shape, p.layout, &out16.iter().map(|v| v.to_f32()).collect::<Vec<_>>()).unwrap();
         let want = match p.kind {
             PoolKind::Max => reference::max_pool2d(x.view(), p.window).unwrap(),
@@ -72,7 +78,7 @@ proptest! {
             prop_assert!((g - w).abs() <= BF16_OUTPUT_TOL * w.abs() + ABS_TOL, "output {}: got {} want {}", i, g, w);
         }
         let mut features = vec![0.0; p.input.n * p.input.c];
-        global_avg_pool_into(input, &mut features).unwrap();
+        global_avg_pool_into(family(), input, &mut features).unwrap();
         let want = reference::global_avg_pool(x.view()).unwrap();
         let mag = reference::global_avg_pool(reference::abs(&x).view()).unwrap();
         for i in 0..features.len() {
@@ -83,7 +89,7 @@ proptest! {
     #[test]
     fn global_avg_pool_matches_reference(n in 1usize..=3, c in 1usize..=70, h in 1usize..=20, w in 1usize..=20, l in layout(), seed in any::<u64>()) {
         let x = random_tensor(Shape::new(n, c, h, w), l, seed);
-        let got = global_avg_pool(x.view()).unwrap();
+        let got = global_avg_pool(family(), x.view()).unwrap();
         let want = reference::global_avg_pool(x.view()).unwrap();
         let mag = reference::global_avg_pool(reference::abs(&x).view()).unwrap();
         for i in 0..got.len() {
@@ -97,7 +103,7 @@ fn resnet_d_shortcut_pool_on_odd_input() {
     // 2x2 stride 2, ceil mode, padding not counted: the last row/column averages 2 or 1 cells.
     let x = random_tensor(Shape::new(1, 17, 7, 5), Layout::Nhwc, 3);
     let w = Window::square(2, 2, 0).with_ceil_mode(true);
-    let got = pool2d(x.view(), w, PoolKind::Average { count_include_pad: false }).unwrap();
+    let got = pool2d(family(), x.view(), w, PoolKind::Average { count_include_pad: false }).unwrap();
     assert_eq!(got.shape(), Shape::new(1, 17, 4, 3));
     let want = reference::avg_pool2d(x.view(), w, false).unwrap();
     let mag = reference::avg_pool2d(reference::abs(&x).view(), w, false).unwrap();
@@ -116,7 +122,7 @@ fn max_pool_keeps_nan() {
             x.data_mut()[at] = f32::NAN;
         }
         let w = Window::square(3, 2, 1).with_ceil_mode(true);
-        let got = pool2d(x.view(), w, PoolKind::Max).unwrap();
+        let got = pool2d(family(), x.view(), w, PoolKind::Max).unwrap();
         let want = reference::max_pool2d(x.view(), w).unwrap();
         for c in 0..19 {
             for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 2)] {

@@ -2,13 +2,16 @@
 //! has one code path whatever the kernel.
 
 use crate::{
-    bf16, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
-    TensorViewMut, Window,
+    AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView, TensorViewMut,
+    Window,
 };
 use std::time::Duration;
 
-/// A convolution whose weights were packed once, at construction, for one layout.
-pub trait Conv: Send + Sync + std::fmt::Debug {
+/// A convolution whose weights were packed once, at construction, for one layout, over
+/// activations of element type `T` (f32 unless said). A conv type implements it for the
+/// element types its kernels take; its [`Conv::precision`] says which one the weights were
+/// packed for, and [`Conv::forward`] over another is an error that names both.
+pub trait Conv<T: Element = f32>: Send + Sync + std::fmt::Debug {
     /// The filter: output and input channels, kernel size.
     fn filter(&self) -> FilterShape;
 
@@ -29,44 +32,28 @@ pub trait Conv: Send + Sync + std::fmt::Debug {
     /// Bytes of the packed weights and bias.
     fn weight_bytes(&self) -> usize;
 
-    /// The precision the weights were packed for: what [`Conv::forward`] (f32) or
-    /// [`Conv::forward_bf16`] (bf16) takes.
-    fn precision(&self) -> Precision {
-        Precision::F32
-    }
+    /// The precision the weights were packed for: the element type [`Conv::forward`] takes.
+    fn precision(&self) -> Precision;
 
-    /// `output = epilogue(conv(input) + bias)` on the current rayon pool. `scratch` is
-    /// grown to [`Conv::scratch_len`] if shorter; its contents are never read before
-    /// they are written.
+    /// `output = epilogue(conv(input) + bias)` on the current rayon pool: f32 accumulation
+    /// and epilogue whatever `T`, the output rounded to `T` when stored. `scratch` is
+    /// grown to [`Conv::scratch_len`] if shorter; its contents are never read before they
+    /// are written.
     fn forward(
         &self,
-        input: TensorView<'_>,
-        output: &mut TensorViewMut<'_>,
-        epilogue: Epilogue<'_>,
+        input: TensorView<'_, T>,
+        output: &mut TensorViewMut<'_, T>,
+        epilogue: Epilogue<'_, T>,
         scratch: &mut AlignedVec,
     ) -> Result<()>;
-
-    /// `output = epilogue(conv(input) + bias)` over bf16 activations, for a conv whose
-    /// [`Conv::precision`] is bf16: f32 accumulation and epilogue, the output rounded to
-    /// bf16 when stored. An error for a conv without a bf16 path.
-    fn forward_bf16(
-        &self,
-        input: TensorView<'_, bf16>,
-        output: &mut TensorViewMut<'_, bf16>,
-        epilogue: Epilogue<'_, bf16>,
-        scratch: &mut AlignedVec,
-    ) -> Result<()> {
-        let _ = (input, output, epilogue, scratch);
-        Err(Error::invalid(format!("this {}x{} conv has no bf16 path", self.filter().kh, self.filter().kw)))
-    }
 
     /// As [`Conv::forward`], and returns the time spent lowering the input (the im2col
     /// copies), zero for kernels that do not lower: what a profile shows as im2col's cost.
     fn forward_timed(
         &self,
-        input: TensorView<'_>,
-        output: &mut TensorViewMut<'_>,
-        epilogue: Epilogue<'_>,
+        input: TensorView<'_, T>,
+        output: &mut TensorViewMut<'_, T>,
+        epilogue: Epilogue<'_, T>,
         scratch: &mut AlignedVec,
     ) -> Result<Duration> {
         self.forward(input, output, epilogue, scratch)?;
@@ -74,34 +61,12 @@ pub trait Conv: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Runs `conv` over activations of type `T`: [`Conv::forward`] for f32,
-/// [`Conv::forward_bf16`] for bf16. A conv packed for the other precision is an error.
-pub fn conv_forward<T: Element>(
-    conv: &dyn Conv,
-    input: TensorView<'_, T>,
-    output: &mut TensorViewMut<'_, T>,
-    epilogue: Epilogue<'_, T>,
-    scratch: &mut AlignedVec,
-) -> Result<Duration> {
-    if conv.precision() != T::PRECISION {
-        return Err(Error::mismatch("activation precision of a conv", conv.precision(), T::PRECISION));
-    }
-    let mismatch = || Error::invalid("conv_forward: element type and precision disagree");
-    match T::PRECISION {
-        Precision::F32 => conv.forward_timed(
-            input.cast().ok_or_else(mismatch)?,
-            &mut output.cast_mut().ok_or_else(mismatch)?,
-            epilogue.cast().ok_or_else(mismatch)?,
-            scratch,
-        ),
-        Precision::Bf16 => {
-            conv.forward_bf16(
-                input.cast().ok_or_else(mismatch)?,
-                &mut output.cast_mut().ok_or_else(mismatch)?,
-                epilogue.cast().ok_or_else(mismatch)?,
-                scratch,
-            )?;
-            Ok(Duration::ZERO)
-        }
+/// Ok if a conv packed in `packed` may run over activations of type `T`, else an error
+/// naming both: what every [`Conv`] impl over several element types checks first.
+pub fn check_precision<T: Element>(conv: &str, packed: Precision) -> Result<()> {
+    if packed == T::PRECISION {
+        Ok(())
+    } else {
+        Err(Error::mismatch(format!("activation precision of a {conv} packed in {packed}"), packed, T::PRECISION))
     }
 }

@@ -4,15 +4,19 @@ use std::fmt::Debug;
 
 pub use half::bf16;
 
-/// The precision a convolution or a model computes in.
+/// The precision a convolution or a model computes in: the value of an [`Element`] type.
+/// Exhaustive on purpose: code that acts on a precision matches every one, so a new
+/// element type is a compile error wherever it needs a decision, not a silent fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum Precision {
     /// f32 weights and activations (within 1e-5 of float64 on ResNet-50).
     #[default]
     F32,
     /// bf16 weights and activations, f32 accumulation and epilogue, outputs rounded to
-    /// bf16 (to nearest, ties to even) when stored.
+    /// bf16 (to nearest, ties to even) when stored: native on AVX512-BF16, emulated with
+    /// f32 FMAs elsewhere.
     Bf16,
 }
 
@@ -25,6 +29,23 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Consecutive reduction (K) values one 32-bit slot of a packed weight panel holds: 1
+    /// in f32, a pair in bf16 (what `vdpbf16ps` multiplies per lane).
+    pub const fn k_group(self) -> usize {
+        match self {
+            Precision::F32 => 1,
+            Precision::Bf16 => 2,
+        }
+    }
+
+    /// Bytes of one element.
+    pub const fn element_bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 => 2,
         }
     }
 }

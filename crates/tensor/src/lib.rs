@@ -9,7 +9,7 @@ mod storage;
 mod tensor;
 mod window;
 
-pub use conv::{conv_forward, Conv};
+pub use conv::{check_precision, Conv};
 pub use element::{bf16, round_bf16, Element, Precision};
 pub use error::{checked_product, Error, Result};
 pub use shape::{FilterShape, Layout, Shape, Strides};
@@ -93,14 +93,14 @@ pub struct Epilogue<'a, T: Element = f32> {
 impl Epilogue<'_> {
     /// Bias only.
     pub const NONE: Epilogue<'static> = Epilogue { residual: None, accumulate: false, relu: false };
+}
 
+impl<'a, T: Element> Epilogue<'a, T> {
     /// Bias, then ReLU.
     pub fn relu() -> Self {
         Epilogue { residual: None, accumulate: false, relu: true }
     }
-}
 
-impl<'a, T: Element> Epilogue<'a, T> {
     /// The same epilogue over elements of type `U` (None if it holds a residual of
     /// another type).
     pub fn cast<U: Element>(self) -> Option<Epilogue<'a, U>> {

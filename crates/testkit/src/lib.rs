@@ -5,7 +5,7 @@
 #![warn(missing_docs)]
 
 use convkit_reference as reference;
-use convkit_tensor::{FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{Element, Epilogue, FilterShape, Layout, Shape, Tensor, TensorView, TensorViewMut, Window};
 use proptest::prelude::*;
 
 /// Cases per property: 256 by default (CI), more with PROPTEST_CASES.
@@ -124,6 +124,21 @@ pub fn reference_conv(
     b: Option<&[f32]>,
     residual: Option<&Tensor>,
 ) -> (Tensor, Tensor) {
+    let out_shape = p.filter.output_shape(x.shape(), &p.window).unwrap();
+    let prior = p.accumulate.then(|| prior_output(out_shape, x.layout()));
+    reference_conv_onto(p, x, w, b, residual, prior.as_ref())
+}
+
+/// As [`reference_conv`], adding `prior` (the output's prior contents a kernel read) where
+/// `p` accumulates.
+fn reference_conv_onto(
+    p: &ConvProblem,
+    x: &Tensor,
+    w: &[f32],
+    b: Option<&[f32]>,
+    residual: Option<&Tensor>,
+    prior: Option<&Tensor>,
+) -> (Tensor, Tensor) {
     let mut want = reference::conv2d(x.view(), w, p.filter, b, p.window).unwrap();
     let abs_b = b.map(reference::abs_vec);
     let mut mag =
@@ -133,10 +148,9 @@ pub fn reference_conv(
         want = reference::add(&want, r).unwrap();
         mag = reference::add(&mag, &reference::abs(r)).unwrap();
     }
-    if p.accumulate {
-        let prior = prior_output(want.shape(), want.layout());
-        want = reference::add(&want, &prior).unwrap();
-        mag = reference::add(&mag, &reference::abs(&prior)).unwrap();
+    if let Some(prior) = prior {
+        want = reference::add(&want, prior).unwrap();
+        mag = reference::add(&mag, &reference::abs(prior)).unwrap();
     }
     if p.relu {
         want = reference::relu(&want);
@@ -144,38 +158,39 @@ pub fn reference_conv(
     (want, mag)
 }
 
-/// Runs an NHWC conv kernel with scratch on problem `p` (whose layout must be NHWC): random input, weights, bias and
-/// residual, a prior output, NaN-filled scratch (what the kernel must not read), in a pool
-/// of `threads`. `forward(weights, bias, input, output, epilogue)` builds and runs the
-/// kernel. Returns (output, reference result, magnitude bound).
-pub fn run_nhwc_kernel(
+/// Runs an NHWC conv kernel over activations of type `T` on problem `p` (whose layout must
+/// be NHWC): random input, weights, bias and residual, a prior output, each rounded to `T`
+/// (the bias stays f32), in a pool of `threads`. `forward(weights, bias, input, output,
+/// epilogue)` builds and runs the kernel. Returns the output (as f32), the reference
+/// result on the same rounded values and the magnitude bound (the sum of |a*b| terms).
+/// A kernel with f32 accumulation is then within [`REL_TOL`] of the bound, plus, for a
+/// bf16 output, its rounding ([`BF16_OUTPUT_TOL`] of its value; see [`check_bf16`]).
+pub fn run_nhwc_kernel<T: Element>(
     p: &ConvProblem,
     threads: usize,
-    forward: impl Fn(
-            &[f32],
-            Option<&[f32]>,
-            convkit_tensor::TensorView<'_>,
-            &mut convkit_tensor::TensorViewMut<'_>,
-            convkit_tensor::Epilogue<'_>,
-        ) + Send
-        + Sync,
+    forward: impl Fn(&[f32], Option<&[f32]>, TensorView<'_, T>, &mut TensorViewMut<'_, T>, Epilogue<'_, T>) + Send + Sync,
 ) -> (Tensor, Tensor, Tensor) {
     assert_eq!(p.layout, Layout::Nhwc, "run_nhwc_kernel runs NHWC problems only");
-    let x = random_tensor(p.input, Layout::Nhwc, p.seed);
-    let w = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1);
+    let x = round_tensor::<T>(&random_tensor(p.input, Layout::Nhwc, p.seed));
+    let w: Vec<f32> =
+        random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1).into_iter().map(round::<T>).collect();
     let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
     let out_shape = p.filter.output_shape(p.input, &p.window).unwrap();
-    let residual = p.residual.then(|| random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3));
-    let mut out = prior_output(out_shape, Layout::Nhwc);
-    let epilogue = convkit_tensor::Epilogue {
-        residual: residual.as_ref().map(|r| r.view()),
-        accumulate: p.accumulate,
-        relu: p.relu,
-    };
+    let residual = p.residual.then(|| round_tensor::<T>(&random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3)));
+    let prior = round_tensor::<T>(&prior_output(out_shape, Layout::Nhwc));
+    let (x_t, residual_t) = (elements::<T>(&x), residual.as_ref().map(elements::<T>));
+    let mut out_t = elements::<T>(&prior);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| forward(&w, b.as_deref(), x.view(), &mut out.view_mut(), epilogue));
-    let (want, mag) = reference_conv(p, &x, &w, b.as_deref(), residual.as_ref());
-    (out, want, mag)
+    pool.install(|| {
+        let input = TensorView::new(p.input, Layout::Nhwc, &x_t).unwrap();
+        let residual = residual_t.as_deref().map(|r| TensorView::new(out_shape, Layout::Nhwc, r).unwrap());
+        let epilogue = Epilogue { residual, accumulate: p.accumulate, relu: p.relu };
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut out_t).unwrap();
+        forward(&w, b.as_deref(), input, &mut out, epilogue)
+    });
+    let (want, mag) = reference_conv_onto(p, &x, &w, b.as_deref(), residual.as_ref(), p.accumulate.then_some(&prior));
+    let got: Vec<f32> = out_t.iter().map(|v| v.to_f32()).collect();
+    (Tensor::from_slice(out_shape, Layout::Nhwc, &got).unwrap(), want, mag)
 }
 
 /// Scratch of `len` NaNs: a kernel that reads scratch it did not write fails its test.
@@ -186,73 +201,24 @@ pub fn nan_scratch(len: usize) -> convkit_tensor::AlignedVec {
 /// The rounding of a bf16 output: half a unit in the last place, 2^-8 of its value at most.
 pub const BF16_OUTPUT_TOL: f32 = 1.0 / 256.0;
 
-/// `t` with every value rounded to bf16 (what a bf16 kernel reads exactly).
-pub fn round_tensor_bf16(t: &Tensor) -> Tensor {
-    let data: Vec<f32> = t.data().iter().map(|&v| convkit_tensor::round_bf16(v)).collect();
+/// `v` rounded to `T` and back (exact for f32).
+fn round<T: Element>(v: f32) -> f32 {
+    T::from_f32(v).to_f32()
+}
+
+/// `t` with every value rounded to `T` (what a kernel over `T` reads exactly).
+pub fn round_tensor<T: Element>(t: &Tensor) -> Tensor {
+    let data: Vec<f32> = t.data().iter().map(|&v| round::<T>(v)).collect();
     Tensor::from_slice(t.shape(), t.layout(), &data).unwrap()
 }
 
-/// The values of `t` as bf16 (exact for a tensor from [`round_tensor_bf16`]).
-pub fn to_bf16(t: &Tensor) -> Vec<convkit_tensor::bf16> {
-    t.data().iter().map(|&v| convkit_tensor::bf16::from_f32(v)).collect()
+/// The values of `t` as `T` (exact for a tensor from [`round_tensor`]).
+pub fn elements<T: Element>(t: &Tensor) -> Vec<T> {
+    t.data().iter().map(|&v| T::from_f32(v)).collect()
 }
 
-/// As [`run_nhwc_kernel`] for a bf16 kernel: input, weights, residual and prior output
-/// rounded to bf16 (the bias stays f32), the reference run on those rounded values, and
-/// `forward(weights, bias, input, output, epilogue)` given bf16 activations. Returns the
-/// output (as f32), the reference result and the magnitude bound: the kernel's f32
-/// accumulation leaves the bound of an f32 kernel plus the rounding of the output
-/// ([`BF16_OUTPUT_TOL`] of its value).
-pub fn run_nhwc_kernel_bf16(
-    p: &ConvProblem,
-    threads: usize,
-    forward: impl Fn(
-            &[f32],
-            Option<&[f32]>,
-            convkit_tensor::TensorView<'_, convkit_tensor::bf16>,
-            &mut convkit_tensor::TensorViewMut<'_, convkit_tensor::bf16>,
-            convkit_tensor::Epilogue<'_, convkit_tensor::bf16>,
-        ) + Send
-        + Sync,
-) -> (Tensor, Tensor, Tensor) {
-    use convkit_tensor::{bf16, TensorView, TensorViewMut};
-    assert_eq!(p.layout, Layout::Nhwc, "run_nhwc_kernel_bf16 runs NHWC problems only");
-    let x = round_tensor_bf16(&random_tensor(p.input, Layout::Nhwc, p.seed));
-    let w: Vec<f32> = random_vec(p.filter.co * p.filter.reduction_len(), p.seed ^ 1)
-        .into_iter()
-        .map(convkit_tensor::round_bf16)
-        .collect();
-    let b = p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2));
-    let out_shape = p.filter.output_shape(p.input, &p.window).unwrap();
-    let residual = p.residual.then(|| round_tensor_bf16(&random_tensor(out_shape, Layout::Nhwc, p.seed ^ 3)));
-    let prior = round_tensor_bf16(&prior_output(out_shape, Layout::Nhwc));
-    let (x16, res16) = (to_bf16(&x), residual.as_ref().map(to_bf16));
-    let mut out16 = to_bf16(&prior);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| {
-        let input = TensorView::new(p.input, Layout::Nhwc, &x16).unwrap();
-        let residual = res16.as_deref().map(|r| TensorView::new(out_shape, Layout::Nhwc, r).unwrap());
-        let epilogue = convkit_tensor::Epilogue { residual, accumulate: p.accumulate, relu: p.relu };
-        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut out16).unwrap();
-        forward(&w, b.as_deref(), input, &mut out, epilogue)
-    });
-    // The reference adds the prior output `prior_output` gives: the rounded one is what the
-    // kernel read, so pass it in as part of the residual when accumulating.
-    let mut q = p.clone();
-    q.accumulate = false;
-    let extra = match (&residual, p.accumulate) {
-        (Some(r), true) => Some(reference::add(r, &prior).unwrap()),
-        (Some(r), false) => Some(r.clone()),
-        (None, true) => Some(prior.clone()),
-        (None, false) => None,
-    };
-    let (want, mag) = reference_conv(&q, &x, &w, b.as_deref(), extra.as_ref());
-    let got: Vec<f32> = out16.iter().map(|v| bf16::to_f32(*v)).collect();
-    (Tensor::from_slice(out_shape, Layout::Nhwc, &got).unwrap(), want, mag)
-}
-
-/// Checks a bf16 kernel's output against [`run_nhwc_kernel_bf16`]'s reference: the f32
-/// bound plus the output's rounding. Returns the first output outside it.
+/// Checks a bf16 kernel's output against [`run_nhwc_kernel`]'s reference: the f32 bound
+/// plus the output's rounding. Returns the first output outside it.
 pub fn check_bf16(got: &Tensor, want: &Tensor, mag: &Tensor) -> Result<(), String> {
     for (i, ((&g, &w), &m)) in got.data().iter().zip(want.data()).zip(mag.data()).enumerate() {
         let tol = REL_TOL * m + ABS_TOL + BF16_OUTPUT_TOL * w.abs();

@@ -12,14 +12,15 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-pub use convkit_microkernel::Isa;
+pub use convkit_microkernel::Kernel;
 pub use convkit_tensor::Conv;
 
-use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, Lhs, PackedWeights, Simd, SimdOp};
+use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, GemmElement, Lhs, PackedWeights, Simd, SimdOp};
 use convkit_tensor::{
-    bf16, checked_product, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape,
+    check_precision, checked_product, AlignedVec, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape,
     TensorView, TensorViewMut, Window,
 };
+use std::marker::PhantomData;
 
 /// Tasks per thread when tiles are split: enough for the threads to even out.
 const TASKS_PER_THREAD: usize = 4;
@@ -168,52 +169,43 @@ fn output_2d<S: Simd, T: Transform<A, M>, const A: usize, const M: usize>(
     y
 }
 
-/// A 3x3, stride-1, padding-1 convolution computed with Winograd F(2x2, 3x3) or F(4x4, 3x3).
+/// The window every Winograd conv computes: 3x3, stride 1, padding 1.
+pub const WINDOW: Window = Window::square(3, 1, 1);
+
+/// A 3x3, stride-1, padding-1 convolution computed with Winograd F(2x2, 3x3) or F(4x4, 3x3),
+/// over NHWC activations of element type `E`.
 #[derive(Debug, Clone)]
-pub struct WinogradConv {
+pub struct WinogradConv<E: GemmElement = f32> {
     filter: FilterShape,
     tile: WinogradTile,
     /// One packed [ci][co] matrix per tile position, without bias.
     positions: Vec<PackedWeights>,
     bias: Vec<f32>,
     scratch_bytes: usize,
+    tile_split_bytes: usize,
+    element: PhantomData<E>,
 }
 
-impl WinogradConv {
-    /// The window this conv computes: 3x3, stride 1, padding 1.
-    pub const WINDOW: Window = Window::square(3, 1, 1);
+impl<E: GemmElement> WinogradConv<E> {
+    /// The window this conv computes: [`WINDOW`].
+    pub const WINDOW: Window = WINDOW;
 
-    /// Transforms (U = G g G^T per channel pair, in f64) and packs OIHW 3x3 `weights`, for
-    /// the kernel family [`Isa::selected`].
-    pub fn new(weights: &[f32], filter: FilterShape, bias: Option<&[f32]>, tile: WinogradTile) -> Result<Self> {
-        Self::for_isa(Isa::selected()?, weights, filter, bias, tile)
-    }
-
-    /// As [`WinogradConv::new`], for kernel family `isa` (an error if this CPU lacks it).
-    pub fn for_isa(
-        isa: Isa,
-        weights: &[f32],
-        filter: FilterShape,
-        bias: Option<&[f32]>,
-        tile: WinogradTile,
-    ) -> Result<Self> {
-        Self::for_precision(isa, Precision::F32, weights, filter, bias, tile)
-    }
-
-    /// As [`WinogradConv::for_isa`], in `precision`. In bf16 the activations, the
+    /// Transforms (U = G g G^T per channel pair, in f64) and packs OIHW 3x3 `weights` for
+    /// `kernel` (a kernel over `E` that this CPU runs). In bf16 the activations, the
     /// transformed inputs and the transformed weights are bf16 (each rounded to nearest
     /// once), the position GEMMs accumulate in f32 and the output transform runs in f32
-    /// before the output is rounded. bf16 takes F(2x2) only: F(4x4)'s transforms scale
-    /// the rounding of its bf16 operands up to 6% of an output's sum of |terms| (one
-    /// input channel), against 0.1% for F(2x2); asking for it is an error.
-    pub fn for_precision(
-        isa: Isa,
-        precision: Precision,
+    /// before the output is rounded. bf16 takes F(2x2) only: F(4x4)'s transforms scale the
+    /// rounding of its bf16 operands up to 6% of an output's sum of |terms| (one input
+    /// channel), against 0.1% for F(2x2); asking for it is an error.
+    pub fn new(
+        kernel: Kernel,
         weights: &[f32],
         filter: FilterShape,
         bias: Option<&[f32]>,
         tile: WinogradTile,
     ) -> Result<Self> {
+        check_precision::<E>("winograd conv", kernel.precision())?;
+        let precision = kernel.precision();
         filter.check(weights, bias)?;
         filter.check_window(&Self::WINDOW)?;
         if precision != Precision::F32 && tile == WinogradTile::F4x4 {
@@ -239,10 +231,7 @@ impl WinogradConv {
                     }
                     u[o_i] = v as f32;
                 }
-                match precision {
-                    Precision::F32 => PackedWeights::new(isa, ci, co, |k, o| u[o * ci + k], None),
-                    _ => PackedWeights::new_bf16(isa, ci, co, 1, |k, o| u[o * ci + k], None),
-                }
+                PackedWeights::new(kernel, ci, co, 1, |k, o| u[o * ci + k], None)
             })
             .collect::<Result<_>>()?;
         Ok(WinogradConv {
@@ -251,6 +240,8 @@ impl WinogradConv {
             positions,
             bias: bias.map_or_else(|| vec![0.0; co], <[f32]>::to_vec),
             scratch_bytes: CacheSizes::get().scratch_bytes(),
+            tile_split_bytes: CacheSizes::get().winograd_tile_split_bytes(),
+            element: PhantomData,
         })
     }
 
@@ -261,14 +252,23 @@ impl WinogradConv {
         self
     }
 
+    /// Changes the bound under which the position GEMMs split tiles rather than positions
+    /// across tasks (bytes of all transformed weights; see [`WinogradConv::splits_tiles`]).
+    /// The default is [`CacheSizes::winograd_tile_split_bytes`]; 0 always splits positions,
+    /// `usize::MAX` always tiles. Results are bitwise the same either way.
+    pub fn with_tile_split_bytes(mut self, bytes: usize) -> Self {
+        self.tile_split_bytes = bytes;
+        self
+    }
+
     /// The output tile.
     pub fn tile(&self) -> WinogradTile {
         self.tile
     }
 
-    /// The kernel family the weights were packed for.
-    pub fn isa(&self) -> Isa {
-        self.positions[0].isa()
+    /// The kernel the weights were packed for.
+    pub fn kernel(&self) -> Kernel {
+        self.positions[0].kernel()
     }
 
     /// The precision of the activations and of the position GEMMs.
@@ -285,7 +285,7 @@ impl WinogradConv {
     }
 
     /// The forward pass for input tiles of A x A and output tiles of M x M.
-    fn forward_tiles<T: Transform<A, M>, E: Element, const A: usize, const M: usize>(
+    fn forward_tiles<T: Transform<A, M>, const A: usize, const M: usize>(
         &self,
         input: TensorView<'_, E>,
         output: &mut [E],
@@ -317,11 +317,11 @@ impl WinogradConv {
                     accumulate: epilogue.accumulate,
                     relu: epilogue.relu,
                 };
-                let tiles = self.transform_input::<T, E, A, M>(input, n, rows, v_all);
+                let tiles = self.transform_input::<T, A, M>(input, n, rows, v_all);
                 let v = &v_all[..A * A * tiles * s.c];
                 let m = &mut m_all[..A * A * tiles * co];
-                let strides = self.multiply::<E, A>(v, m, tiles)?;
-                self.transform_output::<T, E, A, M>(m, strides, wo, out_rows, &chunk_epilogue);
+                let strides = self.multiply::<A>(v, m, tiles)?;
+                self.transform_output::<T, A, M>(m, strides, wo, out_rows, &chunk_epilogue);
             }
         }
         Ok(())
@@ -330,7 +330,7 @@ impl WinogradConv {
     /// V[t][p][ci] = (B^T d B)[p] of the A x A input patch of each tile t of tile rows
     /// `rows` of image `n` (zeros outside the image), into the front of `scratch`.
     /// Returns the number of tiles.
-    fn transform_input<T: Transform<A, M>, E: Element, const A: usize, const M: usize>(
+    fn transform_input<T: Transform<A, M>, const A: usize, const M: usize>(
         &self,
         input: TensorView<'_, E>,
         n: usize,
@@ -341,10 +341,10 @@ impl WinogradConv {
         let tw = s.w.div_ceil(M);
         let tiles = rows.len() * tw;
         let v = &mut scratch[..A * A * tiles * s.c];
-        let isa = self.isa();
+        let family = self.kernel().family();
         for_each_chunk(v, A * A * s.c, |(t, vt)| {
             let (ty, tx) = (rows.start + t / tw, t % tw);
-            isa.dispatch(InputTile::<T, E, A, M> { input, n, ty, tx, out: vt, transform: std::marker::PhantomData });
+            family.dispatch(InputTile::<T, E, A, M> { input, n, ty, tx, out: vt, transform: std::marker::PhantomData });
         });
         tiles
     }
@@ -355,7 +355,7 @@ impl WinogradConv {
     /// transform reads each tile's products contiguously); wider layers split the
     /// positions (one task per position, so each weight matrix is streamed by one thread;
     /// M laid out [p][t][co]). Returns the strides of M: (position, tile).
-    fn multiply<E: Element, const A: usize>(&self, v: &[E], m: &mut [f32], tiles: usize) -> Result<(usize, usize)> {
+    fn multiply<const A: usize>(&self, v: &[E], m: &mut [f32], tiles: usize) -> Result<(usize, usize)> {
         let co = self.filter.co;
         let positions = A * A;
         let failed = std::sync::Mutex::new(None);
@@ -366,17 +366,17 @@ impl WinogradConv {
         };
         let strides = if self.splits_tiles() {
             let tasks = (convkit_microkernel::current_threads() * TASKS_PER_THREAD).max(1);
-            let per_task = tiles.div_ceil(tasks).max(self.isa().tile().mr);
+            let per_task = tiles.div_ceil(tasks).max(self.kernel().tile().mr);
             for_each_chunk(m, per_task * positions * co, |(t, mt)| {
                 let first = t * per_task;
                 let count = mt.len() / (positions * co);
                 for p in 0..positions {
-                    record(self.gemm_position::<E, A>(v, p, first..first + count, mt, positions * co, p * co));
+                    record(self.gemm_position::<A>(v, p, first..first + count, mt, positions * co, p * co));
                 }
             });
             (co, positions * co)
         } else {
-            for_each_chunk(m, tiles * co, |(p, mp)| record(self.gemm_position::<E, A>(v, p, 0..tiles, mp, co, 0)));
+            for_each_chunk(m, tiles * co, |(p, mp)| record(self.gemm_position::<A>(v, p, 0..tiles, mp, co, 0)));
             (tiles * co, co)
         };
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -388,7 +388,7 @@ impl WinogradConv {
     /// Products of position `p` for tiles `tiles`, on the calling thread: row
     /// t - tiles.start of `out` (rows `row_len` apart) gets V[t][p][:] x U[p] in its
     /// columns from `col0`.
-    fn gemm_position<E: Element, const A: usize>(
+    fn gemm_position<const A: usize>(
         &self,
         v: &[E],
         p: usize,
@@ -402,17 +402,17 @@ impl WinogradConv {
         Gemm::<E, f32> { col0, ..Gemm::new(lhs, self.positions[p].panels(), tiles.len(), row_len) }.run_serial(out)
     }
 
-    /// Whether [`WinogradConv::multiply`] splits tiles (rather than positions) across tasks.
-    fn splits_tiles(&self) -> bool {
-        let element_bytes = if self.precision() == Precision::F32 { 4 } else { 2 };
-        self.tile.positions() * self.filter.ci * self.filter.co * element_bytes
-            <= CacheSizes::get().winograd_tile_split_bytes()
+    /// Whether [`WinogradConv::multiply`] splits tiles (rather than positions) across tasks:
+    /// when all transformed weights fit in the tile-split bound.
+    pub fn splits_tiles(&self) -> bool {
+        let element_bytes = self.precision().element_bytes();
+        self.tile.positions() * self.filter.ci * self.filter.co * element_bytes <= self.tile_split_bytes
     }
 
     /// Y = A^T M A per tile (M x M outputs), then bias and the epilogue, into `out_rows`
     /// (the output rows, `wo` pixels wide, that the chunk's tiles cover). One task per
     /// tile row.
-    fn transform_output<T: Transform<A, M>, E: Element, const A: usize, const M: usize>(
+    fn transform_output<T: Transform<A, M>, const A: usize, const M: usize>(
         &self,
         m: &[f32],
         strides: (usize, usize),
@@ -421,10 +421,10 @@ impl WinogradConv {
         epilogue: &ChunkEpilogue<'_, E>,
     ) {
         let row_len = wo * self.filter.co;
-        let isa = self.isa();
+        let family = self.kernel().family();
         // One task per tile row: M output rows (fewer at the bottom).
         for_each_chunk(out_rows, M * row_len, |(ty, out)| {
-            isa.dispatch(OutputRow::<T, E, A, M> {
+            family.dispatch(OutputRow::<T, E, A, M> {
                 products: m,
                 strides,
                 ty,
@@ -439,7 +439,7 @@ impl WinogradConv {
     }
 }
 
-impl Conv for WinogradConv {
+impl<E: GemmElement> Conv<E> for WinogradConv<E> {
     fn filter(&self) -> FilterShape {
         self.filter
     }
@@ -470,49 +470,23 @@ impl Conv for WinogradConv {
 
     fn forward(
         &self,
-        input: TensorView<'_>,
-        output: &mut TensorViewMut<'_>,
-        epilogue: Epilogue<'_>,
-        scratch: &mut AlignedVec,
-    ) -> Result<()> {
-        self.forward_any(input, output, epilogue, scratch)
-    }
-
-    fn forward_bf16(
-        &self,
-        input: TensorView<'_, bf16>,
-        output: &mut TensorViewMut<'_, bf16>,
-        epilogue: Epilogue<'_, bf16>,
-        scratch: &mut AlignedVec,
-    ) -> Result<()> {
-        self.forward_any(input, output, epilogue, scratch)
-    }
-}
-
-impl WinogradConv {
-    /// The forward pass over activations of type `E` (the precision the conv was built in).
-    fn forward_any<E: Element>(
-        &self,
         input: TensorView<'_, E>,
         output: &mut TensorViewMut<'_, E>,
         epilogue: Epilogue<'_, E>,
         scratch: &mut AlignedVec,
     ) -> Result<()> {
-        if E::PRECISION != self.precision() {
-            return Err(Error::mismatch("activation precision of a winograd conv", self.precision(), E::PRECISION));
-        }
         let out_shape = self.output_shape(input.shape())?;
         epilogue.check_conv_call("winograd conv", Layout::Nhwc, &input, output, out_shape)?;
         let out = output.data_mut();
         match self.tile {
-            WinogradTile::F2x2 => self.forward_tiles::<F2, E, 4, 2>(input, out, &epilogue, scratch),
-            WinogradTile::F4x4 => self.forward_tiles::<F4, E, 6, 4>(input, out, &epilogue, scratch),
+            WinogradTile::F2x2 => self.forward_tiles::<F2, 4, 2>(input, out, &epilogue, scratch),
+            WinogradTile::F4x4 => self.forward_tiles::<F4, 6, 4>(input, out, &epilogue, scratch),
         }
     }
 }
 
 /// The input transform of tile (ty, tx) of image `n` into `out` ([position][ci]).
-struct InputTile<'a, T, E: Element, const A: usize, const M: usize> {
+struct InputTile<'a, T, E: GemmElement, const A: usize, const M: usize> {
     input: TensorView<'a, E>,
     n: usize,
     ty: usize,
@@ -521,7 +495,7 @@ struct InputTile<'a, T, E: Element, const A: usize, const M: usize> {
     transform: std::marker::PhantomData<T>,
 }
 
-impl<T: Transform<A, M>, E: Element, const A: usize, const M: usize> SimdOp for InputTile<'_, T, E, A, M> {
+impl<T: Transform<A, M>, E: GemmElement, const A: usize, const M: usize> SimdOp for InputTile<'_, T, E, A, M> {
     type Output = ();
 
     #[inline(always)]
@@ -569,7 +543,7 @@ impl<T: Transform<A, M>, E: Element, const A: usize, const M: usize> SimdOp for 
 
 /// The output transform of tile row `ty` (M output rows, fewer at the bottom) with bias
 /// and epilogue.
-struct OutputRow<'a, T, E: Element, const A: usize, const M: usize> {
+struct OutputRow<'a, T, E: GemmElement, const A: usize, const M: usize> {
     products: &'a [f32],
     /// Strides of the products: (position, tile).
     strides: (usize, usize),
@@ -582,7 +556,7 @@ struct OutputRow<'a, T, E: Element, const A: usize, const M: usize> {
     transform: std::marker::PhantomData<T>,
 }
 
-impl<T: Transform<A, M>, E: Element, const A: usize, const M: usize> SimdOp for OutputRow<'_, T, E, A, M> {
+impl<T: Transform<A, M>, E: GemmElement, const A: usize, const M: usize> SimdOp for OutputRow<'_, T, E, A, M> {
     type Output = ();
 
     #[inline(always)]
@@ -633,7 +607,7 @@ struct ChunkEpilogue<'a, E> {
     relu: bool,
 }
 
-impl<E: Element> ChunkEpilogue<'_, E> {
+impl<E: GemmElement> ChunkEpilogue<'_, E> {
     /// Stores `lanes` lanes of `v` at `out[at..]` after adding the residual (at `at` past
     /// `residual_row`, the residual offset of the tile's first row), the prior output
     /// (`accumulate`) and ReLU.

@@ -1,15 +1,21 @@
 //! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution against the f64 reference.
 
+use convkit_microkernel::CpuFeatures;
 use convkit_reference as reference;
-use convkit_tensor::{Layout, Precision, Tensor};
+use convkit_tensor::{bf16, Layout, Precision, Tensor};
 use convkit_testkit::*;
-use convkit_winograd::{Conv, Isa, WinogradConv, WinogradTile};
+use convkit_winograd::{Conv, Kernel, WinogradConv, WinogradTile};
 use proptest::prelude::*;
+
+/// The f32 kernel of the process default (`CONVKIT_ISA` masks it in CI).
+fn f32_kernel() -> Kernel {
+    Kernel::pick(Precision::F32, CpuFeatures::selected().unwrap()).unwrap()
+}
 
 /// `row_chunks` bounds the scratch to one tile row: every tile row is its own chunk.
 fn run(p: &ConvProblem, tile: WinogradTile, threads: usize, row_chunks: bool) -> (Tensor, Tensor, Tensor) {
-    run_nhwc_kernel(p, threads, |w, b, x, out, epilogue| {
-        let mut conv = WinogradConv::new(w, p.filter, b, tile).unwrap();
+    run_nhwc_kernel::<f32>(p, threads, |w, b, x, out, epilogue| {
+        let mut conv = WinogradConv::new(f32_kernel(), w, p.filter, b, tile).unwrap();
         if row_chunks {
             conv = conv.with_scratch_bytes(1);
         }
@@ -35,15 +41,15 @@ fn tiles() -> impl Strategy<Value = WinogradTile> {
 }
 
 fn padded_3x3() -> impl Strategy<Value = ConvProblem> {
-    conv_problem(&[3], &[1], 1, &[Layout::Nhwc]).prop_map(|p| ConvProblem { window: WinogradConv::WINDOW, ..p })
+    conv_problem(&[3], &[1], 1, &[Layout::Nhwc]).prop_map(|p| ConvProblem { window: convkit_winograd::WINDOW, ..p })
 }
 
-/// The bf16 conv on family `isa`.
-fn run_bf16(p: &ConvProblem, tile: WinogradTile, isa: Isa) -> (Tensor, Tensor, Tensor) {
-    run_nhwc_kernel_bf16(p, 2, |w, b, x, out, epilogue| {
-        let conv = WinogradConv::for_precision(isa, Precision::Bf16, w, p.filter, b, tile).unwrap();
+/// The bf16 conv on `kernel`.
+fn run_bf16(p: &ConvProblem, tile: WinogradTile, kernel: Kernel) -> (Tensor, Tensor, Tensor) {
+    run_nhwc_kernel::<bf16>(p, 2, |w, b, x, out, epilogue| {
+        let conv = WinogradConv::new(kernel, w, p.filter, b, tile).unwrap();
         let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
-        conv.forward_bf16(x, out, epilogue, &mut scratch).unwrap();
+        conv.forward(x, out, epilogue, &mut scratch).unwrap();
     })
 }
 
@@ -89,23 +95,24 @@ fn patch_magnitude(p: &ConvProblem) -> Vec<f32> {
 /// [`patch_magnitude`]: largest seen over 1500 cases, 9.5e-4.
 const BF16_F2_REL_TOL: f32 = 1.0 / 256.0;
 
-fn families() -> impl Strategy<Value = Isa> {
-    proptest::sample::select(Isa::ALL.into_iter().filter(|i| i.is_available()).collect::<Vec<_>>())
+/// The bf16 kernels this CPU runs within the process default.
+fn bf16_kernels() -> impl Strategy<Value = Kernel> {
+    proptest::sample::select(Kernel::available(Precision::Bf16, CpuFeatures::selected().unwrap()).collect::<Vec<_>>())
 }
 
 proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn bf16_winograd_matches_reference(p in padded_3x3(), isa in families()) {
+    fn bf16_winograd_matches_reference(p in padded_3x3(), kernel in bf16_kernels()) {
         let tile = WinogradTile::F2x2;
-        let (got, want, _) = run_bf16(&p, tile, isa);
+        let (got, want, _) = run_bf16(&p, tile, kernel);
         let mag = patch_magnitude(&p);
         let mut worst = 0.0f32;
         for (i, ((&g, &w), &m)) in got.data().iter().zip(want.data()).zip(&mag).enumerate() {
             let excess = ((g - w).abs() - BF16_OUTPUT_TOL * w.abs()).max(0.0) / (m + ABS_TOL);
             worst = worst.max(excess);
-            prop_assert!(excess <= BF16_F2_REL_TOL, "{isa} output {i}: got {g}, want {w}, bound {m}");
+            prop_assert!(excess <= BF16_F2_REL_TOL, "{kernel} output {i}: got {g}, want {w}, bound {m}");
         }
         if std::env::var_os("CONVKIT_PRINT_ERRORS").is_some() {
             println!("F2x2 worst {worst:.2e}");
@@ -129,10 +136,8 @@ proptest! {
 #[test]
 fn bf16_f4_is_refused() {
     let filter = convkit_tensor::FilterShape::new(4, 4, 3, 3);
-    let isa = Isa::selected().unwrap();
-    let e = WinogradConv::for_precision(isa, Precision::Bf16, &[0.5; 144], filter, None, WinogradTile::F4x4)
-        .unwrap_err()
-        .to_string();
+    let kernel = Kernel::pick(Precision::Bf16, CpuFeatures::selected().unwrap()).unwrap();
+    let e = WinogradConv::<bf16>::new(kernel, &[0.5; 144], filter, None, WinogradTile::F4x4).unwrap_err().to_string();
     assert!(e.contains("F(4x4, 3x3) has no bf16 path"), "{e}");
 }
 
@@ -141,12 +146,15 @@ fn winograd_errors_name_the_problem() {
     use convkit_tensor::{AlignedVec, Epilogue, FilterShape, Layout, Shape, Window};
     for tile in [WinogradTile::F2x2, WinogradTile::F4x4] {
         // Only 3x3 windows: a 5x5 filter is refused at construction.
-        let e = WinogradConv::new(&[0.0; 4 * 3 * 25], FilterShape::new(4, 3, 5, 5), None, tile).unwrap_err();
+        let e = WinogradConv::<f32>::new(f32_kernel(), &[0.0; 4 * 3 * 25], FilterShape::new(4, 3, 5, 5), None, tile)
+            .unwrap_err();
         assert!(e.to_string().contains("window kernel for filter"), "{e}");
         // Weights of the wrong length.
-        let e = WinogradConv::new(&[0.0; 7], FilterShape::new(4, 3, 3, 3), None, tile).unwrap_err();
+        let e =
+            WinogradConv::<f32>::new(f32_kernel(), &[0.0; 7], FilterShape::new(4, 3, 3, 3), None, tile).unwrap_err();
         assert!(e.to_string().contains("weight length"), "{e}");
-        let conv = WinogradConv::new(&[0.0; 4 * 3 * 9], FilterShape::new(4, 3, 3, 3), None, tile).unwrap();
+        let conv =
+            WinogradConv::new(f32_kernel(), &[0.0; 4 * 3 * 9], FilterShape::new(4, 3, 3, 3), None, tile).unwrap();
         assert_eq!(conv.filter(), FilterShape::new(4, 3, 3, 3));
         assert_eq!(conv.window(), Window::square(3, 1, 1));
         assert_eq!(conv.tile(), tile);
@@ -166,8 +174,9 @@ fn winograd_errors_name_the_problem() {
     }
 }
 
-/// Both ways the position GEMMs split across tasks, on purpose rather than by chance: tiles
-/// when all transformed weights fit in 1 MiB, positions above (here 36 x 48 x 160 floats).
+/// Both ways the position GEMMs split across tasks, forced whatever this CPU's L2: tiles
+/// (all positions of a task's tiles) and positions (one task per position). Each matches
+/// the reference, and the two are bitwise the same.
 #[test]
 fn both_gemm_splits_match_reference() {
     use convkit_tensor::{FilterShape, Layout, Shape, Window};
@@ -184,8 +193,21 @@ fn both_gemm_splits_match_reference() {
                 relu: true,
                 seed: (ci * co) as u64,
             };
-            let (got, want, mag) = run(&p, tile, 2, false);
-            reference::compare(&got, &want, &mag, tolerance(tile), ABS_TOL).unwrap();
+            let mut outputs = Vec::new();
+            for split_bytes in [usize::MAX, 0] {
+                let (got, want, mag) = run_nhwc_kernel::<f32>(&p, 2, |w, b, x, out, epilogue| {
+                    let conv = WinogradConv::new(f32_kernel(), w, p.filter, b, tile)
+                        .unwrap()
+                        .with_tile_split_bytes(split_bytes);
+                    assert_eq!(conv.splits_tiles(), split_bytes == usize::MAX);
+                    let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
+                    conv.forward(x, out, epilogue, &mut scratch).unwrap();
+                });
+                reference::compare(&got, &want, &mag, tolerance(tile), ABS_TOL).unwrap();
+                outputs.push(got);
+            }
+            let same = outputs[0].data().iter().zip(outputs[1].data()).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{tile:?} ci {ci} co {co}: the tile and position splits differ");
         }
     }
 }

@@ -4,13 +4,13 @@
 //!
 //! Run: `cargo run --release` in this folder (cargo's defaults: the kernels are picked
 //! when the program starts, no target-cpu flag is needed). `CONVKIT_ISA=avx2` or
-//! `portable` forces a family.
+//! `portable` masks the CPU's capabilities to those a family needs.
 
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
-use convkit_microkernel::{measure_fma_gflops, Isa};
+use convkit_microkernel::{measure_fma_gflops, CpuFeatures, Kernel};
 use convkit_pool::{pool2d_into, PoolKind};
-use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
 use std::time::Instant;
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -35,16 +35,17 @@ fn naive_1x1(x: &[f32], w: &[f32], b: &[f32], ci: usize, co: usize) -> Vec<f32> 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = std::env::var("THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    let isa = Isa::selected()?;
-    println!("kernel family: {isa}, {threads} thread(s)");
+    // The f32 kernel within the process default (what CONVKIT_ISA leaves of the CPU).
+    let kernel = Kernel::pick(Precision::F32, CpuFeatures::selected()?)?;
+    println!("kernel: {kernel}, {threads} thread(s)");
 
     // ResNet-50 stage 1: 56x56x64 -> 1x1 to 64 -> 3x3 to 64 -> 2x2 average pool.
     let (side, c) = (56, 64);
     let input = Tensor::from_slice(Shape::new(1, c, side, side), Layout::Nhwc, &values(side * side * c, 1))?;
     let (w1, b1) = (values(c * c, 2), values(c, 3));
     let (w3, b3) = (values(c * c * 9, 4), values(c, 5));
-    let conv1 = Conv1x1::new(&w1, FilterShape::new(c, c, 1, 1), Some(&b1), 1, Layout::Nhwc)?;
-    let conv3 = DirectConv::new(&w3, FilterShape::new(c, c, 3, 3), Some(&b3), Window::square(3, 1, 1))?;
+    let conv1 = Conv1x1::new(kernel, &w1, FilterShape::new(c, c, 1, 1), Some(&b1), 1, Layout::Nhwc)?;
+    let conv3 = DirectConv::new(kernel, &w3, FilterShape::new(c, c, 3, 3), Some(&b3), Window::square(3, 1, 1))?;
     let mut mid = Tensor::zeros(conv1.output_shape(input.shape())?, Layout::Nhwc)?;
     let mut out = Tensor::zeros(conv3.output_shape(mid.shape())?, Layout::Nhwc)?;
     let window = Window::square(2, 2, 0);
@@ -55,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pool.install(|| -> convkit_tensor::Result<()> {
         conv1.forward(input.view(), &mut mid.view_mut(), Epilogue::relu(), &mut scratch)?;
         conv3.forward(mid.view(), &mut out.view_mut(), Epilogue::relu(), &mut scratch)?;
-        pool2d_into(out.view(), window, PoolKind::Average { count_include_pad: false }, &mut pooled.view_mut())
+        pool2d_into(kernel.family(), out.view(), window, PoolKind::Average { count_include_pad: false }, &mut pooled.view_mut())
     })?;
     let want = naive_1x1(input.data(), &w1, &b1, c, c);
     let err = mid.data().iter().zip(&want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
@@ -73,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flops_1x1 = 2.0 * (side * side * c * c) as f64;
     let t1 = time(&mut || conv1.forward(input.view(), &mut mid.view_mut(), Epilogue::relu(), &mut scratch).unwrap());
     let t3 = time(&mut || conv3.forward(mid.view(), &mut out.view_mut(), Epilogue::relu(), &mut scratch).unwrap());
-    let peak: f64 = pool.broadcast(|_| measure_fma_gflops(isa, 0.2)).iter().sum();
+    let peak: f64 = pool.broadcast(|_| measure_fma_gflops(kernel.family(), 0.2)).iter().sum();
     println!(
         "1x1 64->64 at 56x56: {:.3} ms, {:.1} GFLOP/s; 3x3 direct: {:.3} ms, {:.1} GFLOP/s; FMA peak {peak:.1} GFLOP/s",
         t1 * 1e3,

@@ -6,11 +6,12 @@
 //! network is held at a time: each is built at its turn in the round and dropped after.
 
 use super::{
-    alternating_rounds, at_least_one, counts, median, pool_peak, print_json, progress, random_input, seeded_model,
-    thread_pool, timed_passes, CliResult, DepthArg, KxkArg, Machine, PrecisionArg, TimingArgs, VariantArg,
+    alternating_rounds, at_least_one, counts, depth_parser, median, pool_peak, print_json, progress, random_input,
+    spec, thread_pool, timed_passes, CliResult, Machine, TimingArgs,
 };
 use clap::{Args, ValueEnum};
-use convkit_model::{BatchRunner, ResNet, Variant, Workspace};
+use convkit_microkernel::Kernel;
+use convkit_model::{BatchRunner, KxkPath, ResNet, Variant, Workspace};
 use convkit_tensor::Precision;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -33,21 +34,21 @@ pub enum Parallel {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Variants, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [VariantArg::A, VariantArg::B, VariantArg::C, VariantArg::D])]
-    variant: Vec<VariantArg>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL)]
+    variant: Vec<Variant>,
     /// Depth of the network.
-    #[arg(long, value_enum, default_value_t = DepthArg::D50)]
-    depth: DepthArg,
+    #[arg(long, default_value_t = 50, value_parser = depth_parser())]
+    depth: usize,
     /// How KxK convs run, comma-separated: every path is timed in the same rounds.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [KxkArg::Auto])]
-    kxk: Vec<KxkArg>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [KxkPath::Auto])]
+    kxk: Vec<KxkPath>,
     /// Parallelism, comma-separated: intra (split each layer) and/or batch (split the images).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Parallel::Intra])]
     parallel: Vec<Parallel>,
     /// Precisions, comma-separated: each is timed in the same rounds, its share of peak
     /// against its own measured peak.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PrecisionArg::F32])]
-    precision: Vec<PrecisionArg>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Precision::F32])]
+    precision: Vec<Precision>,
     /// Images run through the network at a time when --batch is larger, comma-separated
     /// (the arena holds one sub-batch).
     #[arg(long, value_delimiter = ',', default_values_t = [convkit_model::DEFAULT_SUB_BATCH], value_parser = at_least_one())]
@@ -66,7 +67,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy)]
 struct Case {
     variant: Variant,
-    kxk: KxkArg,
+    kxk: KxkPath,
     parallel: Parallel,
     precision: Precision,
     sub_batch: usize,
@@ -122,8 +123,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         for &kxk in &args.kxk {
             for &precision in &args.precision {
                 for &parallel in &args.parallel {
-                    for &v in &args.variant {
-                        let (variant, precision) = (v.into(), precision.into());
+                    for &variant in &args.variant {
                         cases.push(Case { variant, kxk, parallel, precision, sub_batch });
                     }
                 }
@@ -136,10 +136,14 @@ pub fn run(args: &BenchArgs) -> CliResult {
         .iter()
         .map(|c| match c.parallel {
             Parallel::Intra => Ok(Runner::Intra(Box::default())),
-            Parallel::Batch => BatchRunner::new(t.threads).map(Runner::Batch).map_err(|e| e.to_string()),
+            Parallel::Batch => BatchRunner::new(t.threads).map(Runner::Batch),
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    let build = |c: &Case| seeded_model(args.depth.spec(c.variant), t.seed, c.kxk, c.precision, c.sub_batch);
+        .collect::<Result<Vec<_>, _>>()?;
+    let build = |c: &Case| -> CliResult<ResNet> {
+        let config = t.kernels.config(spec(c.variant, args.depth)?);
+        let config = config.with_kxk(c.kxk).with_precision(c.precision).with_sub_batch(c.sub_batch);
+        Ok(config.build_seeded(t.seed)?)
+    };
     let mut held: Vec<ResNet> =
         if cases.len() <= MAX_HELD_NETWORKS { cases.iter().map(build).collect::<Result<_, _>>()? } else { Vec::new() };
     let bar = progress(((args.warmup * rounds + t.iters) * cases.len()) as u64, "bench", t.json);
@@ -155,32 +159,34 @@ pub fn run(args: &BenchArgs) -> CliResult {
         let runner = &mut runners[i];
         timed_passes(args.warmup, passes, &bar, || {
             match runner {
-                Runner::Intra(ws) => pool.install(|| model.forward(x.view(), ws)).map(|_| ()),
-                Runner::Batch(r) => r.forward(model, x.view()).map(|_| ()),
-            }
-            .map_err(|e| e.to_string())
+                Runner::Intra(ws) => pool.install(|| model.forward(x.view(), ws))?,
+                Runner::Batch(r) => r.forward(model, x.view())?,
+            };
+            Ok(())
         })
     })?;
     bar.finish_and_clear();
     held.clear();
     let mut peaks = BTreeMap::new();
+    let mask = t.kernels.mask()?;
     for c in &cases {
         if !peaks.contains_key(c.precision.name()) {
-            peaks.insert(c.precision.name(), pool_peak(t.peak, &pool, c.precision)?);
+            let kernel = Kernel::pick(c.precision, mask)?;
+            peaks.insert(c.precision.name(), pool_peak(t.peak, &pool, kernel));
         }
     }
-    let macs_a = counts(args.depth.spec(Variant::A), t.size)?.macs() as f64;
+    let macs_a = counts(spec(Variant::A, args.depth)?, t.size)?.macs() as f64;
     let mut rows = Vec::new();
     for (case, passes) in cases.iter().zip(&mut times) {
-        let macs = counts(args.depth.spec(case.variant), t.size)?.macs() * t.batch as u64;
+        let macs = counts(spec(case.variant, args.depth)?, t.size)?.macs() * t.batch as u64;
         let min = passes.iter().cloned().fold(f64::INFINITY, f64::min);
         let med = median(passes);
         let gflops = 2.0 * macs as f64 / med / 1e9;
         let peak = peaks[case.precision.name()];
         rows.push(BenchRow {
             variant: case.variant.to_string(),
-            depth: args.depth.spec(case.variant).depth(),
-            kxk: case.kxk.label(),
+            depth: args.depth,
+            kxk: case.kxk.name(),
             parallel: case.parallel,
             precision: case.precision.name(),
             sub_batch: case.sub_batch,
@@ -204,7 +210,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         rows[i].time_over_a = a.map(|a| rows[i].median_ms / rows[a].median_ms);
     }
     let report = BenchReport {
-        machine: Machine::here(),
+        machine: Machine::new(&t.kernels),
         batch: t.batch,
         threads: t.threads,
         size: t.size,

@@ -1,9 +1,9 @@
 //! `convkit classify`: the top ImageNet classes of image files, directories and globs.
 
-use super::{print_json, progress, CliResult, Machine, ModelArgs, VariantArg};
+use super::{print_json, progress, CliResult, Machine, ModelArgs};
 use clap::{Args, ValueEnum};
 use convkit_cli::images::{self, Preprocess};
-use convkit_model::{WeightsMetadata, Workspace};
+use convkit_model::{Variant, WeightsMetadata, Workspace};
 use convkit_tensor::{Layout, Shape, TensorView};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -21,12 +21,10 @@ pub enum PreprocessArg {
 }
 
 impl PreprocessArg {
-    fn resolve(self, variant: VariantArg) -> Preprocess {
+    fn resolve(self, variant: Variant) -> Preprocess {
         match (self, variant) {
-            (PreprocessArg::Torchvision, _) | (PreprocessArg::Auto, VariantArg::A | VariantArg::B) => {
-                Preprocess::Torchvision
-            }
-            (PreprocessArg::Timm, _) | (PreprocessArg::Auto, VariantArg::C | VariantArg::D) => Preprocess::Timm,
+            (PreprocessArg::Torchvision, _) | (PreprocessArg::Auto, Variant::A | Variant::B) => Preprocess::Torchvision,
+            (PreprocessArg::Timm, _) | (PreprocessArg::Auto, Variant::C | Variant::D) => Preprocess::Timm,
         }
     }
 }
@@ -97,7 +95,7 @@ fn warnings(args: &ModelArgs, metadata: &WeightsMetadata) -> Vec<String> {
             "{file} holds convkit's seeded random weights (seed {seed}), not trained ones: the classes below mean nothing"
         ));
     }
-    if metadata.variant.is_none() && matches!(args.variant, VariantArg::A | VariantArg::B) {
+    if metadata.variant.is_none() && matches!(args.variant, Variant::A | Variant::B) {
         out.push(format!(
             "A and B have the same keys and shapes, so nothing in {file} says which it is; \
              torchvision's resnet50 is B (--variant b)"
@@ -148,8 +146,8 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
         }
         if !files.is_empty() {
             let shape = Shape::new(files.len(), 3, images::CROP, images::CROP);
-            let view = TensorView::new(shape, Layout::Nchw, &batch).map_err(|e| e.to_string())?;
-            let logits = model.forward(view, &mut ws).map_err(|e| e.to_string())?;
+            let view = TensorView::new(shape, Layout::Nchw, &batch)?;
+            let logits = model.forward(view, &mut ws)?;
             for (file, row) in files.into_iter().zip(logits.chunks(model.classes())) {
                 let top = images::top_k(row, args.top)
                     .into_iter()
@@ -175,7 +173,7 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
     bar.finish_and_clear();
     if args.json {
         print_json(&ClassifyReport {
-            machine: Machine::here(),
+            machine: Machine::new(&args.model.kernels),
             network: model.spec().to_string(),
             precision: model.precision().name(),
             weights: args.model.weights.display().to_string(),
@@ -187,7 +185,7 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
     }
     match errors.len() {
         0 => Ok(()),
-        _ if lone => Err(errors.remove(0).error),
-        n => Err(format!("{n} of {} images could not be classified (see above)", inputs.len())),
+        _ if lone => Err(errors.remove(0).error.into()),
+        n => Err(format!("{n} of {} images could not be classified (see above)", inputs.len()).into()),
     }
 }

@@ -1,8 +1,8 @@
 //! `convkit export`: seeded weights under timm/torchvision key names, as safetensors.
 
-use super::{print_json, CliResult, DepthArg, VariantArg};
+use super::{depth_parser, print_json, spec, CliResult};
 use clap::Args;
-use convkit_model::Weights;
+use convkit_model::{Variant, Weights};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -10,11 +10,11 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Variant of the network.
-    #[arg(long, value_enum, default_value_t = VariantArg::D)]
-    variant: VariantArg,
+    #[arg(long, value_enum, default_value_t = Variant::D)]
+    variant: Variant,
     /// Depth of the network.
-    #[arg(long, value_enum, default_value_t = DepthArg::D50)]
-    depth: DepthArg,
+    #[arg(long, default_value_t = 50, value_parser = depth_parser())]
+    depth: usize,
     /// Seed of the weights (the same seed gives the same file).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -39,15 +39,15 @@ struct ExportReport {
 
 /// Runs `export`.
 pub fn run(args: &ExportArgs) -> CliResult {
-    let spec = args.depth.spec(args.variant);
+    let spec = spec(args.variant, args.depth)?;
     let weights = Weights::seeded(spec, args.seed);
-    let bytes = weights.to_safetensors_bytes().map_err(|e| e.to_string())?;
+    let bytes = weights.to_safetensors_bytes()?;
     std::fs::write(&args.output, &bytes).map_err(|e| format!("{}: {e}", args.output.display()))?;
     if args.json {
         return print_json(&ExportReport {
             output: args.output.display().to_string(),
             network: spec.to_string(),
-            variant: convkit_model::Variant::from(args.variant).to_string(),
+            variant: args.variant.to_string(),
             depth: spec.depth(),
             seed: args.seed,
             tensors: weights.tensors().len(),

@@ -1,8 +1,8 @@
 //! `convkit info`: the CPU, the kernel family and caches, and each variant's counts.
 
-use super::{counts, print_json, CliResult, DepthArg, Machine};
+use super::{counts, depth_parser, print_json, spec, CliResult, KernelArgs, Machine};
 use clap::Args;
-use convkit_microkernel::{CacheSizes, Isa};
+use convkit_microkernel::{CacheSizes, CpuFeatures, Family, Kernel};
 use convkit_model::Variant;
 use serde::Serialize;
 
@@ -13,11 +13,13 @@ pub struct InfoArgs {
     #[arg(long, default_value_t = 224)]
     size: usize,
     /// Depth of the network.
-    #[arg(long, value_enum, default_value_t = DepthArg::D50)]
-    depth: DepthArg,
+    #[arg(long, default_value_t = 50, value_parser = depth_parser())]
+    depth: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    kernels: KernelArgs,
 }
 
 /// One variant's counts.
@@ -33,17 +35,41 @@ struct VariantRow {
     macs_over_a: f64,
 }
 
-/// The kernel family and what it runs.
+/// One kernel of the registry, as this CPU sees it.
 #[derive(Debug, Serialize)]
-struct Kernels {
+struct KernelRow {
+    /// "family.precision", as the sweep and `--isa` name it.
+    name: String,
+    family: &'static str,
+    precision: &'static str,
+    /// The CPU capabilities it needs.
+    requires: String,
     /// f32 lanes of a vector.
     lanes: usize,
     /// Rows and columns of the largest output tile.
     tile: [usize; 2],
-    /// Whether CONVKIT_ISA chose the family.
-    forced: bool,
+    /// Reduction values per 32-bit panel slot.
+    k_group: usize,
     /// Whether bf16 dot products are native instructions.
     bf16_native: bool,
+    /// Whether this CPU runs it.
+    available: bool,
+}
+
+/// What the CPU has and which kernels run.
+#[derive(Debug, Serialize)]
+struct Kernels {
+    /// Every capability this CPU has (the AMX ones only once the OS granted them).
+    detected: String,
+    /// Whether --isa or CONVKIT_ISA masks them.
+    masked: bool,
+    /// The families this CPU runs within the mask, in the order the pickers prefer.
+    families: Vec<&'static str>,
+    /// The names of the kernels this CPU runs (whatever the mask): every one of them has
+    /// a sweep in the microkernel tests.
+    runs: Vec<String>,
+    /// Every kernel of the registry.
+    registry: Vec<KernelRow>,
 }
 
 /// Cache sizes and the blocks derived from them, bytes.
@@ -61,8 +87,7 @@ struct Caches {
 struct Info {
     #[serde(flatten)]
     machine: Machine,
-    available: Vec<&'static str>,
-    kernels: Option<Kernels>,
+    kernels: Kernels,
     caches: Caches,
     depth: usize,
     size: usize,
@@ -72,22 +97,35 @@ struct Info {
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> CliResult {
     let cache = CacheSizes::get();
-    let available: Vec<&str> = Isa::ALL.iter().filter(|i| i.is_available()).map(|i| i.name()).collect();
-    let selected = Isa::selected();
-    let kernels = selected.as_ref().ok().map(|isa| {
-        let t = isa.tile();
-        Kernels {
-            lanes: isa.lanes(),
-            tile: [t.mr, t.nr * t.max_panels],
-            forced: std::env::var_os(convkit_microkernel::ISA_ENV).is_some(),
-            bf16_native: isa.native_bf16(),
-        }
-    });
-    let base = counts(args.depth.spec(Variant::A), args.size)?.macs() as f64;
+    let mask = args.kernels.mask()?;
+    let registry: Vec<KernelRow> = Kernel::all()
+        .map(|k| {
+            let t = k.tile();
+            KernelRow {
+                name: k.to_string(),
+                family: k.family().name(),
+                precision: k.precision().name(),
+                requires: k.requires().to_string(),
+                lanes: k.family().lanes(),
+                tile: [t.mr, t.nr * t.max_panels],
+                k_group: k.k_group(),
+                bf16_native: k.native_bf16(),
+                available: k.is_available(),
+            }
+        })
+        .collect();
+    let kernels = Kernels {
+        detected: CpuFeatures::detected().to_string(),
+        masked: mask != CpuFeatures::detected(),
+        families: Family::available_in(mask).map(Family::name).collect(),
+        runs: registry.iter().filter(|k| k.available).map(|k| k.name.clone()).collect(),
+        registry,
+    };
+    let base = counts(spec(Variant::A, args.depth)?, args.size)?.macs() as f64;
     let variants = Variant::ALL
         .into_iter()
         .map(|v| {
-            let c = counts(args.depth.spec(v), args.size)?;
+            let c = counts(spec(v, args.depth)?, args.size)?;
             Ok(VariantRow {
                 variant: v.to_string(),
                 params: c.params,
@@ -99,10 +137,9 @@ pub fn run(args: &InfoArgs) -> CliResult {
                 macs_over_a: c.macs() as f64 / base,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<CliResult<Vec<_>>>()?;
     let info = Info {
-        machine: Machine::here(),
-        available,
+        machine: Machine::new(&args.kernels),
         kernels,
         caches: Caches {
             l1d: cache.l1d,
@@ -112,7 +149,7 @@ pub fn run(args: &InfoArgs) -> CliResult {
             row_block: cache.lhs_block_bytes(),
             conv_scratch: cache.scratch_bytes(),
         },
-        depth: args.depth.spec(Variant::A).depth(),
+        depth: args.depth,
         size: args.size,
         variants,
     };
@@ -120,27 +157,26 @@ pub fn run(args: &InfoArgs) -> CliResult {
         return print_json(&info);
     }
     println!("CPU: {}", info.machine.cpu);
-    match (&selected, &info.kernels) {
-        (Ok(isa), Some(k)) => {
-            let forced = if k.forced { ", forced by CONVKIT_ISA" } else { "" };
-            println!(
-                "kernels: {isa} ({} f32 lanes, {}x{} tiles{forced}); this CPU runs: {}",
-                k.lanes,
-                k.tile[0],
-                k.tile[1],
-                info.available.join(", ")
-            );
-            let bf16 = if k.bf16_native {
-                "native (vdpbf16ps)"
+    let k = &info.kernels;
+    println!("CPU capabilities: {}", k.detected);
+    let masked = if k.masked { format!(" (within the mask {})", info.machine.isa) } else { String::new() };
+    let picks: Vec<String> = info.machine.kernels.iter().map(|(p, kernel)| format!("{p} on {kernel}")).collect();
+    println!("kernels: {}{masked}; families this CPU runs: {}", picks.join(", "), k.families.join(", "));
+    for row in &k.registry {
+        let bf16 = if row.precision == "bf16" {
+            if row.bf16_native {
+                ", native vdpbf16ps"
             } else {
-                "emulated (f32 FMAs on bf16 values; the CPU lacks AVX512-BF16 or it is not selected)"
-            };
-            println!("bf16: {bf16}");
-        }
-        _ => {
-            let why = selected.as_ref().err().map_or(String::new(), |e| e.to_string());
-            println!("kernels: {why}; this CPU runs: {}", info.available.join(", "))
-        }
+                ", bf16 emulated with f32 FMAs"
+            }
+        } else {
+            ""
+        };
+        let runs = if row.available { "" } else { " (this CPU lacks it)" };
+        println!(
+            "  {:<18} needs {:<32} {} lanes, {}x{} tiles{bf16}{runs}",
+            row.name, row.requires, row.lanes, row.tile[0], row.tile[1]
+        );
     }
     let kib = |b: usize| b >> 10;
     let c = &info.caches;

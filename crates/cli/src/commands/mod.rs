@@ -9,116 +9,71 @@ pub mod profile;
 pub mod report;
 pub mod run;
 
-use clap::{Args, ValueEnum};
-use convkit_microkernel::Isa;
-use convkit_model::{KxkPath, ResNet, ResNetSpec, SeededWeights, Variant, Weights};
+use clap::builder::TypedValueParser;
+use clap::Args;
+use convkit_microkernel::{CpuFeatures, Kernel};
+use convkit_model::{ModelConfig, ResNetSpec, Variant};
 use convkit_tensor::{Layout, Precision, Shape, Tensor};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
-/// What a command returns: a one-line message on failure.
-pub type CliResult = Result<(), String>;
-
-/// The four variants of "Bag of Tricks".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum VariantArg {
-    /// Original ResNet (stride on the first 1x1 of a downsampling block).
-    A,
-    /// Stride on the 3x3 (torchvision's resnet50).
-    B,
-    /// B with the deep stem.
-    C,
-    /// C with the average-pool shortcut (timm's resnet50d).
-    D,
+/// What a command fails with. A model or kernel error is kept whole (its kind, and the
+/// `source()` chain of an io error), so that a front end can act on it; the CLI's own
+/// failures (a bad input file, a JSON error) are messages.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Building or running a model: a weights file, a key, a shape.
+    #[error(transparent)]
+    Model(#[from] convkit_model::ModelError),
+    /// A kernel or tensor call refused its arguments.
+    #[error(transparent)]
+    Kernel(#[from] convkit_tensor::Error),
+    /// A failure of the command itself, said in one line.
+    #[error("{0}")]
+    Message(String),
 }
 
-impl From<VariantArg> for Variant {
-    fn from(v: VariantArg) -> Self {
-        match v {
-            VariantArg::A => Variant::A,
-            VariantArg::B => Variant::B,
-            VariantArg::C => Variant::C,
-            VariantArg::D => Variant::D,
-        }
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError::Message(message)
     }
 }
 
-/// The network depth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DepthArg {
-    /// ResNet-50.
-    #[value(name = "50")]
-    D50,
-    /// ResNet-101.
-    #[value(name = "101")]
-    D101,
-    /// ResNet-152.
-    #[value(name = "152")]
-    D152,
+/// What a command returns.
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// The values of `--depth`: the depths [`ResNetSpec::with_depth`] builds.
+pub fn depth_parser() -> impl TypedValueParser<Value = usize> {
+    clap::builder::PossibleValuesParser::new(["50", "101", "152"])
+        .map(|depth| depth.parse::<usize>().expect("every listed depth is a number"))
 }
 
-impl DepthArg {
-    /// The network of `variant` at this depth.
-    pub fn spec(self, variant: impl Into<Variant>) -> ResNetSpec {
-        let v = variant.into();
-        match self {
-            DepthArg::D50 => ResNetSpec::resnet50(v),
-            DepthArg::D101 => ResNetSpec::resnet101(v),
-            DepthArg::D152 => ResNetSpec::resnet152(v),
-        }
+/// The network of `variant` at `depth` (one of [`depth_parser`]'s values).
+pub fn spec(variant: Variant, depth: usize) -> CliResult<ResNetSpec> {
+    Ok(ResNetSpec::with_depth(variant, depth)?)
+}
+
+/// The CPU capabilities the kernels may use: a kernel family's name (`avx2`) or
+/// capabilities joined by `+` (`avx512f+avx512bf16`); `CONVKIT_ISA`, else all this CPU
+/// has, when not given.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct KernelArgs {
+    /// CPU capabilities the kernels may use: a kernel family (avx512bf16, avx512, avx2,
+    /// portable) or capabilities joined by + (default: CONVKIT_ISA, else all this CPU has).
+    #[arg(long, value_name = "MASK")]
+    pub isa: Option<CpuFeatures>,
+}
+
+impl KernelArgs {
+    /// The model config for `spec` with this mask (the process default when not given).
+    pub fn config(&self, spec: ResNetSpec) -> ModelConfig {
+        ModelConfig::new(spec).with_features_opt(self.isa)
     }
-}
 
-/// The precision a network computes in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    /// f32 throughout.
-    F32,
-    /// bf16 weights and activations, f32 accumulation and logits (native on AVX512-BF16,
-    /// emulated with f32 FMAs elsewhere).
-    Bf16,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        }
-    }
-}
-
-/// How the KxK convs run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KxkArg {
-    /// Stride-1 3x3 on Winograd (F(4x4) up to 128 channels, F(2x2) above), the rest direct.
-    Auto,
-    /// Winograd F(4x4) up to 256 channels: fastest in f32, 26 MB more weights.
-    Winograd,
-    /// The microkernel over a padded copy, no im2col.
-    Direct,
-    /// im2col + the gemm crate (f32 only).
-    Im2col,
-}
-
-impl KxkArg {
-    /// The model's path, and the label bench and profile print.
-    pub fn path(self) -> KxkPath {
-        match self {
-            KxkArg::Auto => KxkPath::Auto,
-            KxkArg::Winograd => KxkPath::Winograd,
-            KxkArg::Direct => KxkPath::Direct,
-            KxkArg::Im2col => KxkPath::Im2col,
-        }
-    }
-    /// The option's value, as typed.
-    pub fn label(self) -> &'static str {
-        match self {
-            KxkArg::Auto => "auto",
-            KxkArg::Winograd => "winograd",
-            KxkArg::Direct => "direct",
-            KxkArg::Im2col => "im2col",
-        }
+    /// The mask in effect, checked against this CPU.
+    pub fn mask(&self) -> CliResult<CpuFeatures> {
+        Ok(CpuFeatures::resolve(self.isa)?)
     }
 }
 
@@ -153,6 +108,8 @@ pub struct TimingArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
 }
 
 /// The worker threads a command uses unless told: one per core this process may run on.
@@ -165,83 +122,68 @@ pub fn default_threads() -> usize {
 pub const MAX_THREADS: usize = 1024;
 
 /// Refuses a `--threads` outside 1 to [`MAX_THREADS`].
-pub fn check_threads(threads: usize) -> Result<(), String> {
+pub fn check_threads(threads: usize) -> CliResult<()> {
     if threads == 0 || threads > MAX_THREADS {
-        return Err(format!("--threads must be between 1 and {MAX_THREADS}, got {threads}"));
+        return Err(format!("--threads must be between 1 and {MAX_THREADS}, got {threads}").into());
     }
     Ok(())
 }
 
 /// A rayon pool of `threads` workers (1 to [`MAX_THREADS`]).
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+pub fn thread_pool(threads: usize) -> CliResult<rayon::ThreadPool> {
     check_threads(threads)?;
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| format!("thread pool: {e}"))
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| format!("thread pool: {e}"))?)
 }
 
 /// The options of every command that builds a network from a weights file.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Variant of the network.
-    #[arg(long, value_enum, default_value_t = VariantArg::D)]
-    pub variant: VariantArg,
+    #[arg(long, value_enum, default_value_t = Variant::D)]
+    pub variant: Variant,
     /// Depth of the network.
-    #[arg(long, value_enum, default_value_t = DepthArg::D50)]
-    pub depth: DepthArg,
+    #[arg(long, default_value_t = 50, value_parser = depth_parser())]
+    pub depth: usize,
     /// safetensors weights under timm/torchvision key names (see the README for how to get them).
     #[arg(long)]
     pub weights: std::path::PathBuf,
     /// Precision of the computation.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-    pub precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Worker threads (default: the machine's cores).
     #[arg(long, default_value_t = default_threads())]
     pub threads: usize,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
 }
 
 impl ModelArgs {
-    /// The network these options name.
-    pub fn spec(&self) -> ResNetSpec {
-        self.depth.spec(self.variant)
+    /// The model these options describe, on its own pool of `--threads` threads.
+    pub fn config(&self) -> CliResult<ModelConfig> {
+        check_threads(self.threads)?;
+        let spec = spec(self.variant, self.depth)?;
+        Ok(self.kernels.config(spec).with_precision(self.precision).with_threads(self.threads))
     }
 
     /// Loads the weights (checking their metadata and keys against the network) and
-    /// builds the model on its own pool of `--threads` threads.
-    pub fn load(&self) -> Result<(ResNet, convkit_model::WeightsMetadata), String> {
-        check_threads(self.threads)?;
-        let weights = Weights::load(self.spec(), &self.weights).map_err(|e| e.to_string())?;
-        let metadata = weights.metadata().clone();
-        let model = ResNet::build(weights, KxkPath::default(), self.precision.into())
-            .and_then(|m| m.with_threads(self.threads))
-            .map_err(|e| e.to_string())?;
-        Ok((model, metadata))
+    /// builds the model.
+    pub fn load(&self) -> CliResult<(convkit_model::ResNet, convkit_model::WeightsMetadata)> {
+        Ok(self.config()?.load(&self.weights)?)
     }
 }
 
-/// A network on seeded weights (bench and profile).
-pub fn seeded_model(
-    spec: ResNetSpec,
-    seed: u64,
-    kxk: KxkArg,
-    precision: Precision,
-    sub_batch: usize,
-) -> Result<ResNet, String> {
-    let model = ResNet::build(SeededWeights::new(spec, seed), kxk.path(), precision).map_err(|e| e.to_string())?;
-    Ok(model.with_sub_batch(sub_batch))
-}
-
 /// A reproducible input in [-1, 1) of `batch` images, NCHW.
-pub fn random_input(batch: usize, size: usize, seed: u64) -> Result<Tensor, String> {
+pub fn random_input(batch: usize, size: usize, seed: u64) -> CliResult<Tensor> {
     let mut s = seed ^ 0x5EED;
-    Tensor::from_fn(Shape::new(batch, 3, size, size), Layout::Nchw, |_, _, _, _| {
+    Ok(Tensor::from_fn(Shape::new(batch, 3, size, size), Layout::Nchw, |_, _, _, _| {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    })
-    .map_err(|e| e.to_string())
+    })?)
 }
 
 /// Multiply-adds of `spec` at `size` x `size`.
-pub fn counts(spec: ResNetSpec, size: usize) -> Result<convkit_model::Counts, String> {
-    spec.layers().counts(size, size).map_err(|e| format!("input size {size}: {e}"))
+pub fn counts(spec: ResNetSpec, size: usize) -> CliResult<convkit_model::Counts> {
+    Ok(spec.layers().counts(size, size).map_err(|e| format!("input size {size}: {e}"))?)
 }
 
 /// Median of `v` (sorted in place); NaN for an empty slice.
@@ -262,8 +204,8 @@ pub fn alternating_rounds(
     cases: usize,
     rounds: usize,
     iters: usize,
-    mut turn: impl FnMut(usize, usize) -> Result<Vec<f64>, String>,
-) -> Result<Vec<Vec<f64>>, String> {
+    mut turn: impl FnMut(usize, usize) -> CliResult<Vec<f64>>,
+) -> CliResult<Vec<Vec<f64>>> {
     let rounds = rounds.clamp(1, iters.max(1));
     let mut times = vec![Vec::new(); cases];
     for round in 0..rounds {
@@ -280,8 +222,8 @@ pub fn timed_passes(
     warmup: usize,
     passes: usize,
     bar: &indicatif::ProgressBar,
-    mut pass: impl FnMut() -> Result<(), String>,
-) -> Result<Vec<f64>, String> {
+    mut pass: impl FnMut() -> CliResult<()>,
+) -> CliResult<Vec<f64>> {
     let mut times = Vec::with_capacity(passes);
     for i in 0..warmup + passes {
         let start = std::time::Instant::now();
@@ -307,20 +249,22 @@ pub fn progress(len: u64, message: &'static str, hidden: bool) -> indicatif::Pro
     bar
 }
 
-/// Peak GFLOP/s of the pool's threads together in `precision`: `per_core` times threads,
-/// or measured on every thread at once (f32 FMAs, or the bf16 dot product of the
-/// selected family).
-pub fn pool_peak(per_core: Option<f64>, pool: &rayon::ThreadPool, precision: Precision) -> Result<f64, String> {
+/// Peak GFLOP/s of the pool's threads together on `kernel`: `per_core` times threads (f32
+/// only), or measured on every thread at once (f32 FMAs, or the bf16 dot product of the
+/// kernel's family).
+pub fn pool_peak(per_core: Option<f64>, pool: &rayon::ThreadPool, kernel: Kernel) -> f64 {
     /// Seconds of the probe.
     const PEAK_PROBE_SECONDS: f64 = 0.3;
-    let isa = Isa::selected().map_err(|e| e.to_string())?;
-    Ok(match (per_core, precision) {
+    let family = kernel.family();
+    match (per_core, kernel.precision()) {
         (Some(per_core), Precision::F32) => per_core * pool.current_num_threads() as f64,
-        (_, Precision::F32) => {
-            pool.broadcast(|_| convkit_microkernel::measure_fma_gflops(isa, PEAK_PROBE_SECONDS)).iter().sum()
+        (None, Precision::F32) => {
+            pool.broadcast(|_| convkit_microkernel::measure_fma_gflops(family, PEAK_PROBE_SECONDS)).iter().sum()
         }
-        _ => pool.broadcast(|_| convkit_microkernel::measure_bf16_gflops(isa, PEAK_PROBE_SECONDS)).iter().sum(),
-    })
+        (_, Precision::Bf16) => {
+            pool.broadcast(|_| convkit_microkernel::measure_bf16_gflops(family, PEAK_PROBE_SECONDS)).iter().sum()
+        }
+    }
 }
 
 /// Prints `value` as one JSON document (numbers that are not finite become null).
@@ -337,17 +281,23 @@ pub struct Machine {
     pub convkit: &'static str,
     /// The CPU's model name.
     pub cpu: String,
-    /// The kernel family the kernels run ("avx512bf16", "avx512", "avx2", "portable").
+    /// The CPU capabilities the kernels may use ("avx2+fma+avx512f+..."): the mask of
+    /// `--isa` or `CONVKIT_ISA` over what this CPU has.
     pub isa: String,
+    /// The kernel each precision runs on within that mask ("avx512.f32", "avx512bf16.bf16").
+    pub kernels: BTreeMap<&'static str, String>,
 }
 
 impl Machine {
-    /// This machine, and the family selected on it.
-    pub fn here() -> Self {
-        Machine {
-            convkit: env!("CARGO_PKG_VERSION"),
-            cpu: convkit_microkernel::cpu_name(),
-            isa: Isa::selected().map_or_else(|e| format!("none ({e})"), |i| i.name().to_string()),
-        }
+    /// This machine, and the kernels `kernels` chooses on it.
+    pub fn new(kernels: &KernelArgs) -> Self {
+        let (isa, picks) = match kernels.mask() {
+            Ok(mask) => {
+                let pick = |p: Precision| Kernel::pick(p, mask).map_or_else(|e| e.to_string(), |k| k.to_string());
+                (mask.to_string(), Precision::ALL.into_iter().map(|p| (p.name(), pick(p))).collect())
+            }
+            Err(e) => (format!("none ({e})"), BTreeMap::new()),
+        };
+        Machine { convkit: env!("CARGO_PKG_VERSION"), cpu: convkit_microkernel::cpu_name(), isa, kernels: picks }
     }
 }

@@ -1,11 +1,12 @@
 //! `convkit profile`: the time of every layer of one variant, and sums by kind of layer.
 
 use super::{
-    at_least_one, median, pool_peak, print_json, progress, random_input, seeded_model, thread_pool, CliResult,
-    DepthArg, KxkArg, Machine, PrecisionArg, TimingArgs, VariantArg,
+    at_least_one, depth_parser, median, pool_peak, print_json, progress, random_input, spec, thread_pool, CliResult,
+    Machine, TimingArgs,
 };
 use clap::Args;
-use convkit_model::{ConvPath, StepTiming};
+use convkit_model::{ConvPath, KxkPath, StepTiming, Variant};
+use convkit_tensor::Precision;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -13,17 +14,17 @@ use std::collections::BTreeMap;
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
     /// Variant of the network.
-    #[arg(long, value_enum, default_value_t = VariantArg::D)]
-    variant: VariantArg,
+    #[arg(long, value_enum, default_value_t = Variant::D)]
+    variant: Variant,
     /// Depth of the network.
-    #[arg(long, value_enum, default_value_t = DepthArg::D50)]
-    depth: DepthArg,
+    #[arg(long, default_value_t = 50, value_parser = depth_parser())]
+    depth: usize,
     /// How KxK convs run.
-    #[arg(long, value_enum, default_value_t = KxkArg::Auto)]
-    kxk: KxkArg,
+    #[arg(long, value_enum, default_value_t = KxkPath::Auto)]
+    kxk: KxkPath,
     /// Precision of the computation.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-    precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Images run through the network at a time when --batch is larger.
     #[arg(long, default_value_t = convkit_model::DEFAULT_SUB_BATCH, value_parser = at_least_one())]
     sub_batch: usize,
@@ -92,14 +93,16 @@ pub fn run(args: &ProfileArgs) -> CliResult {
     let t = &args.timing;
     let pool = thread_pool(t.threads)?;
     let x = random_input(t.batch, t.size, t.seed)?;
-    let spec = args.depth.spec(args.variant);
-    let model = seeded_model(spec, t.seed, args.kxk, args.precision.into(), args.sub_batch)?;
+    let spec = spec(args.variant, args.depth)?;
+    let config =
+        t.kernels.config(spec).with_kxk(args.kxk).with_precision(args.precision).with_sub_batch(args.sub_batch);
+    let model = config.build_seeded(t.seed)?;
     let mut ws = convkit_model::Workspace::new();
     let mut runs: Vec<Vec<StepTiming>> = Vec::new();
     let bar = progress((args.warmup + t.iters) as u64, "profile", t.json);
     for round in 0..args.warmup + t.iters {
         let mut steps = Vec::new();
-        pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps)).map_err(|e| e.to_string())?;
+        pool.install(|| model.forward_profiled(x.view(), &mut ws, &mut steps))?;
         if round >= args.warmup {
             runs.push(steps);
         }
@@ -113,7 +116,7 @@ pub fn run(args: &ProfileArgs) -> CliResult {
         s.lowering_seconds = median(&mut runs.iter().map(|r| r[i].lowering_seconds).collect::<Vec<_>>());
     }
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    let peak = pool_peak(t.peak, &pool, model.precision())?;
+    let peak = pool_peak(t.peak, &pool, model.kernel());
     let mut by_kind: BTreeMap<&str, (u64, f64, usize)> = BTreeMap::new();
     for s in &steps {
         let e = by_kind.entry(s.kind.label()).or_default();
@@ -123,8 +126,8 @@ pub fn run(args: &ProfileArgs) -> CliResult {
     }
     let dims = |s: convkit_tensor::Shape| [s.n, s.c, s.h, s.w];
     let report = ProfileReport {
-        machine: Machine::here(),
-        variant: convkit_model::Variant::from(args.variant).to_string(),
+        machine: Machine::new(&t.kernels),
+        variant: args.variant.to_string(),
         depth: spec.depth(),
         precision: model.precision().name(),
         batch: t.batch,

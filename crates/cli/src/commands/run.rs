@@ -44,10 +44,10 @@ pub fn run(args: &RunArgs) -> CliResult {
     let (shape, values) = npy::read_f32(&args.input)?;
     let input = args.input.display();
     let [n, c, h, w] = shape[..] else {
-        return Err(format!("{input}: input has shape {shape:?}; expected rank 4 NCHW [n, 3, h, w]"));
+        return Err(format!("{input}: input has shape {shape:?}; expected rank 4 NCHW [n, 3, h, w]").into());
     };
     if c != 3 {
-        return Err(format!("{input}: input has {c} channels (shape {shape:?}); expected 3 (NCHW RGB)"));
+        return Err(format!("{input}: input has {c} channels (shape {shape:?}); expected 3 (NCHW RGB)").into());
     }
     let view = TensorView::new(Shape::new(n, c, h, w), Layout::Nchw, &values).map_err(|e| format!("{input}: {e}"))?;
     let (model, _) = args.model.load()?;
@@ -58,7 +58,7 @@ pub fn run(args: &RunArgs) -> CliResult {
     npy::write_f32(&args.output, &[n, model.classes()], logits)?;
     if args.json {
         return print_json(&RunReport {
-            machine: Machine::here(),
+            machine: Machine::new(&args.model.kernels),
             network: model.spec().to_string(),
             precision: model.precision().name(),
             threads: args.model.threads,

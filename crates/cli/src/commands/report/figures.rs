@@ -2,6 +2,7 @@
 //! and the CPU and date under each.
 
 use super::{Report, KINDS};
+use crate::commands::CliResult;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -35,13 +36,13 @@ fn fail(e: impl std::fmt::Display) -> String {
 }
 
 /// Writes every figure of `report` into `dir`.
-pub fn write_all(report: &Report, dir: &Path) -> Result<(), String> {
+pub fn write_all(report: &Report, dir: &Path) -> CliResult<()> {
     work_and_time(report, &dir.join(WORK_AND_TIME))?;
     roofline(report, &dir.join(ROOFLINE))
 }
 
 /// The line under a figure: the CPU, the kernel family and the date.
-fn footer(area: &Area<'_>, report: &Report) -> Result<(), String> {
+fn footer(area: &Area<'_>, report: &Report) -> CliResult<()> {
     let text = format!(
         "{} ({}), {} thread(s), {}x{} input, convkit {}, {}",
         report.machine.cpu,
@@ -52,11 +53,12 @@ fn footer(area: &Area<'_>, report: &Report) -> Result<(), String> {
         report.machine.convkit,
         report.date
     );
-    area.draw(&Text::new(text, (12, 6), (FONT, 13).into_font().color(&BLACK.mix(0.7)))).map_err(fail)
+    area.draw(&Text::new(text, (12, 6), (FONT, 13).into_font().color(&BLACK.mix(0.7)))).map_err(fail)?;
+    Ok(())
 }
 
 /// Multiply-adds by kind (left) beside time by kind (right), one stacked bar per variant.
-fn work_and_time(report: &Report, path: &Path) -> Result<(), String> {
+fn work_and_time(report: &Report, path: &Path) -> CliResult<()> {
     let root = SVGBackend::new(path, (960, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(fail)?;
     let (body, foot) = root.split_vertically(410);
@@ -67,10 +69,11 @@ fn work_and_time(report: &Report, path: &Path) -> Result<(), String> {
     let ms: Vec<[f64; 5]> = report.profiles.iter().map(|p| p.ms.values()).collect();
     stacked(&panels[0], "Multiply-adds run, by kind of layer", "GMACs (batch 1)", &names, &macs)?;
     stacked(&panels[1], "Time, by kind of layer (f32, batch 1)", "ms (median per layer)", &names, &ms)?;
-    root.present().map_err(fail)
+    root.present().map_err(fail)?;
+    Ok(())
 }
 
-fn stacked(area: &Area<'_>, title: &str, unit: &str, names: &[String], stacks: &[[f64; 5]]) -> Result<(), String> {
+fn stacked(area: &Area<'_>, title: &str, unit: &str, names: &[String], stacks: &[[f64; 5]]) -> CliResult<()> {
     // Headroom above the tallest bar for the legend.
     let top = stacks.iter().map(|s| s.iter().sum::<f64>()).fold(0.0, f64::max).max(1e-9) * 1.6;
     let n = names.len();
@@ -119,7 +122,7 @@ fn swatch(x: i32, y: i32, colour: RGBColor) -> Rectangle<(i32, i32)> {
 fn legend<'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
     position: SeriesLabelPosition,
-) -> Result<(), String> {
+) -> CliResult<()> {
     chart
         .configure_series_labels()
         .position(position)
@@ -127,12 +130,13 @@ fn legend<'a, CT: plotters::coord::CoordTranslate>(
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 13))
         .draw()
-        .map_err(fail)
+        .map_err(fail)?;
+    Ok(())
 }
 
 /// Achieved GFLOP/s of every conv layer of D against its arithmetic intensity, under the
 /// roof min(FMA peak, intensity x memory bandwidth).
-fn roofline(report: &Report, path: &Path) -> Result<(), String> {
+fn roofline(report: &Report, path: &Path) -> CliResult<()> {
     let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(fail)?;
     let (body, foot) = root.split_vertically(530);
@@ -184,5 +188,6 @@ fn roofline(report: &Report, path: &Path) -> Result<(), String> {
             .legend(move |(x, y)| swatch(x, y, colour));
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
-    root.present().map_err(fail)
+    root.present().map_err(fail)?;
+    Ok(())
 }

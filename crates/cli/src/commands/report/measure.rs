@@ -1,26 +1,29 @@
 //! What the report measures, each comparison in alternating rounds.
 
 use super::*;
+use crate::commands::CliResult;
 use crate::commands::{
     alternating_rounds, counts, median, pool_peak, progress, random_input, thread_pool, timed_passes,
 };
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
 use convkit_im2col::Im2colConv;
-use convkit_microkernel::{CacheSizes, Isa};
-use convkit_model::{BuildOptions, KxkPath, ResNet, ResNetSpec, SeededWeights, StepTiming, Variant, Workspace};
-use convkit_tensor::{conv_forward, AlignedVec, Conv, Epilogue, FilterShape, Layout, Precision, Shape, Tensor, Window};
+use convkit_microkernel::{CacheSizes, Kernel};
+use convkit_model::{ModelConfig, ResNet, ResNetSpec, StepTiming, Variant, Workspace};
+use convkit_tensor::{AlignedVec, Conv, Epilogue, FilterShape, Layout, Shape, Tensor, Window};
 
 /// Seconds of the memory-bandwidth probe.
 const BANDWIDTH_SECONDS: f64 = 0.5;
 
 /// The parts of the report that need a clock, and the counts beside them.
-pub fn measure(args: &ReportArgs) -> Result<Report, String> {
+pub fn measure(args: &ReportArgs) -> CliResult<Report> {
     let pool = thread_pool(args.threads)?;
-    let isa = Isa::selected().map_err(|e| e.to_string())?;
+    let mask = args.kernels.mask()?;
+    let kernel = |precision| Kernel::pick(precision, mask);
+    let f32_kernel = kernel(Precision::F32)?;
     let precisions: Vec<Precision> = match &args.precision {
-        Some(list) => list.iter().map(|&p| p.into()).collect(),
-        None if isa.native_bf16() => vec![Precision::F32, Precision::Bf16],
+        Some(list) => list.clone(),
+        None if kernel(Precision::Bf16)?.native_bf16() => vec![Precision::F32, Precision::Bf16],
         None => vec![Precision::F32],
     };
     let mut batches = vec![1];
@@ -29,10 +32,8 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     }
     let variants = Variant::ALL;
     let spec = ResNetSpec::resnet50;
-    let build = |v: Variant, options: BuildOptions| {
-        ResNet::build_with(SeededWeights::new(spec(v), args.seed), options).map_err(|e| e.to_string())
-    };
-    let f32_options = BuildOptions::new(KxkPath::Auto, Precision::F32);
+    let build = |config: ModelConfig| config.build_seeded(args.seed);
+    let f32_config = |v: Variant| args.kernels.config(spec(v));
     let rounds = args.rounds.min(args.iters);
 
     // Every forward pass the report runs, for the progress bar.
@@ -55,16 +56,17 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     let mut spaces: Vec<Workspace> = cases.iter().map(|_| Workspace::new()).collect();
     let times = alternating_rounds(cases.len(), rounds, args.iters, |i, passes| {
         let (v, precision, batch) = cases[i];
-        let model = build(v, BuildOptions::new(KxkPath::Auto, precision))?;
+        let model = build(f32_config(v).with_precision(precision))?;
         let (x, ws) = (input_for(batch), &mut spaces[i]);
         timed_passes(1, passes, &bar, || {
-            pool.install(|| model.forward(x.view(), ws)).map(|_| ()).map_err(|e| e.to_string())
+            pool.install(|| model.forward(x.view(), ws))?;
+            Ok(())
         })
     })?;
     drop(spaces);
     let mut peaks = BTreeMap::new();
     for &p in &precisions {
-        peaks.insert(p.name(), pool_peak(None, &pool, p)?);
+        peaks.insert(p.name(), pool_peak(None, &pool, kernel(p)?));
     }
     let macs = |v: Variant| counts(spec(v), args.size).map(|c| c.macs());
     let macs_a = macs(Variant::A)? as f64;
@@ -98,7 +100,7 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     let mut runs: Vec<Vec<Vec<StepTiming>>> = vec![Vec::new(); variants.len()];
     let mut spaces: Vec<Workspace> = variants.iter().map(|_| Workspace::new()).collect();
     alternating_rounds(variants.len(), rounds, args.iters, |i, passes| {
-        let model = build(variants[i], f32_options)?;
+        let model = build(f32_config(variants[i]))?;
         profiled_passes(&model, x1, &pool, &mut spaces[i], &mut runs[i], passes, &bar)
     })?;
     let profiles_steps: Vec<Vec<StepTiming>> = runs.iter().map(|r| median_steps(r)).collect();
@@ -118,7 +120,8 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     // 3. The roofline of D's conv layers, from its profile, and the memory bandwidth.
     let cache = CacheSizes::get();
     let probe_bytes = (2 * cache.l3).clamp(256 << 20, 1 << 30);
-    let bandwidth_gbs = pool.install(|| convkit_microkernel::measure_read_gbs(isa, probe_bytes, BANDWIDTH_SECONDS));
+    let bandwidth_gbs =
+        pool.install(|| convkit_microkernel::measure_read_gbs(f32_kernel.family(), probe_bytes, BANDWIDTH_SECONDS));
     let d_steps = &profiles_steps[3];
     let roofline: Vec<RooflinePoint> = d_steps
         .iter()
@@ -184,8 +187,7 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
     let mut runs: Vec<Vec<Vec<StepTiming>>> = vec![Vec::new(); 2 * variants.len()];
     let mut spaces: Vec<Workspace> = runs.iter().map(|_| Workspace::new()).collect();
     let whole = alternating_rounds(runs.len(), rounds, args.iters, |i, passes| {
-        let model = build(variants[i / 2], f32_options)?;
-        let model = if i % 2 == 1 { model.with_parallel_branches().map_err(|e| e.to_string())? } else { model };
+        let model = build(f32_config(variants[i / 2]).with_parallel_branches(i % 2 == 1))?;
         profiled_passes(&model, x1, &pool, &mut spaces[i], &mut runs[i], passes, &bar)
     })?;
     let branches = variants
@@ -217,17 +219,18 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
         .collect();
 
     // 4e. A computing only what is read, against every position.
-    let options = [f32_options, f32_options.every_position()];
-    let mut spaces: Vec<Workspace> = options.iter().map(|_| Workspace::new()).collect();
+    let configs = [f32_config(Variant::A), f32_config(Variant::A).every_position()];
+    let mut spaces: Vec<Workspace> = configs.iter().map(|_| Workspace::new()).collect();
     let mut positions_macs = [0u64; 2];
     let mut times = alternating_rounds(2, rounds, args.iters, |i, passes| {
-        let model = build(Variant::A, options[i])?;
+        let model = build(configs[i])?;
         let ws = &mut spaces[i];
         let mut steps = Vec::new();
-        pool.install(|| model.forward_profiled(x1.view(), ws, &mut steps)).map_err(|e| e.to_string())?;
+        pool.install(|| model.forward_profiled(x1.view(), ws, &mut steps))?;
         positions_macs[i] = steps.iter().map(|s| s.macs).sum();
         timed_passes(0, passes, &bar, || {
-            pool.install(|| model.forward(x1.view(), ws)).map(|_| ()).map_err(|e| e.to_string())
+            pool.install(|| model.forward(x1.view(), ws))?;
+            Ok(())
         })
     })?;
     let (read_only, every) = (median(&mut times[0]) * 1e3, median(&mut times[1]) * 1e3);
@@ -257,9 +260,9 @@ pub fn measure(args: &ReportArgs) -> Result<Report, String> {
                 macs_over_a: c.macs() as f64 / macs_a,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<CliResult<Vec<_>>>()?;
     Ok(Report {
-        machine: Machine::here(),
+        machine: Machine::new(&args.kernels),
         date: today(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         size: args.size,
@@ -295,11 +298,11 @@ fn profiled_passes(
     runs: &mut Vec<Vec<StepTiming>>,
     passes: usize,
     bar: &indicatif::ProgressBar,
-) -> Result<Vec<f64>, String> {
+) -> CliResult<Vec<f64>> {
     let mut first = true;
     timed_passes(1, passes, bar, || {
         let mut steps = Vec::new();
-        pool.install(|| model.forward_profiled(x.view(), ws, &mut steps)).map_err(|e| e.to_string())?;
+        pool.install(|| model.forward_profiled(x.view(), ws, &mut steps))?;
         if !std::mem::take(&mut first) {
             runs.push(steps);
         }
@@ -335,10 +338,10 @@ fn im2col_against_direct(
     rounds: usize,
     pool: &rayon::ThreadPool,
     bar: &indicatif::ProgressBar,
-) -> Result<(Vec<Im2colLayer>, Vec<PerMac>), String> {
+) -> CliResult<(Vec<Im2colLayer>, Vec<PerMac>)> {
     let mut layers: Vec<(String, String, LayerShape, u64)> = Vec::new();
     for s in steps.iter().filter(|s| matches!(s.kind.label(), "1x1" | "3x3")) {
-        let out = s.output.numel().map_err(|e| e.to_string())? as u64;
+        let out = s.output.numel()? as u64;
         let reduction = (s.macs / out.max(1)) as usize;
         let kernel = if s.kind.label() == "1x1" { 1 } else { 3 };
         let shape = LayerShape { input: s.input, co: s.output.c, kernel, stride: s.input.h / s.output.h.max(1) };
@@ -348,6 +351,7 @@ fn im2col_against_direct(
         }
     }
     let err = |e: convkit_tensor::Error| e.to_string();
+    let kernel = Kernel::pick(Precision::F32, args.kernels.mask()?)?;
     let mut convs: Vec<(Box<dyn Conv>, Tensor, Tensor)> = Vec::new();
     for (_, _, l, _) in &layers {
         let filter = FilterShape::new(l.co, l.input.c, l.kernel, l.kernel);
@@ -357,9 +361,9 @@ fn im2col_against_direct(
         let x = Tensor::from_fn(l.input, Layout::Nhwc, |_, c, h, w| ((c + 3 * h + 7 * w) % 11) as f32 * 0.1 - 0.5)
             .map_err(err)?;
         let direct: Box<dyn Conv> = if l.kernel == 1 {
-            Box::new(Conv1x1::new(&weights, filter, None, l.stride, Layout::Nhwc).map_err(err)?)
+            Box::new(Conv1x1::new(kernel, &weights, filter, None, l.stride, Layout::Nhwc).map_err(err)?)
         } else {
-            Box::new(DirectConv::new(&weights, filter, None, window).map_err(err)?)
+            Box::new(DirectConv::new(kernel, &weights, filter, None, window).map_err(err)?)
         };
         let lowered = Im2colConv::new(&weights, filter, None, window, Layout::Nhwc).map_err(err)?;
         let y = Tensor::zeros(direct.output_shape(l.input).map_err(err)?, Layout::Nhwc).map_err(err)?;
@@ -373,7 +377,7 @@ fn im2col_against_direct(
         let copies = &mut copy[i];
         timed_passes(1, passes, bar, || {
             let lowering = pool
-                .install(|| conv_forward(conv.as_ref(), x.view(), &mut y.view_mut(), Epilogue::NONE, &mut scratch))
+                .install(|| conv.forward_timed(x.view(), &mut y.view_mut(), Epilogue::NONE, &mut scratch))
                 .map_err(err)?;
             copies.push(lowering.as_secs_f64());
             Ok(())

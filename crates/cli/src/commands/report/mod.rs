@@ -6,8 +6,9 @@ mod figures;
 mod measure;
 mod page;
 
-use super::{default_threads, CliResult, Machine, PrecisionArg};
+use super::{default_threads, CliResult, KernelArgs, Machine};
 use clap::Args;
+use convkit_tensor::Precision;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ pub struct ReportArgs {
     /// Precisions of the variant table, comma-separated (default: f32, and bf16 where
     /// the CPU has native bf16 dot products).
     #[arg(long, value_enum, value_delimiter = ',')]
-    precision: Option<Vec<PrecisionArg>>,
+    precision: Option<Vec<Precision>>,
     /// Worker threads (default: the machine's cores).
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
@@ -44,6 +45,8 @@ pub struct ReportArgs {
     /// Also print report.json on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    kernels: KernelArgs,
 }
 
 /// Multiply-adds by kind of layer.

@@ -3,6 +3,7 @@
 
 use super::figures::{ROOFLINE, WORK_AND_TIME};
 use super::{Report, KINDS};
+use crate::commands::CliResult;
 use serde_json::Value;
 
 const TEMPLATE: &str = r#"<!DOCTYPE html>
@@ -91,22 +92,22 @@ struct Cells<'a> {
 }
 
 impl Cells<'_> {
-    fn value(&self, key: &str) -> Result<&Value, String> {
-        self.json.pointer(key).ok_or_else(|| format!("report: no value at {key}"))
+    fn value(&self, key: &str) -> CliResult<&Value> {
+        Ok(self.json.pointer(key).ok_or_else(|| format!("report: no value at {key}"))?)
     }
     /// A number in running text.
-    fn span(&self, key: &str, digits: usize) -> Result<String, String> {
+    fn span(&self, key: &str, digits: usize) -> CliResult<String> {
         let text = format_number(self.value(key)?, digits);
         Ok(format!(r#"<span class="num" data-key="{key}" data-digits="{digits}">{text}</span>"#))
     }
     /// A number in a table.
-    fn td(&self, key: &str, digits: usize) -> Result<String, String> {
+    fn td(&self, key: &str, digits: usize) -> CliResult<String> {
         let text = format_number(self.value(key)?, digits);
         Ok(format!(r#"<td class="num" data-key="{key}" data-digits="{digits}">{text}</td>"#))
     }
     /// A table row: `labels` as label cells, then the numbers of `fields` (name, decimals)
     /// under the JSON pointer `prefix`.
-    fn row(&self, labels: &[&str], prefix: &str, fields: &[(&str, usize)]) -> Result<String, String> {
+    fn row(&self, labels: &[&str], prefix: &str, fields: &[(&str, usize)]) -> CliResult<String> {
         let mut row: String = labels.iter().map(|l| label(l)).collect();
         for (field, digits) in fields {
             row += &self.td(&format!("{prefix}/{field}"), *digits)?;
@@ -120,10 +121,10 @@ impl Cells<'_> {
         items: &[T],
         labels: impl Fn(&T) -> Vec<&str>,
         fields: &[(&str, usize)],
-    ) -> Result<Vec<String>, String> {
+    ) -> CliResult<Vec<String>> {
         items.iter().enumerate().map(|(i, item)| self.row(&labels(item), &format!("{array}/{i}"), fields)).collect()
     }
-    fn text(&self, key: &str) -> Result<String, String> {
+    fn text(&self, key: &str) -> CliResult<String> {
         Ok(esc(self.value(key)?.as_str().unwrap_or_default()))
     }
 }
@@ -140,7 +141,7 @@ fn label(s: &str) -> String {
 }
 
 /// The page of `report`, whose JSON is `json`.
-pub fn render(report: &Report, json: &Value) -> Result<String, String> {
+pub fn render(report: &Report, json: &Value) -> CliResult<String> {
     let c = Cells { json };
     let meta = format!(
         "{} ({} kernels), {} {}, {}x{} input, convkit {}, {}. Made by <code>{}</code>.",
