@@ -1,7 +1,7 @@
 //! Image preprocessing: any bytes give a 3x224x224 input, or an error; never a panic or
 //! an allocation past the decoder's limits.
 #![no_main]
-use convkit_cli::images::{preprocess_bytes, Preprocess, CROP};
+use convkit_preprocess::{preprocess_bytes, Preprocess, CROP};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // The first byte picks the filter, so both resampling paths are fuzzed.

@@ -2,8 +2,9 @@
 //! parser returns a correct result or an error, never a panic. The stable-toolchain twin
 //! of the fuzz targets in fuzz/.
 
-use convkit_cli::{images, npy};
+use convkit_cli::npy;
 use convkit_model::{ResNetSpec, Variant, Weights};
+use convkit_preprocess as images;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 

@@ -6,8 +6,8 @@
 //! tools/compare/.venv), else `python3`. Without Pillow the test says so and passes,
 //! unless `CONVKIT_REQUIRE_PILLOW` is set (CI sets it), when it fails.
 
-use convkit_cli::images::{preprocess, Preprocess, CROP};
 use convkit_cli::npy;
+use convkit_preprocess::{preprocess, Preprocess, CROP};
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -2,8 +2,9 @@
 
 use super::{print_json, progress, CliResult, Machine, ModelArgs};
 use clap::{Args, ValueEnum};
-use convkit_cli::images::{self, Preprocess};
+use convkit_cli::images;
 use convkit_model::{Variant, WeightsMetadata, Workspace};
+use convkit_preprocess::{self as preprocessing, Preprocess};
 use convkit_tensor::{Layout, Shape, TensorView};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -112,7 +113,7 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
         eprintln!("convkit: warning: {w}");
     }
     let mode = args.preprocess.resolve(args.model.variant);
-    let names = images::class_names();
+    let names = preprocessing::class_names();
     let lone = inputs.len() == 1;
     let mut errors: Vec<Failed> = Vec::new();
     let mut report_error = |file: String, error: String| {
@@ -129,7 +130,9 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
         let decoded: Vec<(String, Result<Vec<f32>, String>)> = chunk
             .par_iter()
             .map(|input| match input {
-                Ok(path) => (path.display().to_string(), images::preprocess(path, mode)),
+                Ok(path) => {
+                    (path.display().to_string(), preprocessing::preprocess(path, mode).map_err(|e| e.to_string()))
+                }
                 Err(bad) => (bad.arg.display().to_string(), Err(bad.message.clone())),
             })
             .collect();
@@ -145,11 +148,11 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
             }
         }
         if !files.is_empty() {
-            let shape = Shape::new(files.len(), 3, images::CROP, images::CROP);
+            let shape = Shape::new(files.len(), 3, preprocessing::CROP, preprocessing::CROP);
             let view = TensorView::new(shape, Layout::Nchw, &batch)?;
             let logits = model.forward(view, &mut ws)?;
             for (file, row) in files.into_iter().zip(logits.chunks(model.classes())) {
-                let top = images::top_k(row, args.top)
+                let top = preprocessing::top_k(row, args.top)
                     .into_iter()
                     .map(|(class, probability)| Class {
                         class,
