@@ -111,14 +111,11 @@ impl<T: GemmElement> Conv1x1<T> {
         } else {
             RowMap::Pixels { ho: out.h, wo: out.w, src_h: s.h, src_w: s.w, stride: self.stride, ci }
         };
-        let lhs = Lhs { data: input.data(), rows, segments: 1, segment_step: 0 };
-        Gemm {
-            residual: e.residual.map(|r| r.data()),
-            accumulate: e.accumulate,
-            relu: e.relu,
-            ..Gemm::new(lhs, packed.panels(), out.n * out.h * out.w, self.filter.co)
-        }
-        .run(dst)
+        Gemm::new(Lhs::new(input.data(), rows), packed.panels(), out.n * out.h * out.w, self.filter.co)
+            .with_residual(e.residual.map(|r| r.data()))
+            .with_accumulate(e.accumulate)
+            .with_relu(e.relu)
+            .run(dst)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -145,14 +142,12 @@ impl<T: GemmElement> Conv1x1<T> {
             let image = input.image(n);
             let entry = |k: usize, p: usize| image[k * plane + p / wo * st * s.w + p % wo * st];
             let panels = Panels::pack_into(kernel, ci, hw, entry, scratch)?;
-            Gemm {
-                row_bias: Some(bias),
-                residual: e.residual.map(|r| r.image(n)),
-                accumulate: e.accumulate,
-                relu: e.relu,
-                ..Gemm::new(Lhs::strided(weights, 0, ci), panels, co, hw)
-            }
-            .run(out_image)?;
+            Gemm::new(Lhs::strided(weights, 0, ci), panels, co, hw)
+                .with_row_bias(Some(bias))
+                .with_residual(e.residual.map(|r| r.image(n)))
+                .with_accumulate(e.accumulate)
+                .with_relu(e.relu)
+                .run(out_image)?;
         }
         Ok(())
     }

@@ -88,14 +88,12 @@ impl<T: GemmElement> DirectConv<T> {
     ) -> Result<()> {
         let ci = self.filter.ci;
         let rows = RowMap::Pixels { ho: out.h, wo: out.w, src_h, src_w, stride: self.window.stride.0, ci };
-        let lhs = Lhs { data: src, rows, segments: self.filter.kh, segment_step: src_w * ci };
-        Gemm {
-            residual: e.residual.map(|r| r.data()),
-            accumulate: e.accumulate,
-            relu: e.relu,
-            ..Gemm::new(lhs, self.packed.panels(), out.n * out.h * out.w, self.filter.co)
-        }
-        .run(dst)
+        let lhs = Lhs::new(src, rows).with_segments(self.filter.kh, src_w * ci);
+        Gemm::new(lhs, self.packed.panels(), out.n * out.h * out.w, self.filter.co)
+            .with_residual(e.residual.map(|r| r.data()))
+            .with_accumulate(e.accumulate)
+            .with_relu(e.relu)
+            .run(dst)
     }
 
     /// Padded floats of one image, and how many images are padded and convolved at a time:

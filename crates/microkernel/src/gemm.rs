@@ -78,19 +78,30 @@ impl RowMap {
 #[derive(Debug, Clone, Copy)]
 pub struct Lhs<'a, A: GemmElement = f32> {
     /// The buffer rows are read from.
-    pub data: &'a [A],
+    pub(crate) data: &'a [A],
     /// Where each row starts.
-    pub rows: RowMap,
+    rows: RowMap,
     /// Runs per row (at least 1; K must be a multiple of it).
-    pub segments: usize,
+    pub(crate) segments: usize,
     /// Distance between the runs of a row.
-    pub segment_step: usize,
+    pub(crate) segment_step: usize,
 }
 
 impl<'a, A: GemmElement> Lhs<'a, A> {
+    /// Rows of K contiguous values of `data`, each starting where `rows` says.
+    pub fn new(data: &'a [A], rows: RowMap) -> Self {
+        Lhs { data, rows, segments: 1, segment_step: 0 }
+    }
+
     /// Rows of `k` contiguous values, `row_step` apart from `start`: a row-major matrix.
     pub fn strided(data: &'a [A], start: usize, row_step: usize) -> Self {
-        Lhs { data, rows: RowMap::Strided { start, step: row_step }, segments: 1, segment_step: 0 }
+        Lhs::new(data, RowMap::Strided { start, step: row_step })
+    }
+
+    /// The same rows read as `segments` runs of K / segments values, `step` apart (a KxK
+    /// NHWC conv: one run of kw * ci values per kernel row, one input row apart).
+    pub fn with_segments(self, segments: usize, step: usize) -> Self {
+        Lhs { segments, segment_step: step, ..self }
     }
 }
 
@@ -100,26 +111,29 @@ impl<'a, A: GemmElement> Lhs<'a, A> {
 /// `A` is the left operand's element and must be the precision of the panels; `O` is the
 /// output's (and residual's). The sum and the epilogue are f32 whatever the types; a bf16
 /// output is rounded to nearest (ties to even) when stored.
+///
+/// Built with [`Gemm::new`] and the `with_*` methods; the fields are the walk's own, so
+/// every call is checked ([`Gemm::run`]) before it reads or writes anything.
 #[derive(Debug, Clone, Copy)]
 pub struct Gemm<'a, A: GemmElement = f32, O: GemmElement = A> {
     /// Left operand, M x K.
-    pub lhs: Lhs<'a, A>,
+    lhs: Lhs<'a, A>,
     /// Right operand, K x N, packed (with its column bias, if any).
-    pub rhs: Panels<'a>,
+    rhs: Panels<'a>,
     /// Rows M.
-    pub m: usize,
+    m: usize,
     /// Distance between output rows.
-    pub row_len: usize,
+    row_len: usize,
     /// Column of the output row where column 0 of the product goes.
-    pub col0: usize,
+    col0: usize,
     /// One value per row added to it (an NCHW conv, rows are output channels).
-    pub row_bias: Option<&'a [f32]>,
+    row_bias: Option<&'a [f32]>,
     /// Added to the output, laid out like it (same `row_len` and `col0`).
-    pub residual: Option<&'a [O]>,
+    residual: Option<&'a [O]>,
     /// Add the output's prior contents.
-    pub accumulate: bool,
+    accumulate: bool,
     /// max(v, 0) last.
-    pub relu: bool,
+    relu: bool,
 }
 
 impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
@@ -127,6 +141,32 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
     /// only the column bias of `rhs` as epilogue.
     pub fn new(lhs: Lhs<'a, A>, rhs: Panels<'a>, m: usize, row_len: usize) -> Self {
         Gemm { lhs, rhs, m, row_len, col0: 0, row_bias: None, residual: None, accumulate: false, relu: false }
+    }
+
+    /// The same, writing column 0 of the product at column `col0` of each output row.
+    pub fn with_col0(self, col0: usize) -> Self {
+        Gemm { col0, ..self }
+    }
+
+    /// The same, adding one value per row (an NCHW conv: rows are output channels).
+    pub fn with_row_bias(self, row_bias: Option<&'a [f32]>) -> Self {
+        Gemm { row_bias, ..self }
+    }
+
+    /// The same, adding `residual` (laid out like the output: same row length and first
+    /// column) after the biases.
+    pub fn with_residual(self, residual: Option<&'a [O]>) -> Self {
+        Gemm { residual, ..self }
+    }
+
+    /// The same, adding the output's prior contents (`true`) after the residual.
+    pub fn with_accumulate(self, accumulate: bool) -> Self {
+        Gemm { accumulate, ..self }
+    }
+
+    /// The same, ending with max(v, 0) (`true`; NaN stays NaN).
+    pub fn with_relu(self, relu: bool) -> Self {
+        Gemm { relu, ..self }
     }
 
     /// Floats of the output (and residual) buffer the call touches: up to the last column
@@ -249,6 +289,8 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
 
 /// Runs `task` on each `chunk`-long piece of `out` (with its index), in parallel on the
 /// current rayon pool when there is more than one piece and more than one thread.
+/// Plumbing the convkit kernel crates share; not part of the stable API.
+#[doc(hidden)]
 pub fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, task: impl Fn((usize, &mut [T])) + Sync + Send) {
     let chunk = chunk.max(1);
     if out.len() > chunk && rayon::current_num_threads() > 1 {
@@ -259,6 +301,8 @@ pub fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, task: impl Fn((usize
 }
 
 /// Threads of the current rayon pool (what a caller's own task split divides by).
+/// Plumbing the convkit kernel crates share; not part of the stable API.
+#[doc(hidden)]
 pub fn current_threads() -> usize {
     rayon::current_num_threads().max(1)
 }

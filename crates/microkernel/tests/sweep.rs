@@ -63,20 +63,13 @@ fn check<A: GemmElement, O: GemmElement>(kernel: Kernel, c: Case, seed: u64) -> 
         out[r * row_len + col0..][..n].copy_from_slice(&prior[r * n..][..n]);
     }
     let residual_values = random_elements::<O>(m * row_len, seed ^ 5);
-    let lhs_view = Lhs {
-        data: &lhs,
-        rows: RowMap::Strided { start: 0, step: row_step },
-        segments: c.segments,
-        segment_step: seg_step,
-    };
-    let gemm = Gemm {
-        col0,
-        row_bias: c.row_bias.then_some(&row_bias[..]),
-        residual: c.residual.then_some(&residual_values[..]),
-        accumulate: c.accumulate,
-        relu: c.relu,
-        ..Gemm::new(lhs_view, panels, m, row_len)
-    };
+    let lhs_view = Lhs::strided(&lhs, 0, row_step).with_segments(c.segments, seg_step);
+    let gemm = Gemm::new(lhs_view, panels, m, row_len)
+        .with_col0(col0)
+        .with_row_bias(c.row_bias.then_some(&row_bias[..]))
+        .with_residual(c.residual.then_some(&residual_values[..]))
+        .with_accumulate(c.accumulate)
+        .with_relu(c.relu);
     gemm.run_serial(&mut out).map_err(|e| e.to_string())?;
     for r in 0..m {
         for j in 0..row_len {
@@ -277,7 +270,7 @@ fn bad_calls_are_errors() {
     let e = Gemm::new(Lhs::strided(&a, 0, 4), packed.panels(), 3, 3).run(&mut out[..]).unwrap_err();
     assert!(e.to_string().contains("left operand"), "{e}");
     let rows = RowMap::Pixels { ho: 0, wo: 3, src_h: 1, src_w: 3, stride: 1, ci: 4 };
-    let lhs = Lhs { data: &a, rows, segments: 1, segment_step: 0 };
+    let lhs = Lhs::new(&a[..], rows);
     let e = Gemm::new(lhs, packed.panels(), 2, 3).run(&mut out[..]).unwrap_err();
     assert!(e.to_string().contains("0x3 pixels"), "{e}");
     let e = PackedWeights::new(kernel, 0, 3, 1, |_, _| 1.0, None).unwrap_err();

@@ -399,7 +399,7 @@ impl<E: GemmElement> WinogradConv<E> {
     ) -> Result<()> {
         let ci = self.filter.ci;
         let lhs = Lhs::strided(v, (tiles.start * A * A + p) * ci, A * A * ci);
-        Gemm::<E, f32> { col0, ..Gemm::new(lhs, self.positions[p].panels(), tiles.len(), row_len) }.run_serial(out)
+        Gemm::<E, f32>::new(lhs, self.positions[p].panels(), tiles.len(), row_len).with_col0(col0).run_serial(out)
     }
 
     /// Whether [`WinogradConv::multiply`] splits tiles (rather than positions) across tasks:
