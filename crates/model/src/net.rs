@@ -298,65 +298,7 @@ impl ResNet {
         ws.bufs.swap(Buf::Input, Buf::Output);
 
         for block in &network.blocks {
-            // The block's last conv adds its result to the shortcut in place
-            // (`Epilogue::accumulate`): to the block input for an identity shortcut, to the
-            // projection computed into the output buffer otherwise. Either way each output
-            // line is read and written once, and no buffer holds the shortcut alone.
-            let (out, t) = match (&block.downsample, &self.branch_pools) {
-                (Some(ds), Some(pools)) => {
-                    (Buf::Output, self.run_branches_side_by_side::<T>(block, ds, pools, ws, cur, &mut rec)?)
-                }
-                _ => {
-                    let out = match &block.downsample {
-                        Some(Downsample { pool, conv }) => {
-                            let (src, src_shape) = match pool {
-                                Some(name) => {
-                                    let avg = PoolKind::Average { count_include_pad: false };
-                                    (
-                                        Buf::Mid2,
-                                        self.pool::<T>(
-                                            ws,
-                                            Buf::Input,
-                                            Buf::Mid2,
-                                            cur,
-                                            SHORTCUT_POOL,
-                                            avg,
-                                            name,
-                                            &mut rec,
-                                        )?,
-                                    )
-                                }
-                                None => (Buf::Input, cur),
-                            };
-                            self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, &mut rec)?;
-                            Buf::Output
-                        }
-                        None => match &block.subsample {
-                            Some(name) => {
-                                self.pool::<T>(
-                                    ws,
-                                    Buf::Input,
-                                    Buf::Output,
-                                    cur,
-                                    SUBSAMPLE,
-                                    PoolKind::Max,
-                                    name,
-                                    &mut rec,
-                                )?;
-                                Buf::Output
-                            }
-                            None => Buf::Input,
-                        },
-                    };
-                    let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, &mut rec)?;
-                    let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, &mut rec)?;
-                    (out, t)
-                }
-            };
-            cur = self.conv::<T>(&block.conv3, ws, Buf::Mid2, out, t, Fused::AddRelu, &mut rec)?;
-            if out == Buf::Output {
-                ws.bufs.swap(Buf::Input, Buf::Output);
-            }
+            cur = self.block(block, ws, cur, &mut rec)?;
         }
 
         rec.begin();
@@ -387,6 +329,59 @@ impl ResNet {
             0,
         );
         Ok(&ws.logits)
+    }
+
+    /// One residual block from `Buf::Input` (holding `cur`) back into `Buf::Input`;
+    /// returns its output shape.
+    fn block<T: ModelElement>(
+        &self,
+        block: &Block<T>,
+        ws: &mut Workspace,
+        cur: Shape,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Shape, ModelError> {
+        // The block's last conv adds its result to the shortcut in place
+        // (`Epilogue::accumulate`): to the block input for an identity shortcut, to the
+        // projection computed into the output buffer otherwise. Either way each output
+        // line is read and written once, and no buffer holds the shortcut alone.
+        let (out, t) = match (&block.downsample, &self.branch_pools) {
+            (Some(ds), Some(pools)) => {
+                (Buf::Output, self.run_branches_side_by_side::<T>(block, ds, pools, ws, cur, rec)?)
+            }
+            _ => {
+                let out = match &block.downsample {
+                    Some(Downsample { pool, conv }) => {
+                        let (src, src_shape) = match pool {
+                            Some(name) => {
+                                let avg = PoolKind::Average { count_include_pad: false };
+                                (
+                                    Buf::Mid2,
+                                    self.pool::<T>(ws, Buf::Input, Buf::Mid2, cur, SHORTCUT_POOL, avg, name, rec)?,
+                                )
+                            }
+                            None => (Buf::Input, cur),
+                        };
+                        self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, rec)?;
+                        Buf::Output
+                    }
+                    None => match &block.subsample {
+                        Some(name) => {
+                            self.pool::<T>(ws, Buf::Input, Buf::Output, cur, SUBSAMPLE, PoolKind::Max, name, rec)?;
+                            Buf::Output
+                        }
+                        None => Buf::Input,
+                    },
+                };
+                let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, rec)?;
+                let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, rec)?;
+                (out, t)
+            }
+        };
+        let out_shape = self.conv::<T>(&block.conv3, ws, Buf::Mid2, out, t, Fused::AddRelu, rec)?;
+        if out == Buf::Output {
+            ws.bufs.swap(Buf::Input, Buf::Output);
+        }
+        Ok(out_shape)
     }
 
     /// Runs one conv from buffer `src` into `dst` with `fused` in its store, returns its
