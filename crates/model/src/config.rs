@@ -10,9 +10,10 @@ use convkit_microkernel::{CpuFeatures, Family, Kernel};
 use convkit_tensor::Precision;
 use std::path::Path;
 
-/// Images a forward pass runs through the network at a time unless told otherwise: at
-/// batch 8 on 2 threads, image by image was faster than the whole batch at once
-/// (docs/results.md), and it keeps the arena at its batch-1 size.
+/// Images a forward pass runs through the network at a time unless told otherwise: it
+/// keeps the arena at its batch-1 size. At batch 8 on 2 threads image by image was the
+/// fastest on an AMD Zen 4, the whole batch at once (1.20x) on an Intel Xeon: measure
+/// on the machine (`convkit bench --sub-batch`).
 pub const DEFAULT_SUB_BATCH: usize = 1;
 
 /// Everything a model is built with apart from its weights. Start from

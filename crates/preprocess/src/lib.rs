@@ -128,7 +128,7 @@ const MAX_RESIZED_PIXELS: u64 = 64 << 20;
 
 /// The size torchvision's `Resize(256)` gives a `w` x `h` image: the shorter side becomes
 /// [`RESIZE`], the longer one `RESIZE * long / short` truncated (640x480 -> 341x256).
-/// Errors if the result would not fit [`MAX_RESIZED_PIXELS`] or the crop.
+/// Errors if the result would exceed 64 Mi pixels (a very thin image) or not fit the crop.
 pub fn resized_size(w: u32, h: u32) -> Result<(u32, u32)> {
     if w == 0 || h == 0 {
         return Err(PreprocessError::Image(format!("image of {w}x{h} has no pixels")));

@@ -402,7 +402,7 @@ impl<E: GemmElement> WinogradConv<E> {
         Gemm::<E, f32>::new(lhs, self.positions[p].panels(), tiles.len(), row_len).with_col0(col0).run_serial(out)
     }
 
-    /// Whether [`WinogradConv::multiply`] splits tiles (rather than positions) across tasks:
+    /// Whether the position GEMMs split tiles (rather than positions) across tasks:
     /// when all transformed weights fit in the tile-split bound.
     pub fn splits_tiles(&self) -> bool {
         let element_bytes = self.precision().element_bytes();

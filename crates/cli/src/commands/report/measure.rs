@@ -46,7 +46,7 @@ impl Lab<'_> {
         counts(ResNetSpec::resnet50(v), self.args.size)
     }
 
-    /// 1. The variant table: every (variant, precision, batch), one network at a time, in
+    /// Section 1, the variant table: every (variant, precision, batch), one network at a time, in
     /// alternating rounds; and the peak of each precision.
     fn variant_table(
         &self,
@@ -104,7 +104,7 @@ impl Lab<'_> {
         Ok((timings, peaks))
     }
 
-    /// 2. The median steps of each variant's profile (f32, batch 1), in alternating rounds.
+    /// Section 2, the median steps of each variant's profile (f32, batch 1), in alternating rounds.
     fn profile_steps(&self, x1: &Tensor) -> CliResult<Vec<Vec<StepTiming>>> {
         let mut runs: Vec<Vec<Vec<StepTiming>>> = vec![Vec::new(); Variant::ALL.len()];
         let mut spaces: Vec<Workspace> = runs.iter().map(|_| Workspace::new()).collect();
@@ -115,7 +115,7 @@ impl Lab<'_> {
         Ok(runs.iter().map(|r| median_steps(r)).collect())
     }
 
-    /// 3. The memory bandwidth of the pool's threads, and the roofline points of D's conv
+    /// Section 3, the memory bandwidth of the pool's threads, and the roofline points of D's conv
     /// layers from its profile.
     fn roofline(&self, d_steps: &[StepTiming]) -> CliResult<(f64, Vec<RooflinePoint>)> {
         let probe_bytes = (2 * CacheSizes::get().l3).clamp(256 << 20, 1 << 30);
@@ -144,7 +144,7 @@ impl Lab<'_> {
         Ok((bandwidth_gbs, points))
     }
 
-    /// 4a. D's FLOPs and time against A's, with the time difference by kind of layer.
+    /// Section 4a, D's FLOPs and time against A's, with the time difference by kind of layer.
     fn flops_and_time(&self, timings: &[Timing], profiles: &[KindProfile]) -> CliResult<(FlopsClaim, TimeClaim)> {
         let (ca, cd) = (self.counts(Variant::A)?, self.counts(Variant::D)?);
         let flops = FlopsClaim { a_macs: ca.macs(), d_macs: cd.macs(), d_over_a: cd.macs() as f64 / ca.macs() as f64 };
@@ -159,7 +159,7 @@ impl Lab<'_> {
         Ok((flops, TimeClaim { a_ms: ta, d_ms: td, d_over_a: td / ta, run_macs_d_over_a, difference_ms }))
     }
 
-    /// 4d. Branches side by side against one after the other, on the downsampling blocks.
+    /// Section 4d, branches side by side against one after the other, on the downsampling blocks.
     fn branches(&self, x1: &Tensor) -> CliResult<Vec<BranchClaim>> {
         let variants = Variant::ALL;
         let mut runs: Vec<Vec<Vec<StepTiming>>> = vec![Vec::new(); 2 * variants.len()];
@@ -197,7 +197,7 @@ impl Lab<'_> {
             .collect())
     }
 
-    /// 4e. A computing only what is read, against every position.
+    /// Section 4e, A computing only what is read, against every position.
     fn positions(&self, x1: &Tensor) -> CliResult<PositionsClaim> {
         let configs = [self.config(Variant::A), self.config(Variant::A).every_position()];
         let mut spaces: Vec<Workspace> = configs.iter().map(|_| Workspace::new()).collect();
@@ -263,7 +263,7 @@ fn kind_profiles(profiles_steps: &[Vec<StepTiming>]) -> Vec<KindProfile> {
         .collect()
 }
 
-/// 4b. Elements the first 1x1 of each downsampling block reads, in A and in B (whose layer
+/// Section 4b, elements the first 1x1 of each downsampling block reads, in A and in B (whose layer
 /// shapes, unreduced, B's profile holds).
 fn strided_reads(b_steps: &[StepTiming]) -> Vec<StridedRead> {
     b_steps
