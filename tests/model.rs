@@ -393,10 +393,9 @@ fn models_with_different_kernel_masks_run_side_by_side() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let detected = CpuFeatures::detected();
     for precision in [Precision::F32, Precision::Bf16] {
-        let masks: Vec<CpuFeatures> = Family::available_in(detected)
-            .filter(|f| f.precisions().contains(&precision))
-            .map(|f| f.requires())
-            .collect();
+        let families: Vec<Family> =
+            Family::available_in(detected).filter(|f| f.precisions().contains(&precision)).collect();
+        let masks: Vec<CpuFeatures> = families.iter().map(|f| f.requires()).collect();
         let config = |mask| ModelConfig::new(spec).with_precision(precision).with_features(mask);
         // Each alone: built, run and dropped before the next is built.
         let alone: Vec<Vec<f32>> = masks
@@ -409,8 +408,8 @@ fn models_with_different_kernel_masks_run_side_by_side() {
         // All at once, each forward pass on its own thread at the same time.
         let models: Vec<ResNet> = masks.iter().map(|&mask| config(mask).build_seeded(2).unwrap()).collect();
         let kernels: Vec<Kernel> = models.iter().map(|m| m.kernel()).collect();
-        for (model, &mask) in models.iter().zip(&masks) {
-            assert_eq!(model.kernel(), Kernel::pick(precision, mask).unwrap());
+        for (model, &family) in models.iter().zip(&families) {
+            assert_eq!(model.kernel(), Kernel::new(family, precision).unwrap(), "the mask of {family} picks it");
         }
         let together: Vec<Vec<f32>> = std::thread::scope(|s| {
             let runs: Vec<_> = models

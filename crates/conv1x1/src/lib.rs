@@ -207,7 +207,7 @@ impl<T: GemmElement> Conv<T> for Conv1x1<T> {
         match &self.weights {
             Weights::Nhwc(packed) => self.forward_nhwc(packed, input, out_shape, output.data_mut(), &epilogue),
             Weights::Nchw { kernel, weights, bias } => {
-                // An NCHW conv is f32 (checked at construction and by `check_precision`).
+                // NCHW weights exist only for an f32 kernel over T = f32 (checked in `new`).
                 let (Some(input), Some(mut output), Some(epilogue)) =
                     (input.cast::<f32>(), output.cast_mut::<f32>(), epilogue.cast::<f32>())
                 else {

@@ -2,8 +2,8 @@
 //!
 //! Each output pixel's reduction is kh runs of kw*ci contiguous values of a zero-padded
 //! copy of the input (in caller scratch, `(h + 2p) * (w + 2p) * ci` floats per image; none
-//! when the padding is 0), accumulated in registers by the tile kernels of the family
-//! this CPU runs. Compared with im2col + GEMM this copies the input once instead of
+//! when the padding is 0), accumulated in registers by the tile kernel the caller chose
+//! (`Kernel`). Compared with im2col + GEMM this copies the input once instead of
 //! kh*kw times and packs nothing per call.
 
 #![doc = include_str!("../README.md")]

@@ -163,8 +163,8 @@ impl Family {
         Family::ALL.iter().copied().filter(move |f| have.contains(f.requires()))
     }
 
-    /// The family of the f32 kernel [`Kernel::pick`] chooses within `mask`: the one whose
-    /// vectors element-wise work (pooling) runs on.
+    /// The family of the f32 kernel [`Kernel::pick`] chooses within `mask`: the one a model
+    /// pools on and Winograd transforms on (f32 arithmetic; bf16 stored by exact rounding).
     pub fn pick(mask: CpuFeatures) -> Family {
         Family::available_in(mask).find(|f| f.precisions().contains(&Precision::F32)).unwrap_or(Family::Portable)
     }

@@ -23,6 +23,8 @@ impl CpuFeatures {
     pub const AVX2: CpuFeatures = CpuFeatures(1 << 0);
     /// FMA3 fused multiply-add.
     pub const FMA: CpuFeatures = CpuFeatures(1 << 1);
+    /// F16C half-precision conversions (rustc's `avx512f` implies it).
+    pub const F16C: CpuFeatures = CpuFeatures(1 << 11);
     /// AVX-512 Foundation.
     pub const AVX512F: CpuFeatures = CpuFeatures(1 << 2);
     /// AVX-512 byte and word instructions.
@@ -43,9 +45,10 @@ impl CpuFeatures {
     pub const AMX_INT8: CpuFeatures = CpuFeatures(1 << 10);
 
     /// Every capability with its name, in the order names are printed.
-    const NAMED: [(CpuFeatures, &'static str); 11] = [
+    const NAMED: [(CpuFeatures, &'static str); 12] = [
         (CpuFeatures::AVX2, "avx2"),
         (CpuFeatures::FMA, "fma"),
+        (CpuFeatures::F16C, "f16c"),
         (CpuFeatures::AVX512F, "avx512f"),
         (CpuFeatures::AVX512BW, "avx512bw"),
         (CpuFeatures::AVX512VL, "avx512vl"),
@@ -56,6 +59,35 @@ impl CpuFeatures {
         (CpuFeatures::AMX_BF16, "amx-bf16"),
         (CpuFeatures::AMX_INT8, "amx-int8"),
     ];
+
+    /// `self` with what each of its capabilities needs with it, as rustc's target
+    /// features imply them (avx512f brings avx2, fma and f16c; avx512bf16 brings
+    /// avx512bw; avxvnni brings avx2 and fma; the AMX products bring the tiles). A mask written by name is closed this
+    /// way, so no capability in it is unusable for want of another.
+    pub const fn with_prerequisites(self) -> CpuFeatures {
+        let avx512 = CpuFeatures::AVX512F.union(CpuFeatures::AVX2).union(CpuFeatures::FMA).union(CpuFeatures::F16C);
+        let any_avx512 = CpuFeatures::AVX512F
+            .union(CpuFeatures::AVX512BW)
+            .union(CpuFeatures::AVX512VL)
+            .union(CpuFeatures::AVX512BF16)
+            .union(CpuFeatures::AVX512VNNI);
+        let mut out = self;
+        if !out.intersection(any_avx512).is_empty() {
+            out = out.union(avx512);
+        }
+        if out.contains(CpuFeatures::AVX512BF16) {
+            out = out.union(CpuFeatures::AVX512BW);
+        }
+        if out.contains(CpuFeatures::AVXVNNI) {
+            // rustc's avxvnni implies avx2; every CPU with it has fma, and `avx2` by name
+            // means the avx2 family's avx2+fma, so the set prints and parses back alike.
+            out = out.union(CpuFeatures::AVX2).union(CpuFeatures::FMA);
+        }
+        if !out.intersection(CpuFeatures::AMX_BF16.union(CpuFeatures::AMX_INT8)).is_empty() {
+            out = out.union(CpuFeatures::AMX_TILE);
+        }
+        out
+    }
 
     /// Both sets together.
     pub const fn union(self, other: CpuFeatures) -> CpuFeatures {
@@ -87,9 +119,9 @@ impl CpuFeatures {
         Self::NAMED.iter().filter(|(f, _)| self.contains(*f)).map(|(_, name)| *name).collect()
     }
 
-    /// What this CPU can do, read once. The AMX capabilities count only after the OS
-    /// granted this process the tile state (Linux's `arch_prctl` permission request); a
-    /// refusal means "not available", never a fault at the first tile instruction.
+    /// What this CPU can do, read once. The AMX capabilities count only when the OS has
+    /// granted this process the tile state (Linux's `arch_prctl` permission), so that a
+    /// missing grant means "not available", never a fault at the first tile instruction.
     pub fn detected() -> CpuFeatures {
         static DETECTED: OnceLock<CpuFeatures> = OnceLock::new();
         *DETECTED.get_or_init(detect)
@@ -156,8 +188,9 @@ impl std::fmt::Display for CpuFeatures {
 }
 
 /// Names joined by `+` (or `,`): each a kernel family (what it requires), a capability
-/// (`avx512vnni`, `amx-bf16`, …), or `none`. A name that is both (`avx2`, `avx512bf16`)
-/// means the family: `avx2` is avx2+fma, what the avx2 kernels need.
+/// (`avx512vnni`, `amx-bf16`, …, with its prerequisites:
+/// [`CpuFeatures::with_prerequisites`]), or `none`. A name that is both (`avx2`,
+/// `avx512bf16`) means the family: `avx2` is avx2+fma, what the avx2 kernels need.
 impl std::str::FromStr for CpuFeatures {
     type Err = Error;
     fn from_str(s: &str) -> Result<CpuFeatures> {
@@ -165,7 +198,7 @@ impl std::str::FromStr for CpuFeatures {
             let named = CpuFeatures::NAMED.iter().find(|(_, n)| *n == name).map(|(f, _)| *f);
             let family = crate::Family::ALL.iter().find(|f| f.name() == name).map(|f| f.requires());
             match family.or(named).or((name == "none").then_some(CpuFeatures::NONE)) {
-                Some(f) => Ok(set.union(f)),
+                Some(f) => Ok(set.union(f.with_prerequisites())),
                 None => Err(Error::invalid(format!(
                     "unknown CPU capability or kernel family {name:?} in {s:?} (capabilities: {}; families: {})",
                     CpuFeatures::NAMED.map(|(_, n)| n).join(", "),
@@ -182,6 +215,7 @@ fn detect() -> CpuFeatures {
     let flags = [
         (is_x86_feature_detected!("avx2"), CpuFeatures::AVX2),
         (is_x86_feature_detected!("fma"), CpuFeatures::FMA),
+        (is_x86_feature_detected!("f16c"), CpuFeatures::F16C),
         (is_x86_feature_detected!("avx512f"), CpuFeatures::AVX512F),
         (is_x86_feature_detected!("avx512bw"), CpuFeatures::AVX512BW),
         (is_x86_feature_detected!("avx512vl"), CpuFeatures::AVX512VL),
@@ -203,8 +237,8 @@ fn detect() -> CpuFeatures {
 }
 
 /// AMX by hand: `is_x86_feature_detected!("amx-tile")` is unstable. The CPU must report the
-/// tile instructions (CPUID leaf 7), the OS must enable the tile state in XCR0, and Linux
-/// must grant this process that state on request.
+/// tile instructions (CPUID leaf 7, which leaf 0 must reach), the OS must enable the tile
+/// state in XCR0, and Linux must have granted this process that state.
 #[cfg(target_arch = "x86_64")]
 mod amx {
     use super::CpuFeatures;
@@ -212,12 +246,15 @@ mod amx {
 
     /// XCR0 bits of the tile configuration (17) and tile data (18) state components.
     const XCR0_TILE: u64 = (1 << 17) | (1 << 18);
-    /// Linux's `arch_prctl` request for permission to use an extended state component, and
-    /// the component number of the tile data.
-    const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+    /// Linux's `arch_prctl` query of the extended state components this process may use,
+    /// and the bit of the tile data among them.
+    const ARCH_GET_XCOMP_PERM: libc::c_ulong = 0x1022;
+    const XFEATURE_XTILEDATA: u32 = 18;
 
     pub(super) fn granted() -> CpuFeatures {
+        if __cpuid(0).eax < 7 {
+            return CpuFeatures::NONE;
+        }
         let leaf7 = __cpuid_count(7, 0);
         let mut amx = CpuFeatures::NONE;
         for (bit, feature) in [(24, CpuFeatures::AMX_TILE), (22, CpuFeatures::AMX_BF16), (25, CpuFeatures::AMX_INT8)] {
@@ -248,11 +285,18 @@ mod amx {
         unsafe { _xgetbv(0) }
     }
 
+    /// Whether Linux already permits this process the tile data. No kernel family of this
+    /// build uses AMX, so none asks for it (`ARCH_REQ_XCOMP_PERM` would enlarge every
+    /// signal frame of the process); the family that does will make the request.
     #[cfg(target_os = "linux")]
     fn permission_granted() -> bool {
-        // SAFETY: a plain system call with two integer arguments; it touches no memory of
-        // this process. A kernel without the request answers an error, read as "no AMX".
-        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        let mut permitted: u64 = 0;
+        // SAFETY: `arch_prctl(ARCH_GET_XCOMP_PERM, addr)` writes one u64 at `addr`, which
+        // points at `permitted`, alive and writable for the call. A kernel without the
+        // query answers an error, read as "no AMX".
+        let status =
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_GET_XCOMP_PERM, std::ptr::addr_of_mut!(permitted)) };
+        status == 0 && permitted >> XFEATURE_XTILEDATA & 1 == 1
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -273,6 +317,15 @@ mod tests {
         assert_eq!("avx2".parse::<CpuFeatures>().unwrap(), set, "the avx2 family needs avx2 and fma");
         assert_eq!("portable".parse::<CpuFeatures>().unwrap(), CpuFeatures::NONE);
         assert_eq!("none".parse::<CpuFeatures>().unwrap().to_string(), "none");
+        // A capability brings what it needs: avx512f alone would leave every AVX-512 kernel
+        // out (they need avx2 and fma too); printed and parsed back, a mask is the same.
+        let avx512: CpuFeatures = "avx512f".parse().unwrap();
+        assert!(avx512.contains(CpuFeatures::AVX2.union(CpuFeatures::FMA).union(CpuFeatures::F16C)), "{avx512}");
+        for mask in ["avx512f+avx512bf16", "avx512vnni", "avxvnni", "amx-bf16", "avx2+fma+f16c"] {
+            let parsed: CpuFeatures = mask.parse().unwrap();
+            assert_eq!(parsed.to_string().parse::<CpuFeatures>().unwrap(), parsed, "{mask}");
+        }
+        assert!("amx-int8".parse::<CpuFeatures>().unwrap().contains(CpuFeatures::AMX_TILE));
         let e = "avx2+sse9".parse::<CpuFeatures>().unwrap_err().to_string();
         assert!(e.contains("\"sse9\"") && e.contains("avx512bf16"), "{e}");
     }
@@ -293,6 +346,7 @@ mod tests {
         let linux_names = [
             (CpuFeatures::AVX2, "avx2"),
             (CpuFeatures::FMA, "fma"),
+            (CpuFeatures::F16C, "f16c"),
             (CpuFeatures::AVX512F, "avx512f"),
             (CpuFeatures::AVX512BW, "avx512bw"),
             (CpuFeatures::AVX512VL, "avx512vl"),

@@ -75,7 +75,9 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static 
     fn load_bf16(self, s: &[bf16]) -> Self::F32;
 
     /// `v` rounded to bf16 (to nearest, ties to even; NaN stays NaN) into `s[..LANES]`;
-    /// panics if `s` is shorter.
+    /// panics if `s` is shorter. The `avx512bf16` family rounds with `vcvtneps2bf16`,
+    /// which also takes f32 subnormals as zero (its GEMM outputs); the other families keep
+    /// them.
     fn store_bf16(self, s: &mut [bf16], v: Self::F32);
 
     /// All lanes zero.

@@ -129,9 +129,10 @@ impl ModelConfig {
         Ok(Kernel::pick(self.precision, self.kernel_features()?)?)
     }
 
-    /// The family pooling runs on: the conv kernel's.
+    /// The family pooling runs on: the f32 one within the mask (its bf16 stores round in
+    /// software, exactly, where `vcvtneps2bf16` would flush subnormals).
     pub(crate) fn family(&self) -> Result<Family, ModelError> {
-        Ok(self.kernel()?.family())
+        Ok(Family::pick(self.kernel_features()?))
     }
 
     /// Checks the values a build relies on; the error names the field.

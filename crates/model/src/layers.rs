@@ -58,11 +58,11 @@ impl KxkPath {
     /// 3.5e-3 with F(2x2); one layer, up to 6% of an output's sum of |terms|), and it ran
     /// no faster (docs/results.md).
     pub fn winograd_tile(self, ci: usize, precision: Precision) -> Option<WinogradTile> {
-        let f4_max = match self {
-            KxkPath::Auto | KxkPath::Winograd if precision != Precision::F32 => 0,
-            KxkPath::Auto => WINOGRAD_F4_MAX_CHANNELS,
-            KxkPath::Winograd => 256,
-            KxkPath::Direct | KxkPath::Im2col => return None,
+        let f4_max = match (self, precision) {
+            (KxkPath::Direct | KxkPath::Im2col, _) => return None,
+            (KxkPath::Auto | KxkPath::Winograd, Precision::Bf16) => 0,
+            (KxkPath::Auto, Precision::F32) => WINOGRAD_F4_MAX_CHANNELS,
+            (KxkPath::Winograd, Precision::F32) => 256,
         };
         Some(if ci <= f4_max { WinogradTile::F4x4 } else { WinogradTile::F2x2 })
     }

@@ -12,6 +12,11 @@ fn family() -> Family {
     Family::pick(CpuFeatures::selected().unwrap())
 }
 
+/// Every family this CPU runs within the process default.
+fn families() -> impl Strategy<Value = Family> {
+    proptest::sample::select(Family::available_in(CpuFeatures::selected().unwrap()).collect::<Vec<_>>())
+}
+
 #[derive(Debug, Clone)]
 struct PoolProblem {
     input: Shape,
@@ -58,16 +63,17 @@ proptest! {
         reference::compare(&got, &want, &mag, REL_TOL, 0.0).map_err(TestCaseError::fail)?;
     }
 
-    /// bf16 activations: summed in f32 and rounded once per output, against the
-    /// reference on the same bf16-rounded input; the global mean stays f32.
+    /// bf16 activations on every family this CPU runs (the `avx512bf16` one rounds with
+    /// `vcvtneps2bf16`): summed in f32 and rounded once per output, against the reference
+    /// on the same bf16-rounded input; the global mean stays f32.
     #[test]
-    fn bf16_pools_match_reference(p in pool_problem()) {
+    fn bf16_pools_match_reference(p in pool_problem(), family in families()) {
         let x = round_tensor::<bf16>(&random_tensor(p.input, p.layout, p.seed));
         let x16 = elements::<bf16>(&x);
         let input = TensorView::new(p.input, p.layout, &x16).unwrap();
         let out_shape = convkit_pool::output_shape(p.input, p.window).unwrap();
         let mut out16 = vec![bf16::ZERO; out_shape.numel().unwrap()];
-        pool2d_into(family(), input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out16).unwrap()).unwrap();
+        pool2d_into(family, input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out16).unwrap()).unwrap();
         let got = Tensor::from_slice(out_shape, p.layout, &out16.iter().map(|v| v.to_f32()).collect::<Vec<_>>()).unwrap();
         let want = match p.kind {
             PoolKind::Max => reference::max_pool2d(x.view(), p.window).unwrap(),
@@ -75,10 +81,10 @@ proptest! {
         };
         for (i, (g, w)) in got.data().iter().zip(want.data()).enumerate() {
             // A maximum is exact; a mean is rounded once (and summed in f32).
-            prop_assert!((g - w).abs() <= BF16_OUTPUT_TOL * w.abs() + ABS_TOL, "output {}: got {} want {}", i, g, w);
+            prop_assert!((g - w).abs() <= BF16_OUTPUT_TOL * w.abs() + ABS_TOL, "{}: output {}: got {} want {}", family, i, g, w);
         }
         let mut features = vec![0.0; p.input.n * p.input.c];
-        global_avg_pool_into(family(), input, &mut features).unwrap();
+        global_avg_pool_into(family, input, &mut features).unwrap();
         let want = reference::global_avg_pool(x.view()).unwrap();
         let mag = reference::global_avg_pool(reference::abs(&x).view()).unwrap();
         for i in 0..features.len() {

@@ -8,9 +8,10 @@ use crate::{
 use std::time::Duration;
 
 /// A convolution whose weights were packed once, at construction, for one layout, over
-/// activations of element type `T` (f32 unless said). A conv type implements it for the
-/// element types its kernels take; its [`Conv::precision`] says which one the weights were
-/// packed for, and [`Conv::forward`] over another is an error that names both.
+/// activations of element type `T` (f32 unless said). The convs of the kernel crates are
+/// typed (`DirectConv<T>` implements `Conv<T>`), so activations of another type do not
+/// compile; their constructors refuse a kernel of another precision with an error that
+/// names both ([`check_precision`]).
 pub trait Conv<T: Element = f32>: Send + Sync + std::fmt::Debug {
     /// The filter: output and input channels, kernel size.
     fn filter(&self) -> FilterShape;
@@ -62,7 +63,7 @@ pub trait Conv<T: Element = f32>: Send + Sync + std::fmt::Debug {
 }
 
 /// Ok if a conv packed in `packed` may run over activations of type `T`, else an error
-/// naming both: what every [`Conv`] impl over several element types checks first.
+/// naming both: what a conv's constructor checks of the kernel it is given.
 pub fn check_precision<T: Element>(conv: &str, packed: Precision) -> Result<()> {
     if packed == T::PRECISION {
         Ok(())

@@ -208,10 +208,13 @@ impl<E: GemmElement> WinogradConv<E> {
         let precision = kernel.precision();
         filter.check(weights, bias)?;
         filter.check_window(&Self::WINDOW)?;
-        if precision != Precision::F32 && tile == WinogradTile::F4x4 {
-            return Err(Error::invalid(format!(
+        match (precision, tile) {
+            (Precision::F32, _) | (Precision::Bf16, WinogradTile::F2x2) => {}
+            (Precision::Bf16, WinogradTile::F4x4) => {
+                return Err(Error::invalid(format!(
                 "Winograd F(4x4, 3x3) has no {precision} path (its transforms amplify bf16 rounding): use F(2x2, 3x3)"
-            )));
+            )))
+            }
         }
         let (co, ci) = (filter.co, filter.ci);
         let g = tile.weight_transform();
@@ -269,6 +272,13 @@ impl<E: GemmElement> WinogradConv<E> {
     /// The kernel the weights were packed for.
     pub fn kernel(&self) -> Kernel {
         self.positions[0].kernel()
+    }
+
+    /// The family the input and output transforms (f32 arithmetic) run on: the f32 family
+    /// within what the kernel requires (`avx512` for an `avx512bf16.bf16` kernel), whose
+    /// bf16 stores round in software, exactly, subnormals included.
+    fn transform_family(&self) -> convkit_microkernel::Family {
+        convkit_microkernel::Family::pick(self.kernel().requires())
     }
 
     /// The precision of the activations and of the position GEMMs.
@@ -341,7 +351,7 @@ impl<E: GemmElement> WinogradConv<E> {
         let tw = s.w.div_ceil(M);
         let tiles = rows.len() * tw;
         let v = &mut scratch[..A * A * tiles * s.c];
-        let family = self.kernel().family();
+        let family = self.transform_family();
         for_each_chunk(v, A * A * s.c, |(t, vt)| {
             let (ty, tx) = (rows.start + t / tw, t % tw);
             family.dispatch(InputTile::<T, E, A, M> { input, n, ty, tx, out: vt, transform: std::marker::PhantomData });
@@ -421,7 +431,7 @@ impl<E: GemmElement> WinogradConv<E> {
         epilogue: &ChunkEpilogue<'_, E>,
     ) {
         let row_len = wo * self.filter.co;
-        let family = self.kernel().family();
+        let family = self.transform_family();
         // One task per tile row: M output rows (fewer at the bottom).
         for_each_chunk(out_rows, M * row_len, |(ty, out)| {
             family.dispatch(OutputRow::<T, E, A, M> {

@@ -38,7 +38,7 @@ struct VariantRow {
 /// One kernel of the registry, as this CPU sees it.
 #[derive(Debug, Serialize)]
 struct KernelRow {
-    /// "family.precision", as the sweep and `--isa` name it.
+    /// "family.precision", as the sweep names it.
     name: String,
     family: &'static str,
     precision: &'static str,
@@ -174,7 +174,7 @@ pub fn run(args: &InfoArgs) -> CliResult {
         };
         let runs = if row.available { "" } else { " (this CPU lacks it)" };
         println!(
-            "  {:<18} needs {:<32} {} lanes, {}x{} tiles{bf16}{runs}",
+            "  {:<18} needs {:<46} {} lanes, {}x{} tiles{bf16}{runs}",
             row.name, row.requires, row.lanes, row.tile[0], row.tile[1]
         );
     }

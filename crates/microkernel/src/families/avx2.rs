@@ -20,7 +20,7 @@ impl Avx2 {
     /// The token, if this CPU has AVX2 and FMA.
     #[inline]
     pub fn try_new() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2 { _checked: () })
+        CpuFeatures::detected().contains(<Avx2 as FamilyDecl>::REQUIRES).then_some(Avx2 { _checked: () })
     }
 }
 
@@ -33,7 +33,8 @@ impl Simd for Avx2 {
 
     #[inline(always)]
     fn splat(self, v: f32) -> __m256 {
-        // SAFETY: an Avx2 token exists only if `Avx2::try_new` saw avx2 and fma on this CPU.
+        // SAFETY: an Avx2 token exists only if `Avx2::try_new` saw avx2 and fma on this CPU
+        // (`CpuFeatures::detected`, from `is_x86_feature_detected!`).
         unsafe { _mm256_set1_ps(v) }
     }
     #[inline(always)]

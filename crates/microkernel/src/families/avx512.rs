@@ -17,8 +17,7 @@ impl Avx512 {
     /// The token, if this CPU has AVX-512F (and the AVX2 and FMA every such CPU has).
     #[inline]
     pub fn try_new() -> Option<Self> {
-        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-            .then_some(Avx512 { _checked: () })
+        CpuFeatures::detected().contains(<Avx512 as FamilyDecl>::REQUIRES).then_some(Avx512 { _checked: () })
     }
 }
 
@@ -31,7 +30,8 @@ impl Simd for Avx512 {
 
     #[inline(always)]
     fn splat(self, v: f32) -> __m512 {
-        // SAFETY: an Avx512 token exists only if `Avx512::try_new` saw avx512f on this CPU.
+        // SAFETY: an Avx512 token exists only if `Avx512::try_new` saw avx512f (with avx2,
+        // fma and f16c) on this CPU (`CpuFeatures::detected`, from `is_x86_feature_detected!`).
         unsafe { _mm512_set1_ps(v) }
     }
     #[inline(always)]
@@ -132,7 +132,9 @@ impl Simd for Avx512 {
 
 impl FamilyDecl for Avx512 {
     const NAME: &'static str = "avx512";
-    const REQUIRES: CpuFeatures = CpuFeatures::AVX512F.union(CpuFeatures::AVX2).union(CpuFeatures::FMA);
+    // Everything rustc's `avx512f` implies: `enter` compiles with all of it.
+    const REQUIRES: CpuFeatures =
+        CpuFeatures::AVX512F.union(CpuFeatures::AVX2).union(CpuFeatures::FMA).union(CpuFeatures::F16C);
     const TILE: TileShape = TileShape { mr: MR, nr: 32, max_panels: 2 };
     const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16];
 
@@ -142,7 +144,8 @@ impl FamilyDecl for Avx512 {
 
     #[inline]
     fn enter<Op: SimdOp>(self, op: Op) -> Op::Output {
-        // SAFETY: `run_avx512` enables avx512f, avx2 and fma; the token exists only when
+        // SAFETY: `run_avx512` enables avx512f, avx2 and fma (and what avx512f implies:
+        // f16c), all in `REQUIRES`; the token exists only when
         // `Avx512::try_new` saw them on this CPU.
         unsafe { run_avx512(self, op) }
     }

@@ -19,7 +19,7 @@ impl Avx512Bf16 {
     #[inline]
     pub fn try_new() -> Option<Self> {
         let f32_ops = Avx512::try_new()?;
-        is_x86_feature_detected!("avx512bf16").then_some(Avx512Bf16 { f32_ops })
+        CpuFeatures::detected().contains(<Avx512Bf16 as FamilyDecl>::REQUIRES).then_some(Avx512Bf16 { f32_ops })
     }
 }
 
@@ -95,6 +95,7 @@ impl Simd for Avx512Bf16 {
             )
         }
     }
+    /// One `vcvtneps2bf16`: rounds to nearest even, and takes f32 subnormals as zero.
     #[inline(always)]
     fn store_bf16(self, s: &mut [bf16], v: __m512) {
         let s = &mut s[..16];
@@ -109,7 +110,9 @@ impl Simd for Avx512Bf16 {
 
 impl FamilyDecl for Avx512Bf16 {
     const NAME: &'static str = "avx512bf16";
-    const REQUIRES: CpuFeatures = <Avx512 as FamilyDecl>::REQUIRES.union(CpuFeatures::AVX512BF16);
+    // Everything rustc's `avx512bf16` implies (avx512bw, and through it avx512f's set).
+    const REQUIRES: CpuFeatures =
+        <Avx512 as FamilyDecl>::REQUIRES.union(CpuFeatures::AVX512BW).union(CpuFeatures::AVX512BF16);
     const TILE: TileShape = <Avx512 as FamilyDecl>::TILE;
     const PRECISIONS: &'static [Precision] = &[Precision::Bf16];
 
@@ -119,8 +122,9 @@ impl FamilyDecl for Avx512Bf16 {
 
     #[inline]
     fn enter<Op: SimdOp>(self, op: Op) -> Op::Output {
-        // SAFETY: `run_avx512_bf16` enables avx512f, avx512bf16, avx2 and fma; the token
-        // exists only when `Avx512Bf16::try_new` saw them on this CPU.
+        // SAFETY: `run_avx512_bf16` enables avx512f, avx512bf16, avx2 and fma (and what they
+        // imply: avx512bw, f16c), all in `REQUIRES`; the token exists only when
+        // `Avx512Bf16::try_new` saw them on this CPU.
         unsafe { run_avx512_bf16(self, op) }
     }
 }
