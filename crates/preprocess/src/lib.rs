@@ -173,8 +173,34 @@ pub fn preprocess_bytes(bytes: &[u8], mode: Preprocess) -> Result<Vec<f32>> {
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| image_error(format!("cannot decode the image: {e}")))?.to_rgb8();
+    resize_crop_normalise(&img, mode)
+}
+
+/// [`preprocess`] of a decoded RGB image: `pixels` holds `height` rows of `width` pixels,
+/// 3 bytes each (R, G, B), as `PIL.Image.convert("RGB")` or an `H x W x 3` uint8 array
+/// hold them.
+pub fn preprocess_rgb(pixels: &[u8], width: u32, height: u32, mode: Preprocess) -> Result<Vec<f32>> {
+    let expected = 3 * width as u64 * height as u64;
+    if pixels.len() as u64 != expected {
+        return Err(PreprocessError::Image(format!(
+            "an RGB image of {width}x{height} has {expected} bytes, got {}",
+            pixels.len()
+        )));
+    }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(PreprocessError::Image(format!(
+            "image of {width}x{height} is larger than {MAX_SIDE} pixels on a side"
+        )));
+    }
+    let img = image::RgbImage::from_raw(width, height, pixels.to_vec())
+        .ok_or_else(|| PreprocessError::Image(format!("an RGB image of {width}x{height} does not fit its bytes")))?;
+    resize_crop_normalise(&img, mode)
+}
+
+/// Resizes the shorter side to [`RESIZE`], center-crops [`CROP`] and normalises: CHW.
+fn resize_crop_normalise(img: &image::RgbImage, mode: Preprocess) -> Result<Vec<f32>> {
     let (nw, nh) = resized_size(img.width(), img.height())?;
-    let resized = image::imageops::resize(&img, nw, nh, mode.filter());
+    let resized = image::imageops::resize(img, nw, nh, mode.filter());
     let (x0, y0) = (crop_offset(nw as usize), crop_offset(nh as usize));
     let mut out = vec![0.0; 3 * CROP * CROP];
     for y in 0..CROP {
@@ -241,6 +267,21 @@ mod tests {
         let mut trailer = jpeg.clone();
         trailer.extend_from_slice(b"camera trailer");
         assert!(preprocess_bytes(&trailer, Preprocess::Timm).is_ok());
+    }
+
+    #[test]
+    fn decoded_pixels_preprocess_as_their_file() {
+        let img = image::RgbImage::from_fn(301, 257, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, 9]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        for mode in Preprocess::ALL {
+            let from_file = preprocess_bytes(png.get_ref(), mode).unwrap();
+            assert_eq!(preprocess_rgb(img.as_raw(), 301, 257, mode).unwrap(), from_file, "{mode}");
+        }
+        let e = preprocess_rgb(&img.as_raw()[1..], 301, 257, Preprocess::Timm).unwrap_err().to_string();
+        assert!(e.contains("301x257") && e.contains("232071"), "{e}");
+        let e = preprocess_rgb(&[], 0, 4, Preprocess::Timm).unwrap_err().to_string();
+        assert!(e.contains("no pixels"), "{e}");
     }
 
     #[test]
