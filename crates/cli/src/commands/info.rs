@@ -87,7 +87,9 @@ struct Caches {
 struct Info {
     #[serde(flatten)]
     machine: Machine,
-    kernels: Kernels,
+    /// Named apart from the machine's `kernels` (the kernel of each precision), which
+    /// the flattened machine writes at the same level.
+    kernel_registry: Kernels,
     caches: Caches,
     depth: usize,
     size: usize,
@@ -140,7 +142,7 @@ pub fn run(args: &InfoArgs) -> CliResult {
         .collect::<CliResult<Vec<_>>>()?;
     let info = Info {
         machine: Machine::new(&args.kernels),
-        kernels,
+        kernel_registry: kernels,
         caches: Caches {
             l1d: cache.l1d,
             l2: cache.l2,
@@ -157,7 +159,7 @@ pub fn run(args: &InfoArgs) -> CliResult {
         return print_json(&info);
     }
     println!("CPU: {}", info.machine.cpu);
-    let k = &info.kernels;
+    let k = &info.kernel_registry;
     println!("CPU capabilities: {}", k.detected);
     let masked = if k.masked { format!(" (within the mask {})", info.machine.isa) } else { String::new() };
     let picks: Vec<String> = info.machine.kernels.iter().map(|(p, kernel)| format!("{p} on {kernel}")).collect();

@@ -174,13 +174,14 @@ class ResNet:
                 :func:`preprocess`): a numpy array, a CPU torch tensor (read through
                 DLPack, torch is not needed), or anything with ``__array__``. A
                 C-contiguous float32 array is read in place; any other layout in memory
-                (a slice, a transpose) is copied once. Any batch size; any image size
-                the network can take (at least 32 x 32 for ResNet-50).
+                (a slice, a transpose) is copied once. Any batch size (0 gives an empty
+                ``[0, classes]``) and any image size (224 x 224 is what the weights
+                were trained at).
 
         Raises:
             InputError: x is not an array, not float32, not 4-dimensional, does not
-                have 3 channels, is too small for the network, or holds a NaN or an
-                infinity (the message gives its index).
+                have 3 channels, has an empty side, or holds a NaN or an infinity (the
+                message gives its index).
         """
         return self._model.run(_as_input(x), layout)
 
