@@ -73,7 +73,7 @@ def predictions(
         list(paths),
         include_paths=True,
         file_extensions=[s.lstrip(".").lower() for s in IMAGE_SUFFIXES],
-        ray_remote_args={"num_cpus": 0},
+        num_cpus=0,
     )
     return ds.map_batches(
         convkit.ray.Predictor,
