@@ -202,6 +202,26 @@ impl Model {
         Ok(logits.into_pyarray(py))
     }
 
+    /// Seconds of each of `passes` forward passes of `x` timed in Rust, with no Python
+    /// between them: what `run` costs beyond the forward pass is its time less these
+    /// (crates/python/benches/throughput.py).
+    fn time_forward(&self, py: Python<'_>, x: PyReadonlyArray4<'_, f32>, passes: usize) -> PyResult<Vec<f64>> {
+        let dims = x.shape();
+        let shape = Shape::new(dims[0], dims[1], dims[2], dims[3]);
+        let data = x.as_slice().map_err(|_| error(Kind::Input, "x is not C-contiguous"))?;
+        let view = TensorView::new(shape, Layout::Nchw, data).map_err(|e| error(Kind::Input, e.to_string()))?;
+        let mut ws = Workspace::new();
+        let times = py.detach(|| {
+            (0..passes)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    self.net.forward(view, &mut ws).map(|_| start.elapsed().as_secs_f64())
+                })
+                .collect::<Result<Vec<f64>, ModelError>>()
+        });
+        times.map_err(|e| model_error(e, Kind::Input))
+    }
+
     /// Multiply-adds of one image of h x w.
     fn macs_at(&self, h: usize, w: usize) -> PyResult<u64> {
         let counts = self.net.spec().layers().counts(h, w).map_err(|e| error(Kind::Input, format!("{h}x{w}: {e}")))?;
