@@ -15,7 +15,8 @@ default is one actor per node with every CPU of the node (the smallest node's co
 which keeps each actor's batch on one model; --actors and --threads choose others (2
 actors of 1 thread on 2 cores, say). Reading files is left at zero CPUs: it waits on
 storage, and every CPU goes to the actors, which decode and preprocess their batch in
-parallel (in Rust, the GIL released) before running it.
+parallel (in Rust, the GIL released) before running it; as many read tasks run at once
+as there are actors.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def predictions(
         include_paths=True,
         file_extensions=[s.lstrip(".").lower() for s in IMAGE_SUFFIXES],
         num_cpus=0,
+        # Zero-CPU tasks are not limited by the CPUs: bound them, or Ray starts a worker
+        # process per read task at once (measured: 8 on 2 cores, seconds of start-up).
+        concurrency=actors,
     )
     return ds.map_batches(
         convkit.ray.Predictor,

@@ -85,6 +85,19 @@ def in_process(m: convkit.ResNet, paths: list[Path], batch: int) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
+def phases(m: convkit.ResNet, paths: list[Path], batch: int) -> tuple[float, float]:
+    """images/s of decoding and preprocessing alone, and of the forward passes alone."""
+    decode = infer = 0.0
+    for i in range(0, len(paths), batch):
+        start = time.perf_counter()
+        x = convkit.preprocess(paths[i : i + batch], preprocess="timm")
+        decode += time.perf_counter() - start
+        start = time.perf_counter()
+        m(x)
+        infer += time.perf_counter() - start
+    return len(paths) / decode, len(paths) / infer
+
+
 def onnxruntime(session, paths: list[Path], batch: int) -> float:
     start = time.perf_counter()
     for i in range(0, len(paths), batch):
@@ -140,6 +153,9 @@ def pipeline(args: argparse.Namespace) -> None:
     try:
         for _ in range(args.rounds):
             results.setdefault("in process, 2 threads", []).append(in_process(m, paths, args.batch))
+            decode, infer = phases(m, paths, args.batch)
+            results.setdefault("  of which decode + preprocess alone (2 threads)", []).append(decode)
+            results.setdefault("  of which the forward passes alone (2 threads)", []).append(infer)
             steady, whole = on_ray(example, folder, weights, 1, 2, args.batch, len(paths))
             results.setdefault("Ray, 1 actor x 2 threads", []).append(steady)
             results.setdefault("Ray, 1 actor x 2 threads, start-up included", []).append(whole)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -84,3 +85,33 @@ def test_preprocessed_tensors_go_through_the_predictor(local_ray, weights_d, ima
         want = convkit.ResNet("d", weights=weights_d, threads=1)(x)
     assert np.array_equal(np.stack([r["logits"] for r in rows]).view(np.uint32), want.view(np.uint32))
     assert [r["top_classes"].tolist() for r in rows] == [np.argsort(-w)[:3].tolist() for w in want]
+
+
+def test_an_actor_that_dies_mid_batch_is_replaced_and_its_batch_retried(local_ray, weights_d, images, tmp_path):
+    """Ray Data's actor pools restart a dead actor (max_restarts=-1) and retry the batch it
+    held (max_task_retries=-1): every image still gets exactly one row."""
+    marker = tmp_path / "died"
+
+    class DiesOnce(convkit.ray.Predictor):
+        def __call__(self, batch):
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)  # the process is gone mid-batch, as on a lost machine
+            return super().__call__(batch)
+
+    paths = sorted(str(p) for p in images[:12])
+    rows = (
+        # Reads at zero CPUs, as the example does: the actor holds both CPUs.
+        ray.data.read_binary_files(paths, include_paths=True, num_cpus=0, concurrency=1)
+        .map_batches(
+            DiesOnce,
+            fn_constructor_kwargs={"weights": str(weights_d), "top": 1},
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=2,
+            batch_size=4,
+            batch_format="numpy",
+        )
+        .take_all()
+    )
+    assert marker.exists(), "the first actor died"
+    assert sorted(r["path"] for r in rows) == paths
