@@ -5,7 +5,9 @@
 //! error to an exception of `convkit.errors`.
 
 use convkit_microkernel::{CacheSizes, CpuFeatures, Family, Kernel};
-use convkit_model::{KxkPath, ModelConfig, ModelError, ResNet, ResNetSpec, Variant, Weights, WeightsMetadata, Workspace};
+use convkit_model::{
+    KxkPath, ModelConfig, ModelError, ResNet, ResNetSpec, Variant, Weights, WeightsMetadata, Workspace,
+};
 use convkit_preprocess::{Preprocess, PreprocessError, CROP};
 use convkit_tensor::{Layout, Precision, Shape, TensorView};
 use numpy::ndarray::{Array2, Array3, Array4};
@@ -43,9 +45,10 @@ impl Kind {
 }
 
 /// The exception class `name` of `convkit.errors`, instantiated lazily with `args`.
-fn convkit_error(name: &str, args: impl pyo3::PyErrArguments + Send + Sync + 'static) -> PyErr {
+fn convkit_error(name: &str, args: impl pyo3::PyErrArguments + 'static) -> PyErr {
     Python::attach(|py| {
-        let class = py.import("convkit.errors").and_then(|m| m.getattr(name)).and_then(|c| Ok(c.cast_into::<PyType>()?));
+        let class =
+            py.import("convkit.errors").and_then(|m| m.getattr(name)).and_then(|c| Ok(c.cast_into::<PyType>()?));
         match class {
             Ok(class) => PyErr::from_type(class, args),
             Err(e) => e,
@@ -166,7 +169,12 @@ impl Model {
 
     /// Logits [n, classes] of `x`, a C-contiguous float32 array [n, 3, h, w] (`layout`
     /// "nchw") or [n, h, w, 3] ("nhwc"), with the GIL released.
-    fn run<'py>(&self, py: Python<'py>, x: PyReadonlyArray4<'py, f32>, layout: &str) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray4<'py, f32>,
+        layout: &str,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let layout = match layout {
             "nchw" => Layout::Nchw,
             "nhwc" => Layout::Nhwc,
@@ -178,7 +186,10 @@ impl Model {
             Layout::Nhwc => Shape::new(dims[0], dims[3], dims[1], dims[2]),
         };
         if shape.c != 3 {
-            return Err(error(Kind::Input, format!("x has shape {dims:?}: {} channels, expected 3 (RGB, {layout:?})", shape.c)));
+            return Err(error(
+                Kind::Input,
+                format!("x has shape {dims:?}: {} channels, expected 3 (RGB, {layout:?})", shape.c),
+            ));
         }
         let data = x.as_slice().map_err(|_| error(Kind::Input, "x is not C-contiguous"))?;
         let classes = self.net.classes();
@@ -190,7 +201,7 @@ impl Model {
                 return Err(PyErrLater(Kind::Input, non_finite_message(data[i], i, dims, layout)));
             }
             let view = TensorView::new(shape, layout, data).map_err(|e| PyErrLater(Kind::Input, e.to_string()))?;
-            let mut ws = self.workspaces.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_else(Workspace::new);
+            let mut ws = self.workspaces.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_default();
             let logits = self.net.forward(view, &mut ws).map(<[f32]>::to_vec);
             if let Ok(mut pool) = self.workspaces.lock() {
                 pool.push(ws);
@@ -341,11 +352,7 @@ fn preprocess_one(source: &ImageSource, mode: Preprocess) -> Result<Vec<f32>, Pr
 /// Preprocesses encoded images (files or bytes) into [n, 3, 224, 224], decoding them in
 /// parallel with the GIL released; an error names the image (its file, or its index).
 #[pyfunction]
-fn preprocess_many<'py>(
-    py: Python<'py>,
-    sources: Vec<ImageSource>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyArray4<f32>>> {
+fn preprocess_many<'py>(py: Python<'py>, sources: Vec<ImageSource>, mode: &str) -> PyResult<Bound<'py, PyArray4<f32>>> {
     use rayon::prelude::*;
     let mode: Preprocess = mode.parse().map_err(|e: PreprocessError| error(Kind::Config, e.to_string()))?;
     let images = py.detach(|| sources.par_iter().map(|s| preprocess_one(s, mode)).collect::<Vec<_>>());
