@@ -1,5 +1,8 @@
-//! What `convkit classify` reads: the image files its arguments name.
+//! What `convkit classify` and `convkit preprocess` read: the image files their arguments
+//! name, preprocessed in parallel.
 
+use convkit_preprocess::Preprocess;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// The files of image types `convkit_preprocess::preprocess` reads, by extension (any case).
@@ -56,6 +59,23 @@ pub fn expand_inputs(args: &[PathBuf]) -> Vec<Result<PathBuf, BadInput>> {
         }
     }
     out
+}
+
+/// Each input preprocessed (in parallel on the current rayon pool), in order: the name to
+/// show it by, and its 3 x 224 x 224 values or what is wrong with it (naming the file).
+pub fn preprocess_inputs(
+    inputs: &[Result<PathBuf, BadInput>],
+    mode: Preprocess,
+) -> Vec<(String, Result<Vec<f32>, String>)> {
+    inputs
+        .par_iter()
+        .map(|input| match input {
+            Ok(path) => {
+                (path.display().to_string(), convkit_preprocess::preprocess(path, mode).map_err(|e| e.to_string()))
+            }
+            Err(bad) => (bad.arg.display().to_string(), Err(bad.message.clone())),
+        })
+        .collect()
 }
 
 fn is_image_name(p: &Path) -> bool {

@@ -3,7 +3,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, classify, export, info, profile, report, run};
+use commands::{bench, classify, export, info, preprocess, profile, report, run};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -25,6 +25,8 @@ enum Command {
     Run(run::RunArgs),
     /// Top ImageNet classes of JPEG/PNG images, directories or glob patterns.
     Classify(classify::ClassifyArgs),
+    /// Writes the float32 tensor classify feeds the network, N x 3 x 224 x 224, as .npy.
+    Preprocess(preprocess::PreprocessArgs),
     /// Writes seeded weights under timm/torchvision key names as safetensors.
     Export(export::ExportArgs),
     /// Measures the paper's claims here and writes a page of tables and figures
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Profile(args) => profile::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Classify(args) => classify::run(&args),
+        Command::Preprocess(args) => preprocess::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Report(args) => report::run(&args),
     };

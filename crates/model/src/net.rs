@@ -183,7 +183,10 @@ impl ResNet {
         self.run_sub_batches(input, ws, None)
     }
 
-    fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    /// Runs `f` on the model's pool if it has one, else on the current one: work beside
+    /// the forward pass (decoding its images, say) then shares the model's threads
+    /// instead of adding threads of its own.
+    pub fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(f),
             None => f(),

@@ -6,7 +6,9 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-use image::imageops::FilterType;
+mod resample;
+
+use resample::Filter;
 use std::path::{Path, PathBuf};
 
 /// What preprocessing an image fails with; the message names the file (where there is
@@ -75,12 +77,11 @@ pub enum Preprocess {
 }
 
 impl Preprocess {
-    /// The resampling filter: Pillow's bilinear and bicubic (a = -0.5), as the image crate
-    /// names them.
-    fn filter(self) -> FilterType {
+    /// The resampling filter: Pillow's bilinear, or its bicubic (a = -0.5).
+    fn filter(self) -> Filter {
         match self {
-            Preprocess::Torchvision => FilterType::Triangle,
-            Preprocess::Timm => FilterType::CatmullRom,
+            Preprocess::Torchvision => Filter::Bilinear,
+            Preprocess::Timm => Filter::Bicubic,
         }
     }
 
@@ -173,45 +174,55 @@ pub fn preprocess_bytes(bytes: &[u8], mode: Preprocess) -> Result<Vec<f32>> {
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| image_error(format!("cannot decode the image: {e}")))?.to_rgb8();
-    resize_crop_normalise(&img, mode)
+    preprocess_rgb(img.as_raw(), img.width(), img.height(), mode)
 }
 
 /// [`preprocess`] of a decoded RGB image: `pixels` holds `height` rows of `width` pixels,
 /// 3 bytes each (R, G, B), as `PIL.Image.convert("RGB")` or an `H x W x 3` uint8 array
 /// hold them.
 pub fn preprocess_rgb(pixels: &[u8], width: u32, height: u32, mode: Preprocess) -> Result<Vec<f32>> {
-    let expected = 3 * width as u64 * height as u64;
+    Ok(normalise(&resize_and_crop(pixels, width, height, mode)?))
+}
+
+/// The image that enters normalisation: `pixels` (as [`preprocess_rgb`] takes them)
+/// resized as Pillow's `Image.resize` resizes it (the shorter side to [`RESIZE`], with the
+/// filter of `mode`) and center-cropped to [`CROP`] x [`CROP`]: RGB bytes, row by row,
+/// equal to what torchvision's and timm's transforms make of a PIL image.
+pub fn resize_and_crop(pixels: &[u8], width: u32, height: u32, mode: Preprocess) -> Result<Vec<u8>> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(PreprocessError::Image(format!(
+            "image of {width}x{height} is larger than {MAX_SIDE} pixels on a side"
+        )));
+    }
+    let expected = 3 * width as u64 * height as u64; // at most 3 * 2^28: no overflow
     if pixels.len() as u64 != expected {
         return Err(PreprocessError::Image(format!(
             "an RGB image of {width}x{height} has {expected} bytes, got {}",
             pixels.len()
         )));
     }
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(PreprocessError::Image(format!(
-            "image of {width}x{height} is larger than {MAX_SIDE} pixels on a side"
-        )));
-    }
-    let img = image::RgbImage::from_raw(width, height, pixels.to_vec())
-        .ok_or_else(|| PreprocessError::Image(format!("an RGB image of {width}x{height} does not fit its bytes")))?;
-    resize_crop_normalise(&img, mode)
+    let (nw, nh) = resized_size(width, height)?;
+    let (nw, nh) = (nw as usize, nh as usize);
+    Ok(resample::resize_window(
+        pixels,
+        (width as usize, height as usize),
+        (nw, nh),
+        (crop_offset(nw), crop_offset(nh)),
+        (CROP, CROP),
+        mode.filter(),
+    ))
 }
 
-/// Resizes the shorter side to [`RESIZE`], center-crops [`CROP`] and normalises: CHW.
-fn resize_crop_normalise(img: &image::RgbImage, mode: Preprocess) -> Result<Vec<f32>> {
-    let (nw, nh) = resized_size(img.width(), img.height())?;
-    let resized = image::imageops::resize(img, nw, nh, mode.filter());
-    let (x0, y0) = (crop_offset(nw as usize), crop_offset(nh as usize));
+/// torchvision's `ToTensor` + `Normalize` in f32, in its order (`(x / 255 - mean) / std`):
+/// RGB bytes of [`CROP`] x [`CROP`] pixels to CHW.
+fn normalise(rgb: &[u8]) -> Vec<f32> {
     let mut out = vec![0.0; 3 * CROP * CROP];
-    for y in 0..CROP {
-        for x in 0..CROP {
-            let p = resized.get_pixel((x0 + x) as u32, (y0 + y) as u32).0;
-            for c in 0..3 {
-                out[(c * CROP + y) * CROP + x] = (p[c] as f32 / 255.0 - MEAN[c]) / STD[c];
-            }
+    for (i, p) in rgb.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * CROP * CROP + i] = (p[c] as f32 / 255.0 - MEAN[c]) / STD[c];
         }
     }
-    Ok(out)
+    out
 }
 
 /// Where torchvision's `CenterCrop` starts on a side of `len`: `round((len - CROP) / 2)`,

@@ -141,7 +141,8 @@ impl Model {
     ) -> PyResult<Self> {
         let variant: Variant = parse("variant", variant)?;
         let spec = ResNetSpec::with_depth(variant, depth).map_err(|e| error(Kind::Config, format!("depth: {e}")))?;
-        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads =
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS));
         if threads == 0 || threads > MAX_THREADS {
             return Err(error(Kind::Config, format!("threads must be between 1 and {MAX_THREADS}, got {threads}")));
         }
@@ -221,22 +222,29 @@ impl Model {
         let shape = Shape::new(dims[0], dims[1], dims[2], dims[3]);
         let data = x.as_slice().map_err(|_| error(Kind::Input, "x is not C-contiguous"))?;
         let view = TensorView::new(shape, Layout::Nchw, data).map_err(|e| error(Kind::Input, e.to_string()))?;
-        let mut ws = Workspace::new();
         let times = py.detach(|| {
-            (0..passes)
+            // A workspace `run` used, so that no timed pass grows one.
+            let mut ws = self.workspaces.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_default();
+            self.net.forward(view, &mut ws)?;
+            let times = (0..passes)
                 .map(|_| {
                     let start = std::time::Instant::now();
                     self.net.forward(view, &mut ws).map(|_| start.elapsed().as_secs_f64())
                 })
-                .collect::<Result<Vec<f64>, ModelError>>()
+                .collect::<Result<Vec<f64>, ModelError>>();
+            if let Ok(mut pool) = self.workspaces.lock() {
+                pool.push(ws);
+            }
+            times
         });
         times.map_err(|e| model_error(e, Kind::Input))
     }
 
     /// Multiply-adds of one image of h x w.
     fn macs_at(&self, h: usize, w: usize) -> PyResult<u64> {
-        let counts = self.net.spec().layers().counts(h, w).map_err(|e| error(Kind::Input, format!("{h}x{w}: {e}")))?;
-        Ok(counts.macs())
+        let too_large = || error(Kind::Input, format!("{h}x{w}: the multiply-adds overflow 64 bits"));
+        let c = self.net.spec().layers().counts(h, w).map_err(|_| too_large())?;
+        [c.macs_3x3, c.macs_stem, c.macs_fc].into_iter().try_fold(c.macs_1x1, u64::checked_add).ok_or_else(too_large)
     }
 
     /// Parameters (conv weights, BN scale and shift, FC weight and bias).
@@ -350,20 +358,34 @@ fn preprocess_one(source: &ImageSource, mode: Preprocess) -> Result<Vec<f32>, Pr
 }
 
 /// Preprocesses encoded images (files or bytes) into [n, 3, 224, 224], decoding them in
-/// parallel with the GIL released; an error names the image (its file, or its index).
+/// parallel with the GIL released: on `model`'s threads when given (so that a model's
+/// caller never runs more threads than the model has), else on the process's pool. An
+/// error names the image: its file, or `names[i]` for bytes.
 #[pyfunction]
-fn preprocess_many<'py>(py: Python<'py>, sources: Vec<ImageSource>, mode: &str) -> PyResult<Bound<'py, PyArray4<f32>>> {
+#[pyo3(signature = (sources, names, mode, model=None))]
+fn preprocess_many<'py>(
+    py: Python<'py>,
+    sources: Vec<ImageSource>,
+    names: Vec<String>,
+    mode: &str,
+    model: Option<&Model>,
+) -> PyResult<Bound<'py, PyArray4<f32>>> {
     use rayon::prelude::*;
     let mode: Preprocess = mode.parse().map_err(|e: PreprocessError| error(Kind::Config, e.to_string()))?;
-    let images = py.detach(|| sources.par_iter().map(|s| preprocess_one(s, mode)).collect::<Vec<_>>());
+    if names.len() != sources.len() {
+        return Err(error(Kind::Input, format!("{} names for {} images", names.len(), sources.len())));
+    }
+    let decode = || sources.par_iter().map(|s| preprocess_one(s, mode)).collect::<Vec<_>>();
+    let images = py.detach(|| match model {
+        Some(m) => m.net.on_pool(decode),
+        None => decode(),
+    });
     let mut out = Vec::with_capacity(images.len() * 3 * CROP * CROP);
-    for (i, image) in images.into_iter().enumerate() {
-        match (image, &sources[i]) {
+    for ((image, source), name) in images.into_iter().zip(&sources).zip(&names) {
+        match (image, source) {
             (Ok(x), _) => out.extend(x),
             (Err(e), ImageSource::Path(_)) => return Err(preprocess_error(e)),
-            (Err(e), ImageSource::Bytes(_)) => {
-                return Err(error(Kind::Image, format!("image {i} (bytes): {e}")));
-            }
+            (Err(e), ImageSource::Bytes(_)) => return Err(error(Kind::Image, format!("{name}: {e}"))),
         }
     }
     let n = sources.len();

@@ -127,3 +127,21 @@ def test_bad_images_raise_image_or_file_errors(seeded, tmp_path, images):
         convkit.preprocess(images[0], preprocess="keras")
     with pytest.raises(ConfigError, match="top"):
         seeded.classify(images[:1], top=0)
+
+
+def test_errors_name_the_image_by_its_place_or_path(seeded, images, weights_d):
+    with pytest.raises(ImageError, match="image 9: "):
+        seeded.classify([*images[:9], b"not an image"], batch_size=4)
+    import convkit.ray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        predictor = convkit.ray.Predictor(weights_d, threads=1)
+    batch = {
+        "bytes": np.array([images[0].read_bytes(), b"not an image"], dtype=object),
+        "path": np.array(["good.jpg", "s3://bucket/broken.jpg"]),
+    }
+    with pytest.raises(ImageError, match="s3://bucket/broken.jpg"):
+        predictor(batch)
+    with pytest.raises(KeyError, match="no column 'image'"):
+        convkit.ray.Predictor(weights_d, threads=1, column="image")(batch)

@@ -129,7 +129,16 @@ def test_torch_tensors_in(seeded, x_small):
     torch = pytest.importorskip("torch", reason="torch is not a dependency; this runs where it is installed")
     want = bits(seeded(x_small))
     assert np.array_equal(bits(seeded(torch.from_numpy(x_small))), want)
-    assert np.array_equal(bits(seeded(torch.from_numpy(x_small).permute(0, 2, 3, 1))), bits(seeded(x_small.transpose(0, 2, 3, 1))))
+    nhwc = torch.from_numpy(x_small).permute(0, 2, 3, 1)  # a strided view: copied once
+    assert np.array_equal(bits(seeded(nhwc, layout="nhwc")), want)
+
+
+def test_misaligned_buffers_are_copied(seeded, x_small):
+    raw = np.zeros(x_small.nbytes + 1, np.uint8)
+    misaligned = np.frombuffer(raw.data, np.float32, x_small.size, offset=1).reshape(x_small.shape)
+    misaligned[...] = x_small
+    assert not misaligned.flags.aligned
+    assert np.array_equal(bits(seeded(misaligned)), bits(seeded(x_small)))
 
 
 def test_any_batch_size(seeded, x_small):
@@ -189,3 +198,15 @@ def test_preprocess_of_files_bytes_and_decoded_pixels_agree(images):
             pixels = np.asarray(Image.open(path).convert("RGB"))
             if path.suffix == ".png":  # Pillow's and convkit's JPEG decoders differ
                 assert np.array_equal(convkit.preprocess(pixels, preprocess=recipe), one)
+
+
+def test_the_wheel_carries_types_and_docs():
+    from importlib.resources import files
+
+    package = files("convkit")
+    assert (package / "py.typed").is_file() and (package / "_convkit.pyi").is_file()
+    stub = (package / "_convkit.pyi").read_text()
+    for name in ("class Model", "def preprocess_many", "def info"):
+        assert name in stub
+    for api in (convkit.ResNet, convkit.ResNet.run, convkit.ResNet.classify, convkit.preprocess, convkit.info):
+        assert api.__doc__ and len(api.__doc__) > 40, api

@@ -1,12 +1,11 @@
 //! `convkit classify`: the top ImageNet classes of image files, directories and globs.
 
-use super::{print_json, progress, CliResult, Machine, ModelArgs};
+use super::{print_json, progress, CliResult, FailedImage as Failed, Machine, ModelArgs};
 use clap::{Args, ValueEnum};
 use convkit_cli::images;
 use convkit_model::{Variant, WeightsMetadata, Workspace};
 use convkit_preprocess::{self as preprocessing, Preprocess};
 use convkit_tensor::{Layout, Shape, TensorView};
-use rayon::prelude::*;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -67,12 +66,6 @@ struct Classified {
 }
 
 #[derive(Debug, Serialize)]
-struct Failed {
-    file: String,
-    error: String,
-}
-
-#[derive(Debug, Serialize)]
 struct ClassifyReport {
     #[serde(flatten)]
     machine: Machine,
@@ -127,15 +120,7 @@ pub fn run(args: &ClassifyArgs) -> CliResult {
     let mut ws = Workspace::new();
     let bar = progress(inputs.len() as u64, "classify", false);
     for chunk in inputs.chunks(args.batch) {
-        let decoded: Vec<(String, Result<Vec<f32>, String>)> = chunk
-            .par_iter()
-            .map(|input| match input {
-                Ok(path) => {
-                    (path.display().to_string(), preprocessing::preprocess(path, mode).map_err(|e| e.to_string()))
-                }
-                Err(bad) => (bad.arg.display().to_string(), Err(bad.message.clone())),
-            })
-            .collect();
+        let decoded = images::preprocess_inputs(chunk, mode);
         let mut batch = Vec::new();
         let mut files = Vec::new();
         for (file, x) in decoded {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod classify;
 pub mod export;
 pub mod info;
+pub mod preprocess;
 pub mod profile;
 pub mod report;
 pub mod run;
@@ -110,6 +111,15 @@ pub struct TimingArgs {
     pub json: bool,
     #[command(flatten)]
     pub kernels: KernelArgs,
+}
+
+/// An image a command could not read, in its JSON report.
+#[derive(Debug, Serialize)]
+pub struct FailedImage {
+    /// The file (or argument) as given.
+    pub file: String,
+    /// What is wrong with it.
+    pub error: String,
 }
 
 /// The worker threads a command uses unless told: one per core this process may run on.

@@ -71,8 +71,19 @@ def _as_input(x: Any) -> np.ndarray:
     if array.ndim != 4:
         hint = "; for one image pass x[None]" if array.ndim == 3 else ""
         raise InputError(f"x has shape {tuple(array.shape)}: expected 4 dimensions [n, 3, h, w]{hint}")
-    # A strided view (a slice, a transpose) is copied once into C order.
-    return np.ascontiguousarray(array)
+    # A strided view (a slice, a transpose) or a misaligned buffer is copied once into
+    # aligned C order; anything else is read in place.
+    return np.require(array, np.float32, ["C_CONTIGUOUS", "ALIGNED"])
+
+
+#: Largest value an integer option may take (the native module's u64).
+_MAX_INT = 2**63 - 1
+
+
+def _check_int(name: str, value: Any, low: int, high: int = _MAX_INT) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an int from {low} to {high}, got {value!r}")
+    return value
 
 
 def _check_preprocess(preprocess: str) -> str:
@@ -133,11 +144,11 @@ class ResNet:
     ) -> None:
         if weights is not None:
             weights = os.fspath(weights)
-        for name, value in (("depth", depth), ("seed", seed), ("sub_batch", sub_batch)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
-            raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
+        _check_int("depth", depth, 0)
+        _check_int("seed", seed, 0, 2**64 - 1)
+        _check_int("sub_batch", sub_batch, 0)
+        if threads is not None:
+            _check_int("threads", threads, 0)
         self._model = _convkit.Model(str(variant), depth, weights, str(precision), threads, str(kxk), isa, seed, sub_batch)
         if weights is None:
             warnings.warn(
@@ -218,7 +229,8 @@ class ResNet:
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            logits = self.run(_preprocess_list(chunk, mode))
+            labels = [f"image {start + i}" for i in range(len(chunk))]
+            logits = self.run(_preprocess_list(chunk, mode, labels, self))
             for item, row in zip(chunk, logits):
                 classes = [
                     {"class": c, "name": names[c], "probability": p} for c, p in _convkit.top_k(row.tolist(), top)
@@ -229,6 +241,9 @@ class ResNet:
 
     def macs_at(self, height: int, width: int) -> int:
         """Multiply-adds of one image of ``height`` x ``width``."""
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_INT:
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         return self._model.macs_at(height, width)
 
     @property
@@ -279,8 +294,10 @@ class ResNet:
 
     @property
     def threads(self) -> int:
-        """Threads of the model's pool."""
-        return self._model.threads
+        """Threads of the model's pool (it always has one of its own)."""
+        threads = self._model.threads
+        assert threads is not None, "convkit.ResNet builds every model with a pool of its own"
+        return threads
 
     @property
     def sub_batch(self) -> int:
@@ -319,9 +336,13 @@ def _as_list(images: Any) -> list[Any]:
     return list(images)
 
 
-def _preprocess_list(items: Sequence[Any], mode: str) -> np.ndarray:
-    """[n, 3, 224, 224] float32 of images of every kind :data:`Image` names: encoded
-    ones decoded in parallel."""
+def _preprocess_list(
+    items: Sequence[Any], mode: str, names: Sequence[str] | None = None, model: ResNet | None = None
+) -> np.ndarray:
+    """[n, 3, 224, 224] float32 of images of every kind :data:`Image` names, encoded ones
+    decoded in parallel (on ``model``'s threads when given). An error names the image by
+    its file, else by ``names[i]`` (default ``"image i"``)."""
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(items))]
     out = np.empty((len(items), 3, CROP, CROP), np.float32)
     encoded: list[tuple[int, Any]] = []
     for i, item in enumerate(items):
@@ -329,19 +350,21 @@ def _preprocess_list(items: Sequence[Any], mode: str) -> np.ndarray:
             encoded.append((i, os.fspath(item) if not isinstance(item, bytes) else item))
         elif isinstance(item, np.ndarray) and item.dtype == np.uint8:
             if item.ndim != 3 or item.shape[2] != 3:
-                raise InputError(f"image {i} has shape {item.shape}: a uint8 image must be [h, w, 3] RGB")
-            out[i] = _convkit.preprocess_rgb(np.ascontiguousarray(item), mode)
+                raise InputError(f"{names[i]} has shape {item.shape}: a uint8 image must be [h, w, 3] RGB")
+            out[i] = _convkit.preprocess_rgb(np.require(item, np.uint8, ["C_CONTIGUOUS", "ALIGNED"]), mode)
         elif isinstance(item, np.ndarray) and item.dtype == np.float32:
             if item.shape != (3, CROP, CROP):
-                raise InputError(f"image {i} has shape {item.shape}: a float32 image must be preprocessed, [3, 224, 224]")
+                raise InputError(f"{names[i]} has shape {item.shape}: a float32 image must be preprocessed, [3, 224, 224]")
             out[i] = item
         else:
             kind = f"array of {item.dtype}" if isinstance(item, np.ndarray) else type(item).__name__
             raise InputError(
-                f"image {i} is a {kind}: expected a path, encoded bytes, a uint8 [h, w, 3] or a float32 [3, 224, 224] array"
+                f"{names[i]} is a {kind}: expected a path, encoded bytes, a uint8 [h, w, 3] or a float32 [3, 224, 224] array"
             )
     if encoded:
-        out[[i for i, _ in encoded]] = _convkit.preprocess_many([s for _, s in encoded], mode)
+        at = [i for i, _ in encoded]
+        native = model._model if model is not None else None
+        out[at] = _convkit.preprocess_many([s for _, s in encoded], [names[i] for i in at], mode, native)
     return out
 
 

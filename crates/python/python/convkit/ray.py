@@ -37,9 +37,9 @@ def assigned_cpus() -> int:
         import ray
 
         if ray.is_initialized():
-            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-            if cpus:
-                return max(1, int(cpus))
+            # A worker given no CPU (or a fraction of one) still runs: on one thread.
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+            return max(1, int(cpus))
     except ImportError:
         pass
     if hasattr(os, "sched_getaffinity"):
@@ -64,7 +64,11 @@ class Predictor:
             Ray schedules on.
         column: the batch column holding the images: encoded bytes (``"bytes"`` of
             ``read_binary_files``), uint8 ``[h, w, 3]`` RGB images (``"image"`` of
-            ``read_images``), or preprocessed float32 ``[3, 224, 224]`` arrays.
+            ``read_images(..., mode="RGB")``: other modes give other shapes, refused),
+            or preprocessed float32 ``[3, 224, 224]`` arrays. The images are decoded on
+            the model's threads. An image that cannot be decoded fails the batch with a
+            :class:`convkit.ImageError` naming it by its ``path`` column (where the
+            batch has one).
         top: classes kept per image.
         preprocess: "torchvision" or "timm"; ``None``: that of the weights' source.
         logits: also return the logits (a float32 ``[n, classes]`` column).
@@ -103,7 +107,9 @@ class Predictor:
         if isinstance(images, np.ndarray) and images.dtype == np.float32 and images.shape[1:] == (3, CROP, CROP):
             x = images
         else:
-            x = _preprocess_list(list(images), self.preprocess)
+            paths = batch.get("path")
+            names = [str(p) for p in paths] if paths is not None else None
+            x = _preprocess_list(list(images), self.preprocess, names, self.model)
         logits = self.model.run(x)
         ranked = [_convkit.top_k(row.tolist(), self.top) for row in logits]
         out = {k: v for k, v in batch.items() if k != self.column}
