@@ -6,6 +6,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod jpeg;
 mod resample;
 
 use resample::Filter;
@@ -164,9 +165,13 @@ pub fn preprocess_bytes(bytes: &[u8], mode: Preprocess) -> Result<Vec<f32>> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(format!("cannot read the image: {e}")))?;
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        // The decoder fills a cut-off scan with grey and returns it as if it were whole.
-        return Err(image_error("the JPEG is truncated: it has no end-of-image marker after its scan".into()));
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        if !jpeg_is_complete(bytes) {
+            // Decoders fill a cut-off scan with grey and return it as if it were whole.
+            return Err(image_error("the JPEG is truncated: it has no end-of-image marker after its scan".into()));
+        }
+        let (pixels, width, height) = jpeg::decode(bytes)?;
+        return preprocess_rgb(&pixels, width, height, mode);
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
