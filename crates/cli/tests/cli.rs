@@ -341,3 +341,45 @@ fn impossible_sizes_are_errors() {
         assert_one_line_error(&out, "out of memory: could not allocate");
     }
 }
+
+/// `preprocess` writes the tensor classify feeds the network: the images that read, in
+/// order, each equal to the library's preprocessing; a bad image is named and the exit
+/// status says so; `run` takes the tensor as it is.
+#[test]
+fn preprocess_writes_what_classify_feeds_the_network() {
+    let dir = temp_dir("preprocess");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (name, w, h) in [("a.png", 300, 260), ("b.jpg", 260, 400)] {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        img.save(photos.join(name)).unwrap();
+    }
+    std::fs::write(photos.join("c.png"), b"\x89PNG\r\n\x1a\n but nothing else").unwrap();
+    let out_npy = dir.join("x.npy");
+    let out = convkit(&["preprocess", s(&photos), "--preprocess", "torchvision", "-o", s(&out_npy), "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "one image is bad: {err}");
+    assert!(err.contains("c.png: cannot decode") && err.contains("1 of 3 images could not be read"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["shape"], serde_json::json!([2, 3, 224, 224]), "{report}");
+    assert_eq!(report["errors"].as_array().unwrap().len(), 1, "{report}");
+    let (shape, x) = npy::read_f32(&out_npy).unwrap();
+    assert_eq!(shape, [2, 3, 224, 224]);
+    for (i, name) in ["a.png", "b.jpg"].iter().enumerate() {
+        let want = convkit_preprocess::preprocess(&photos.join(name), convkit_preprocess::Preprocess::Torchvision);
+        assert_eq!(&x[i * 3 * 224 * 224..(i + 1) * 3 * 224 * 224], &want.unwrap()[..], "{name}");
+    }
+    let weights = dir.join("d.safetensors");
+    assert!(convkit(&["export", "--variant", "d", "-o", s(&weights)]).status.success());
+    let logits = dir.join("logits.npy");
+    let run = convkit(&["run", "--weights", s(&weights), "--input", s(&out_npy), "--output", s(&logits)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(npy::read_f32(&logits).unwrap().0, [2, 1000]);
+    // Nothing readable: nothing written, one error line.
+    let none = dir.join("none.npy");
+    let out = convkit(&["preprocess", s(&photos.join("c.png")), "-o", s(&none)]);
+    assert!(!out.status.success() && !none.exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing written"));
+    assert_usage_error(&convkit(&["preprocess", s(&photos), "--preprocess", "keras", "-o", s(&none)]), "keras");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -11,7 +11,13 @@ docs/results.md; not a test: nothing here asserts a time).
       one actor of 2 threads and with two actors of 1 thread (the repository's
       example), and onnxruntime's Python API on the same graph, weights and tensors.
 
-Both need a venv with the package and `-r crates/python/requirements-test.txt`;
+  python crates/python/benches/throughput.py preprocess [--rounds 5]
+      images/s of decoding and preprocessing on one core (timm's recipe): convkit against
+      Pillow (open, convert, resize, crop) plus torchvision's ToTensor and Normalize
+      written in numpy (float32, its order), on scikit-image's photographs as JPEG
+      (quality 90, 4:2:0) and PNG.
+
+All need a venv with the package and `-r crates/python/requirements-test.txt`;
 `pipeline` also needs onnxruntime, onnx and safetensors (tools/compare/requirements.txt).
 """
 
@@ -174,6 +180,47 @@ def pipeline(args: argparse.Namespace) -> None:
         print(f"  {name:<50} {med:7.2f}  {med / base:.2f}   rounds: {', '.join(f'{v:.1f}' for v in values)}")
 
 
+def preprocess(args: argparse.Namespace) -> None:
+    import skimage.data
+    from PIL import Image
+
+    tmp = Path(tempfile.mkdtemp(prefix="convkit-preprocess-"))
+    paths = []
+    for name in ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry"]:
+        img = Image.fromarray(getattr(skimage.data, name)())
+        img.save(tmp / f"{name}.jpg", quality=90)
+        img.save(tmp / f"{name}.png")
+        paths += [tmp / f"{name}.jpg", tmp / f"{name}.png"]
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def pillow(path: Path) -> np.ndarray:
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        size = (256, 256 * h // w) if w <= h else (256 * w // h, 256)
+        img = img.resize(size, Image.BICUBIC)
+        top, left = round((img.size[1] - 224) / 2), round((img.size[0] - 224) / 2)
+        crop = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32)
+        return ((crop / np.float32(255) - mean) / std).transpose(2, 0, 1)
+
+    def ours(path: Path) -> np.ndarray:
+        return convkit.preprocess(path, preprocess="timm")
+
+    for p in paths:
+        assert np.array_equal(ours(p), pillow(p)), p
+    times: dict[str, list[float]] = {"convkit": [], "Pillow + ToTensor/Normalize in numpy": []}
+    for _ in range(args.rounds):
+        for name, fn in zip(times, (ours, pillow)):
+            start = time.perf_counter()
+            for _ in range(10):
+                for p in paths:
+                    fn(p)
+            times[name].append(10 * len(paths) / (time.perf_counter() - start))
+    print(f"{len(paths)} files (5 photographs as JPEG and PNG), one core, median of {args.rounds} rounds:")
+    for name, values in times.items():
+        print(f"  {name:<40} {statistics.median(values):7.1f} images/s   rounds: {', '.join(f'{v:.0f}' for v in values)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -187,8 +234,10 @@ def main() -> None:
     q.add_argument("--images", type=int, default=256)
     q.add_argument("--batch", type=int, default=16)
     q.add_argument("--rounds", type=int, default=3)
+    r = sub.add_parser("preprocess")
+    r.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
-    binding(args) if args.command == "binding" else pipeline(args)
+    {"binding": binding, "pipeline": pipeline, "preprocess": preprocess}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -179,10 +179,9 @@ def test_classify_matches_the_cli(cli, weights_d, images):
     for row in (as_bytes, ready):
         assert [r["file"] for r in row] == [None] * 4
         assert [r["top"] for r in row] == [g["top"] for g in got[:4]]
-    # Pillow decodes JPEGs a little differently: compare decoded pixels on the PNGs.
-    pngs = [i for i, p in enumerate(images) if p.suffix == ".png"][:3]
-    decoded = m.classify([np.asarray(Image.open(images[i]).convert("RGB")) for i in pngs])
-    assert [r["top"] for r in decoded] == [got[i]["top"] for i in pngs]
+    # Pixels Pillow decoded: the same as convkit's decode, JPEGs included.
+    decoded = m.classify([np.asarray(Image.open(p).convert("RGB")) for p in images[:4]])
+    assert [r["top"] for r in decoded] == [g["top"] for g in got[:4]]
 
 
 def test_preprocess_of_files_bytes_and_decoded_pixels_agree(images):
@@ -196,8 +195,26 @@ def test_preprocess_of_files_bytes_and_decoded_pixels_agree(images):
             assert np.array_equal(one, x[i])
             assert np.array_equal(convkit.preprocess(path.read_bytes(), preprocess=recipe), one)
             pixels = np.asarray(Image.open(path).convert("RGB"))
-            if path.suffix == ".png":  # Pillow's and convkit's JPEG decoders differ
-                assert np.array_equal(convkit.preprocess(pixels, preprocess=recipe), one)
+            assert np.array_equal(convkit.preprocess(pixels, preprocess=recipe), one)
+
+
+def test_preprocess_equals_pillow_and_torchvision_order(images):
+    """Pillow's Resize + CenterCrop, then ToTensor and Normalize in float32 as torchvision
+    computes them: equal bit for bit on PNGs and JPEGs (4:2:0 and 4:4:4)."""
+    from PIL import Image
+
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    for recipe, resample in (("torchvision", Image.BILINEAR), ("timm", Image.BICUBIC)):
+        for path in images[:6]:
+            img = Image.open(path).convert("RGB")
+            w, h = img.size
+            size = (256, 256 * h // w) if w <= h else (256 * w // h, 256)
+            img = img.resize(size, resample)
+            top, left = round((img.size[1] - 224) / 2), round((img.size[0] - 224) / 2)
+            crop = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32)
+            want = ((crop / np.float32(255) - mean) / std).transpose(2, 0, 1)
+            assert np.array_equal(convkit.preprocess(path, preprocess=recipe), want), (recipe, path.name)
 
 
 def test_the_wheel_carries_types_and_docs():
