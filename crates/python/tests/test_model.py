@@ -227,3 +227,17 @@ def test_the_wheel_carries_types_and_docs():
         assert name in stub
     for api in (convkit.ResNet, convkit.ResNet.run, convkit.ResNet.classify, convkit.preprocess, convkit.info):
         assert api.__doc__ and len(api.__doc__) > 40, api
+
+
+def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch):
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## From Python") :]
+    snippet = section[section.index("```python\n") + len("```python\n") :]
+    snippet = snippet[: snippet.index("```")]
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        exec(compile(snippet, "README.md", "exec"), {})
+    assert (tmp_path / "d.safetensors").is_file()
