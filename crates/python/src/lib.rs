@@ -122,6 +122,19 @@ struct Model {
 /// Most threads a model's pool may have (as the CLI's `--threads`).
 const MAX_THREADS: usize = 1024;
 
+impl Model {
+    /// Runs `f` with a workspace of a finished call (or a new one), returned to the pool
+    /// afterwards: one workspace per call running at once, none grown twice.
+    fn with_workspace<R>(&self, f: impl FnOnce(&mut Workspace) -> R) -> R {
+        let mut ws = self.workspaces.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_default();
+        let out = f(&mut ws);
+        if let Ok(mut pool) = self.workspaces.lock() {
+            pool.push(ws);
+        }
+        out
+    }
+}
+
 #[pymethods]
 impl Model {
     #[new]
@@ -202,11 +215,7 @@ impl Model {
                 return Err(PyErrLater(Kind::Input, non_finite_message(data[i], i, dims, layout)));
             }
             let view = TensorView::new(shape, layout, data).map_err(|e| PyErrLater(Kind::Input, e.to_string()))?;
-            let mut ws = self.workspaces.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_default();
-            let logits = self.net.forward(view, &mut ws).map(<[f32]>::to_vec);
-            if let Ok(mut pool) = self.workspaces.lock() {
-                pool.push(ws);
-            }
+            let logits = self.with_workspace(|ws| self.net.forward(view, ws).map(<[f32]>::to_vec));
             logits.map_err(|e| PyErrLater(model_kind(&e, Kind::Input), format!("x of shape {dims:?}: {e}")))
         });
         let logits = logits.map_err(|PyErrLater(kind, message)| error(kind, message))?;
@@ -223,19 +232,16 @@ impl Model {
         let data = x.as_slice().map_err(|_| error(Kind::Input, "x is not C-contiguous"))?;
         let view = TensorView::new(shape, Layout::Nchw, data).map_err(|e| error(Kind::Input, e.to_string()))?;
         let times = py.detach(|| {
-            // A workspace `run` used, so that no timed pass grows one.
-            let mut ws = self.workspaces.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_default();
-            self.net.forward(view, &mut ws)?;
-            let times = (0..passes)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    self.net.forward(view, &mut ws).map(|_| start.elapsed().as_secs_f64())
-                })
-                .collect::<Result<Vec<f64>, ModelError>>();
-            if let Ok(mut pool) = self.workspaces.lock() {
-                pool.push(ws);
-            }
-            times
+            self.with_workspace(|ws| {
+                // An untimed pass first, so that no timed one grows the workspace.
+                self.net.forward(view, ws)?;
+                (0..passes)
+                    .map(|_| {
+                        let start = std::time::Instant::now();
+                        self.net.forward(view, ws).map(|_| start.elapsed().as_secs_f64())
+                    })
+                    .collect::<Result<Vec<f64>, ModelError>>()
+            })
         });
         times.map_err(|e| model_error(e, Kind::Input))
     }
@@ -371,7 +377,7 @@ fn preprocess_many<'py>(
     model: Option<&Model>,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
     use rayon::prelude::*;
-    let mode: Preprocess = mode.parse().map_err(|e: PreprocessError| error(Kind::Config, e.to_string()))?;
+    let mode: Preprocess = parse("preprocess", mode)?;
     if names.len() != sources.len() {
         return Err(error(Kind::Input, format!("{} names for {} images", names.len(), sources.len())));
     }
@@ -400,7 +406,7 @@ fn preprocess_rgb<'py>(
     pixels: PyReadonlyArray3<'py, u8>,
     mode: &str,
 ) -> PyResult<Bound<'py, PyArray3<f32>>> {
-    let mode: Preprocess = mode.parse().map_err(|e: PreprocessError| error(Kind::Config, e.to_string()))?;
+    let mode: Preprocess = parse("preprocess", mode)?;
     let dims = pixels.shape();
     let [h, w, c] = [dims[0], dims[1], dims[2]];
     if c != 3 {
