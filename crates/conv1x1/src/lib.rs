@@ -75,7 +75,7 @@ impl<T: GemmElement> Conv1x1<T> {
                 weights: AlignedVec::from_slice(weights),
                 bias: bias.map_or_else(|| vec![0.0; filter.co], <[f32]>::to_vec),
             },
-            (Layout::Nchw, precision @ Precision::Bf16) => {
+            (Layout::Nchw, precision @ (Precision::Bf16 | Precision::Int8)) => {
                 return Err(Error::invalid(format!("a {precision} 1x1 convolution takes NHWC activations, not NCHW")))
             }
         };

@@ -62,6 +62,59 @@ pub(crate) const fn check_tile(tile: TileShape, lanes: usize) {
     assert!(tile.max_panels == 1 || tile.max_panels == 2, "a tile covers one or two panels");
 }
 
+/// Forwards the listed [`Simd`] methods of a family built on another to the other's token
+/// in field `$inner` (their vectors are the same type): a family file then spells out
+/// only what it does differently.
+macro_rules! forward_simd {
+    ($inner:ident: $($method:ident),* $(,)?) => { $(forward_simd!(@ $inner $method);)* };
+    (@ $i:ident splat) => { #[inline(always)] fn splat(self, v: f32) -> Self::F32 { self.$i.splat(v) } };
+    (@ $i:ident load) => { #[inline(always)] fn load(self, s: &[f32]) -> Self::F32 { self.$i.load(s) } };
+    (@ $i:ident store) => {
+        #[inline(always)] fn store(self, s: &mut [f32], v: Self::F32) { self.$i.store(s, v) }
+    };
+    (@ $i:ident load_partial) => {
+        #[inline(always)] fn load_partial(self, s: &[f32]) -> Self::F32 { self.$i.load_partial(s) }
+    };
+    (@ $i:ident store_partial) => {
+        #[inline(always)] fn store_partial(self, s: &mut [f32], v: Self::F32) { self.$i.store_partial(s, v) }
+    };
+    (@ $i:ident bf16_halves) => {
+        #[inline(always)]
+        fn bf16_halves(self, pairs: Self::F32) -> (Self::F32, Self::F32) { self.$i.bf16_halves(pairs) }
+    };
+    (@ $i:ident load_bf16) => {
+        #[inline(always)]
+        fn load_bf16(self, s: &[convkit_tensor::bf16]) -> Self::F32 { self.$i.load_bf16(s) }
+    };
+    (@ $i:ident store_bf16) => {
+        #[inline(always)]
+        fn store_bf16(self, s: &mut [convkit_tensor::bf16], v: Self::F32) { self.$i.store_bf16(s, v) }
+    };
+    (@ $i:ident i32_to_f32) => {
+        #[inline(always)] fn i32_to_f32(self, v: Self::F32) -> Self::F32 { self.$i.i32_to_f32(v) }
+    };
+    (@ $i:ident load_u8) => { #[inline(always)] fn load_u8(self, s: &[u8]) -> Self::F32 { self.$i.load_u8(s) } };
+    (@ $i:ident store_u8) => {
+        #[inline(always)] fn store_u8(self, s: &mut [u8], v: Self::F32) { self.$i.store_u8(s, v) }
+    };
+    (@ $i:ident mul_add) => {
+        #[inline(always)]
+        fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 { self.$i.mul_add(a, b, c) }
+    };
+    (@ $i:ident dot_bf16) => {
+        #[inline(always)]
+        fn dot_bf16(self, acc: Self::F32, a: Self::F32, b: Self::F32) -> Self::F32 { self.$i.dot_bf16(acc, a, b) }
+    };
+    (@ $i:ident dot_u8s8) => {
+        #[inline(always)]
+        fn dot_u8s8(self, acc: Self::F32, a: Self::F32, b: Self::F32) -> Self::F32 { self.$i.dot_u8s8(acc, a, b) }
+    };
+    // add, sub, mul, max, max_keep_nan, min, add_i32: two vectors in, one out.
+    (@ $i:ident $binary:ident) => {
+        #[inline(always)] fn $binary(self, a: Self::F32, b: Self::F32) -> Self::F32 { self.$i.$binary(a, b) }
+    };
+}
+
 /// Declares the families: for each line `Variant => module::Token`, the module (a file
 /// beside the list) and a [`Family`] value that stands for its token.
 macro_rules! families {

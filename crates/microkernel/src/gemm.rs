@@ -6,7 +6,7 @@ use crate::family::{SimdOp, MR};
 use crate::pack::Panels;
 use crate::simd::{GemmElement, Simd};
 use crate::CacheSizes;
-use convkit_tensor::{Error, Result};
+use convkit_tensor::{Error, Precision, Quant, Result};
 use rayon::prelude::*;
 
 /// Where each row of the left operand starts in its buffer.
@@ -134,13 +134,29 @@ pub struct Gemm<'a, A: GemmElement = f32, O: GemmElement = A> {
     accumulate: bool,
     /// max(v, 0) last.
     relu: bool,
+    /// The u8 output's quantization: applied after everything else.
+    out_quant: Option<Quant>,
+    /// The u8 residual's quantization: it is dequantized, then added.
+    residual_quant: Option<Quant>,
 }
 
 impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
     /// A GEMM of `lhs` (M = `m`) by `rhs` into rows `row_len` apart from column 0, with
     /// only the column bias of `rhs` as epilogue.
     pub fn new(lhs: Lhs<'a, A>, rhs: Panels<'a>, m: usize, row_len: usize) -> Self {
-        Gemm { lhs, rhs, m, row_len, col0: 0, row_bias: None, residual: None, accumulate: false, relu: false }
+        Gemm {
+            lhs,
+            rhs,
+            m,
+            row_len,
+            col0: 0,
+            row_bias: None,
+            residual: None,
+            accumulate: false,
+            relu: false,
+            out_quant: None,
+            residual_quant: None,
+        }
     }
 
     /// The same, writing column 0 of the product at column `col0` of each output row.
@@ -167,6 +183,18 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
     /// The same, ending with max(v, 0) (`true`; NaN stays NaN).
     pub fn with_relu(self, relu: bool) -> Self {
         Gemm { relu, ..self }
+    }
+
+    /// The same, writing a u8 output quantized with `quant` (required for a u8 output):
+    /// `v * (1 / scale) + zero_point`, then rounded to nearest even and saturated.
+    pub fn with_output_quant(self, quant: Quant) -> Self {
+        Gemm { out_quant: Some(quant), ..self }
+    }
+
+    /// The same, reading a u8 residual quantized with `quant` (required for a u8
+    /// residual): `(r - zero_point) * scale` is added.
+    pub fn with_residual_quant(self, quant: Quant) -> Self {
+        Gemm { residual_quant: Some(quant), ..self }
     }
 
     /// Floats of the output (and residual) buffer the call touches: up to the last column
@@ -201,6 +229,7 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
                 lhs.segments,
             ));
         }
+        self.check_quantization()?;
         if self.col0 + n > self.row_len && self.m > 1 {
             return Err(Error::invalid(format!(
                 "output columns {}..{} overlap the next row (row length {})",
@@ -236,6 +265,35 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
             return Err(Error::mismatch("GEMM left operand length", format!("at least {last}"), lhs.data.len()));
         }
         Ok(())
+    }
+
+    /// Checks what an int8 GEMM (u8 left operand, or u8 output) needs and refuses.
+    fn check_quantization(&self) -> Result<()> {
+        let int8_in = A::PRECISION == Precision::Int8;
+        let int8_out = O::PRECISION == Precision::Int8;
+        if int8_in && self.rhs.int8.is_none() {
+            return Err(Error::invalid("int8 panels without their column scales and zero-point offsets"));
+        }
+        if int8_in && self.row_bias.is_some() {
+            return Err(Error::invalid("an int8 GEMM takes a column bias only, not a row bias"));
+        }
+        if (int8_in || int8_out) && self.accumulate {
+            return Err(Error::invalid("an int8 GEMM does not accumulate into its output"));
+        }
+        match (int8_out, self.out_quant) {
+            (true, None) => {
+                return Err(Error::invalid("a u8 GEMM output needs its quantization (scale and zero point)"))
+            }
+            (false, Some(q)) => {
+                return Err(Error::invalid(format!("output quantization ({q}) for a {} output", O::PRECISION)))
+            }
+            _ => {}
+        }
+        match (int8_out && self.residual.is_some(), self.residual_quant) {
+            (true, None) => Err(Error::invalid("a u8 GEMM residual needs its quantization (scale and zero point)")),
+            (false, Some(q)) => Err(Error::invalid(format!("residual quantization ({q}) without a u8 residual"))),
+            _ => Ok(()),
+        }
     }
 
     /// Runs the GEMM on the current rayon pool: blocks of rows whose left operand fits in
@@ -370,6 +428,9 @@ impl<A: GemmElement, O: GemmElement> SimdOp for Block<'_, '_, '_, A, O> {
                     cols: (n - c0).min(width * nr),
                     accumulate: g.accumulate,
                     relu: g.relu,
+                    int8_columns: g.rhs.int8.map(|c| (&c.scale[c0..], &c.offset[c0..])),
+                    out_quant: g.out_quant.map(|q| (1.0 / q.scale(), q.zero_point() as f32)),
+                    residual_quant: g.residual_quant.map(|q| (q.scale(), q.zero_point() as f32)),
                 };
                 let out = &mut self.out[r0 * g.row_len + self.out_col0 + (c0 - p0 * nr)..];
                 tile_dispatch(s, rows, width, &tile, out);
@@ -400,6 +461,13 @@ pub struct TileArgs<'a, A: GemmElement, O: GemmElement> {
     cols: usize,
     accumulate: bool,
     relu: bool,
+    /// Int8 panels: the scale of each column's s32 sum and the s32 added to it first (the
+    /// input zero point's share), from the tile's first column.
+    int8_columns: Option<(&'a [f32], &'a [f32])>,
+    /// A u8 output's 1 / scale and zero point.
+    out_quant: Option<(f32, f32)>,
+    /// A u8 residual's scale and zero point.
+    residual_quant: Option<(f32, f32)>,
 }
 
 /// Calls the tile kernel of `rows` x `panels`, for every row count 1..=MR and panel count
@@ -520,6 +588,50 @@ pub(crate) fn reduce_bf16<S: Simd, const R: usize, const V: usize>(
     acc
 }
 
+/// The int8 reduction of a tile: per four k, one broadcast of each row's four u8 values
+/// and V `vpdpbusd` (or their exact widening) with it, into s32 lanes; a segment whose
+/// length is not a multiple of four ends with its last values padded with zeros (as its
+/// weights are).
+#[inline(always)]
+pub(crate) fn reduce_int8<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    data: &[u8],
+    t: &TileArgs<'_, impl GemmElement, impl GemmElement>,
+) -> [[S::F32; V]; R] {
+    let nr = S::PANEL_VECTORS * S::LANES;
+    let mut acc = [[s.zero(); V]; R];
+    let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
+    let (quads, seg_quads) = (seg_len / 4, seg_len.div_ceil(4));
+    let quad = |bytes: [u8; 4]| s.splat(f32::from_bits(u32::from_le_bytes(bytes)));
+    for seg in 0..t.lhs.segments {
+        let rows: [&[u8]; R] = std::array::from_fn(|r| &data[t.offsets[r] + seg * step..][..seg_len]);
+        let row_quads: [&[[u8; 4]]; R] = std::array::from_fn(|r| rows[r].as_chunks::<4>().0);
+        let (first, last) = (segment(t.panels[0], seg, seg_quads * nr), segment(t.panels[1], seg, seg_quads * nr));
+        for (kk, (b0, b1)) in (0..quads).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
+            let b = panel_row::<S, V>(s, b0, b1);
+            for r in 0..R {
+                let a = quad(row_quads[r][kk]);
+                for j in 0..V {
+                    acc[r][j] = s.dot_u8s8(acc[r][j], a, b[j]);
+                }
+            }
+        }
+        if seg_len % 4 != 0 {
+            let at = quads * nr;
+            let b = panel_row::<S, V>(s, &first[at..], &last[at..]);
+            for r in 0..R {
+                let mut bytes = [0u8; 4];
+                bytes[..seg_len % 4].copy_from_slice(&rows[r][quads * 4..]);
+                let a = quad(bytes);
+                for j in 0..V {
+                    acc[r][j] = s.dot_u8s8(acc[r][j], a, b[j]);
+                }
+            }
+        }
+    }
+    acc
+}
+
 /// The V weight vectors of one k (one pair of k in bf16): from the first panel's row
 /// `b0`, then from the last one's `b1`. A plain loop: `array::from_fn` here was left as a
 /// call in the reduction loop, its vectors passed through memory.
@@ -550,6 +662,9 @@ fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: 
     t: &TileArgs<'_, A, O>,
     out: &mut [O],
 ) {
+    if A::PRECISION == Precision::Int8 || O::PRECISION == Precision::Int8 {
+        return store_tile_quantized(s, acc, t, out);
+    }
     let lanes = S::LANES;
     if let Some(b) = t.col_bias {
         // Padded to whole panels: whole loads are always in bounds.
@@ -618,6 +733,84 @@ fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: 
                 v += d.to_f32();
             }
             *d = O::from_f32(if t.relu { convkit_tensor::relu(v) } else { v });
+        }
+    }
+}
+
+/// The epilogue of an int8 tile (s32 accumulators) or of a tile stored as u8, every step
+/// one IEEE f32 operation in a fixed order, so that every family (and the reference)
+/// gives the same bits:
+///
+/// 1. int8: `v = f32(acc + offset[n]) * scale[n]` (the s32 sum, its zero-point share
+///    added exactly, converted with rounding to nearest even, times the column scale);
+/// 2. `v += bias[n]`, then `v += row_bias[m]`;
+/// 3. `v += r` for an f32/bf16 residual, `v += (r - zero_point) * scale` for a u8 one;
+/// 4. ReLU: `v = max(0, v)`;
+/// 5. a u8 output: `v = v * (1 / scale) + zero_point`, clamped to 0..=255 and rounded to
+///    nearest even ([`GemmElement::store`]).
+///
+/// No fused multiply-add: the portable family has none on every target.
+#[inline(always)]
+fn store_tile_quantized<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: usize>(
+    s: S,
+    mut acc: [[S::F32; V]; R],
+    t: &TileArgs<'_, A, O>,
+    out: &mut [O],
+) {
+    let lanes = S::LANES;
+    if let Some((scale, offset)) = t.int8_columns {
+        // Padded to whole panels, like the bias: whole loads are always in bounds.
+        let scale: [S::F32; V] = std::array::from_fn(|j| s.load(&scale[j * lanes..]));
+        let offset: [S::F32; V] = std::array::from_fn(|j| s.load(&offset[j * lanes..]));
+        for row in acc.iter_mut() {
+            for j in 0..V {
+                row[j] = s.mul(s.i32_to_f32(s.add_i32(row[j], offset[j])), scale[j]);
+            }
+        }
+    }
+    if let Some(b) = t.col_bias {
+        let bias: [S::F32; V] = std::array::from_fn(|j| s.load(&b[j * lanes..]));
+        for row in acc.iter_mut() {
+            for j in 0..V {
+                row[j] = s.add(row[j], bias[j]);
+            }
+        }
+    }
+    if let Some(b) = t.row_bias {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let rb = s.splat(b[r]);
+            for v in row.iter_mut() {
+                *v = s.add(*v, rb);
+            }
+        }
+    }
+    let residual_quant = t.residual_quant.map(|(scale, zero)| (s.splat(scale), s.splat(zero)));
+    let out_quant = t.out_quant.map(|(inverse, zero)| (s.splat(inverse), s.splat(zero)));
+    for (r, row) in acc.iter().enumerate() {
+        for (j, &acc) in row.iter().enumerate() {
+            let n = t.cols.saturating_sub(j * lanes).min(lanes);
+            if n == 0 {
+                break;
+            }
+            let at = r * t.row_len + j * lanes;
+            let mut v = acc;
+            if let Some(res) = t.residual {
+                let mut x = s.load_elements(&res[at..], n);
+                if let Some((scale, zero)) = residual_quant {
+                    x = s.mul(s.sub(x, zero), scale);
+                }
+                v = s.add(v, x);
+            }
+            if t.accumulate {
+                v = s.add(v, s.load_elements(&out[at..], n));
+            }
+            if t.relu {
+                v = s.max(s.zero(), v);
+            }
+            if let Some((inverse, zero)) = out_quant {
+                v = s.add(s.mul(v, inverse), zero);
+            }
+            s.store_elements(&mut out[at..], n, v);
         }
     }
 }

@@ -38,5 +38,5 @@ pub use family::{Family, Kernel, SimdOp, TileShape};
 pub use features::{CpuFeatures, ISA_ENV};
 pub use gemm::{current_threads, for_each_chunk, Gemm, Lhs, RowMap};
 pub use pack::{PackedWeights, Panels};
-pub use probe::{cpu_name, measure_bf16_gflops, measure_fma_gflops, measure_read_gbs};
+pub use probe::{cpu_name, measure_bf16_gflops, measure_fma_gflops, measure_int8_gops, measure_read_gbs};
 pub use simd::{GemmElement, Simd};

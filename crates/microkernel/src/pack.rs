@@ -1,7 +1,7 @@
 //! Weights packed once into the panels a kernel's tiles read, with their bias.
 
 use crate::Kernel;
-use convkit_tensor::{bf16, checked_product, AlignedVec, Error, FilterShape, Precision, Result};
+use convkit_tensor::{bf16, checked_product, AlignedVec, Error, FilterShape, Precision, Result, WEIGHT_MAX};
 
 /// The right operand of the tile walk, a K x N matrix packed for one [`Kernel`]: panel p
 /// holds, for each group of k, columns `p * nr .. p * nr + nr` (zeros past N), so a tile
@@ -11,7 +11,9 @@ use convkit_tensor::{bf16, checked_product, AlignedVec, Error, FilterShape, Prec
 /// Each 32-bit slot of a panel holds [`Kernel::k_group`] consecutive k of one column: one
 /// f32, or in bf16 two bf16 values (k even in the low half), the groups formed within each
 /// of the `segments` runs the left operand's rows are read in, a run whose length is not a
-/// whole number of groups padded with zeros: what the kernel's dot product takes.
+/// whole number of groups padded with zeros: what the kernel's dot product takes. In int8
+/// a slot holds four s8 weights (k ascending from the low byte), and the panels carry
+/// two more per-column vectors (see [`PackedWeights::new_int8`]).
 #[derive(Debug, Clone)]
 pub struct PackedWeights {
     kernel: Kernel,
@@ -20,6 +22,16 @@ pub struct PackedWeights {
     segments: usize,
     panels: AlignedVec,
     bias: AlignedVec,
+    int8: Option<Int8Columns<AlignedVec>>,
+}
+
+/// What an int8 GEMM's epilogue reads per column, padded to whole panels: the scale of
+/// the column's s32 sum (input scale times the column's weight scale) and the s32 (kept
+/// as its bits in an f32 slot) added to the sum first, `-input_zero_point * sum_k w[k, n]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Int8Columns<V> {
+    pub(crate) scale: V,
+    pub(crate) offset: V,
 }
 
 /// The rows of one panel: one per group of k of each segment.
@@ -35,6 +47,8 @@ fn slot(precision: Precision, value: impl Fn(usize) -> f32) -> f32 {
             let bits = |v: f32| u32::from(bf16::from_f32(v).to_bits());
             f32::from_bits(bits(value(0)) | bits(value(1)) << 16)
         }
+        // The values are whole numbers in -127..=127 (`new_int8` checks them).
+        Precision::Int8 => f32::from_bits(u32::from_le_bytes(std::array::from_fn(|i| value(i) as i8 as u8))),
     }
 }
 
@@ -99,6 +113,23 @@ impl PackedWeights {
         entry: impl Fn(usize, usize) -> f32,
         bias: Option<&[f32]>,
     ) -> Result<Self> {
+        if kernel.precision() == Precision::Int8 {
+            return Err(Error::invalid(format!(
+                "{kernel} panels hold quantized weights: pack them with PackedWeights::new_int8"
+            )));
+        }
+        Self::pack(kernel, k, n, segments, entry, bias)
+    }
+
+    /// Packs without the int8 check.
+    fn pack(
+        kernel: Kernel,
+        k: usize,
+        n: usize,
+        segments: usize,
+        entry: impl Fn(usize, usize) -> f32,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
         kernel.check_available()?;
         check_sizes(k, n, segments)?;
         if let Some(b) = bias {
@@ -113,7 +144,92 @@ impl PackedWeights {
         if let Some(b) = bias {
             padded[..n].copy_from_slice(b);
         }
-        Ok(PackedWeights { kernel, k, n, segments, panels, bias: padded })
+        Ok(PackedWeights { kernel, k, n, segments, panels, bias: padded, int8: None })
+    }
+
+    /// Packs the K x N matrix of s8 weights `weights(k, n)` (in -127..=127) for an int8
+    /// `kernel`, rows read in `segments` runs as in [`PackedWeights::new`], with what the
+    /// epilogue needs per column: `column_scale[n]` (the input's scale times column n's
+    /// weight scale: the real value of one unit of the s32 sum), the input's
+    /// `input_zero_point` (its share, `-zero_point * sum_k w[k, n]`, is added to the s32
+    /// sum exactly), and the f32 bias. Errors name the weight, the length or the zero
+    /// point that is wrong.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_int8(
+        kernel: Kernel,
+        k: usize,
+        n: usize,
+        segments: usize,
+        weights: impl Fn(usize, usize) -> i8,
+        column_scale: &[f32],
+        input_zero_point: i32,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        if kernel.precision() != Precision::Int8 {
+            return Err(Error::mismatch(
+                "precision of the kernel int8 weights are packed for",
+                "int8",
+                kernel.precision(),
+            ));
+        }
+        convkit_tensor::check_channels("int8 column scales", n, column_scale.len())?;
+        if let Some(c) = column_scale.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::invalid(format!(
+                "int8 column {c} has scale {}, not a finite positive number",
+                column_scale[c]
+            )));
+        }
+        if !(0..=255).contains(&input_zero_point) {
+            return Err(Error::invalid(format!("u8 input zero point {input_zero_point} is outside 0..=255")));
+        }
+        check_sizes(k, n, segments)?;
+        let mut offsets = vec![0i64; n];
+        for (col, offset) in offsets.iter_mut().enumerate() {
+            let mut sum = 0i64;
+            for kk in 0..k {
+                let w = weights(kk, col);
+                if i32::from(w).abs() > WEIGHT_MAX {
+                    return Err(Error::invalid(format!("int8 weight ({kk}, {col}) is {w}, outside -127..=127")));
+                }
+                sum += i64::from(w);
+            }
+            *offset = -i64::from(input_zero_point) * sum;
+        }
+        let mut packed = Self::pack(kernel, k, n, segments, |kk, col| f32::from(weights(kk, col)), bias)?;
+        let padded = packed.bias.len();
+        let (mut scale, mut offset) = (AlignedVec::zeros(padded), AlignedVec::zeros(padded));
+        scale[..n].copy_from_slice(column_scale);
+        for (slot, &o) in offset.iter_mut().zip(&offsets) {
+            // |offset| <= 255 * 127 * K: an s32 for any K below 66 000.
+            let o = i32::try_from(o).map_err(|_| Error::overflow(format!("int8 zero-point offset {o} of K = {k}")))?;
+            *slot = f32::from_bits(o as u32);
+        }
+        packed.int8 = Some(Int8Columns { scale, offset });
+        Ok(packed)
+    }
+
+    /// Packs quantized OIHW conv weights `[co][ci][kh][kw]` for an int8 `kernel`, as
+    /// [`PackedWeights::from_oihw`] lays out f32 ones, with the columns' scales, the
+    /// input zero point and the bias of [`PackedWeights::new_int8`].
+    pub fn from_oihw_int8(
+        kernel: Kernel,
+        weights: &[i8],
+        filter: FilterShape,
+        column_scale: &[f32],
+        input_zero_point: i32,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        let per_out = filter.reduction_len();
+        let len = checked_product("int8 weights", &[filter.co, per_out])?;
+        if weights.len() != len {
+            return Err(Error::mismatch(format!("int8 weights of a {filter} filter"), len, weights.len()));
+        }
+        let (ci, kh, kw) = (filter.ci, filter.kh, filter.kw);
+        let entry = |k: usize, o: usize| {
+            let (ky, kx, c) = (k / (kw * ci), k / ci % kw, k % ci);
+            weights[o * per_out + (c * kh + ky) * kw + kx]
+        };
+        Self::new_int8(kernel, per_out, filter.co, kh, entry, column_scale, input_zero_point, bias)
     }
 
     /// Packs OIHW conv weights `[co][ci][kh][kw]` as the K x N matrix of reduction index
@@ -150,9 +266,9 @@ impl PackedWeights {
         self.n
     }
 
-    /// Bytes of the packed panels and bias.
+    /// Bytes of the packed panels, bias and (int8) column scales and offsets.
     pub fn bytes(&self) -> usize {
-        4 * (self.panels.len() + self.bias.len())
+        4 * (self.panels.len() + self.bias.len() + self.int8.as_ref().map_or(0, |c| 2 * c.scale.len()))
     }
 
     /// The borrowed panels the tile walk reads.
@@ -164,6 +280,7 @@ impl PackedWeights {
             segments: self.segments,
             data: &self.panels,
             bias: Some(&self.bias),
+            int8: self.int8.as_ref().map(|c| Int8Columns { scale: &c.scale[..], offset: &c.offset[..] }),
         }
     }
 }
@@ -180,6 +297,8 @@ pub struct Panels<'a> {
     pub(crate) data: &'a [f32],
     /// One value per column, padded to whole panels; None: no column bias.
     pub(crate) bias: Option<&'a [f32]>,
+    /// Int8 panels: their columns' scales and zero-point offsets.
+    pub(crate) int8: Option<Int8Columns<&'a [f32]>>,
 }
 
 impl<'a> Panels<'a> {
@@ -199,6 +318,9 @@ impl<'a> Panels<'a> {
         dst: &'a mut [f32],
     ) -> Result<Panels<'a>> {
         kernel.check_available()?;
+        if kernel.precision() == Precision::Int8 {
+            return Err(Error::invalid(format!("{kernel} panels are packed once, with their scales, not per call")));
+        }
         check_sizes(k, n, 1)?;
         let len = Self::packed_len(kernel, k, n)?;
         if dst.len() < len {
@@ -206,7 +328,7 @@ impl<'a> Panels<'a> {
         }
         let dst = &mut dst[..len];
         fill_panels(kernel, k, n, 1, entry, dst);
-        Ok(Panels { kernel, k, n, segments: 1, data: dst, bias: None })
+        Ok(Panels { kernel, k, n, segments: 1, data: dst, bias: None, int8: None })
     }
 
     /// These panels without their column bias.

@@ -84,6 +84,47 @@ impl SimdOp for DotProbe {
     }
 }
 
+/// GOP/s of `family`'s u8 x s8 dot product on this thread: 12 independent chains for
+/// about `seconds`, 8 operations per 32-bit lane per step (four multiply-adds, counted as
+/// FLOPs are). One `vpdpbusd` on the VNNI families, the widening `vpmaddwd` pair on the
+/// others: what an int8 kernel's share of peak divides by.
+pub fn measure_int8_gops(family: Family, seconds: f64) -> f64 {
+    family.dispatch(Int8DotProbe { seconds })
+}
+
+struct Int8DotProbe {
+    seconds: f64,
+}
+
+impl SimdOp for Int8DotProbe {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) -> f64 {
+        const CHAINS: usize = 12;
+        const STEPS: usize = 4096;
+        // Four u8 of 1 by four s8 of 1: each step adds 4 to each lane, far from wrapping.
+        let x = s.splat(f32::from_bits(std::hint::black_box(0x0101_0101)));
+        let y = s.splat(f32::from_bits(std::hint::black_box(0x0101_0101)));
+        let mut acc: [S::F32; CHAINS] = std::array::from_fn(|_| s.zero());
+        let start = std::time::Instant::now();
+        let mut ops = 0.0f64;
+        while start.elapsed().as_secs_f64() < self.seconds {
+            for _ in 0..STEPS {
+                for a in acc.iter_mut() {
+                    *a = s.dot_u8s8(*a, x, y);
+                }
+            }
+            ops += (STEPS * CHAINS * S::LANES * 8) as f64;
+        }
+        let total = acc.into_iter().fold(s.zero(), |t, a| s.add_i32(t, a));
+        let mut sum = [0.0f32; 64];
+        s.store(&mut sum, total);
+        std::hint::black_box(sum);
+        ops / start.elapsed().as_secs_f64() / 1e9
+    }
+}
+
 /// GB/s the threads of the current rayon pool read from memory together: each streams its
 /// share of a buffer of `bytes` (of f32 ones, summed in `family`'s vectors with 8 independent
 /// accumulators), over and over for about `seconds`; the fastest pass counts. Make

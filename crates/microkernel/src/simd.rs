@@ -16,6 +16,7 @@ pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for convkit_tensor::bf16 {}
+    impl Sealed for u8 {}
 }
 
 /// One CPU family's f32 vector and its operations. Every method is `#[inline(always)]`:
@@ -80,6 +81,32 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static 
     /// them.
     fn store_bf16(self, s: &mut [bf16], v: Self::F32);
 
+    /// Lane-wise `a < b ? a : b` (x86's minps): `b`'s lane where either lane is NaN.
+    fn min(self, a: Self::F32, b: Self::F32) -> Self::F32;
+
+    /// `acc + a.0 * b.0 + a.1 * b.1 + a.2 * b.2 + a.3 * b.3` in each 32-bit lane, where
+    /// `a`'s lane holds four u8 values, `b`'s four s8 values and `acc`'s (and the
+    /// result's) an s32, the sum exact and wrapping (`vpdpbusd`). The vectors are the f32
+    /// type holding integer bits; the families without VNNI widen to 16 bits and
+    /// multiply-add pairs (`vpmaddwd`), never the saturating `vpmaddubsw`: every family
+    /// gives the same integers.
+    fn dot_u8s8(self, acc: Self::F32, a: Self::F32, b: Self::F32) -> Self::F32;
+
+    /// Lane-wise s32 `a + b`, wrapping (both vectors holding integer bits).
+    fn add_i32(self, a: Self::F32, b: Self::F32) -> Self::F32;
+
+    /// Each lane's s32 bits converted to f32, rounded to nearest even (`vcvtdq2ps` under
+    /// the default MXCSR, which Rust never changes).
+    fn i32_to_f32(self, v: Self::F32) -> Self::F32;
+
+    /// `s[..LANES]` as f32 (exact); panics if `s` is shorter.
+    fn load_u8(self, s: &[u8]) -> Self::F32;
+
+    /// Lanes that hold integers in 0..=255 (the caller clamps: see
+    /// [`GemmElement::store`]) into `s[..LANES]` as u8; panics if `s` is shorter. A lane
+    /// with a fraction is rounded to nearest even.
+    fn store_u8(self, s: &mut [u8], v: Self::F32);
+
     /// All lanes zero.
     #[inline(always)]
     fn zero(self) -> Self::F32 {
@@ -123,6 +150,39 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static 
 /// Lanes of the widest family: the staging buffer of a partial load or store.
 const MAX_LANES: usize = 16;
 
+/// `s[..n]` (`n <= LANES`) of `T`, staged through a whole vector's worth of elements
+/// when `n` is short: the partial load of the element types without masked loads.
+#[inline(always)]
+fn load_staged<S: Simd, T: Copy + Default>(simd: S, s: &[T], n: usize, load: impl Fn(S, &[T]) -> S::F32) -> S::F32 {
+    const { assert!(S::LANES <= MAX_LANES) };
+    if n == S::LANES {
+        load(simd, s)
+    } else {
+        let mut whole = [T::default(); MAX_LANES];
+        whole[..n].copy_from_slice(&s[..n]);
+        load(simd, &whole)
+    }
+}
+
+/// Stores `n <= LANES` lanes of `v` at `s[..n]`, staged like [`load_staged`].
+#[inline(always)]
+fn store_staged<S: Simd, T: Copy + Default>(
+    simd: S,
+    s: &mut [T],
+    n: usize,
+    v: S::F32,
+    store: impl Fn(S, &mut [T], S::F32),
+) {
+    const { assert!(S::LANES <= MAX_LANES) };
+    if n == S::LANES {
+        store(simd, s, v)
+    } else {
+        let mut whole = [T::default(); MAX_LANES];
+        store(simd, &mut whole, v);
+        s[..n].copy_from_slice(&whole[..n]);
+    }
+}
+
 /// An element type the kernels load, store and reduce over: what the code matches on is
 /// here, one impl per type, so a new element type is a compile error wherever it needs a
 /// decision. Sealed.
@@ -160,25 +220,11 @@ impl GemmElement for f32 {
 impl GemmElement for bf16 {
     #[inline(always)]
     fn load<S: Simd>(simd: S, s: &[bf16], n: usize) -> S::F32 {
-        const { assert!(S::LANES <= MAX_LANES) };
-        if n == S::LANES {
-            simd.load_bf16(s)
-        } else {
-            let mut whole = [bf16::ZERO; MAX_LANES];
-            whole[..n].copy_from_slice(&s[..n]);
-            simd.load_bf16(&whole)
-        }
+        load_staged(simd, s, n, S::load_bf16)
     }
     #[inline(always)]
     fn store<S: Simd>(simd: S, s: &mut [bf16], n: usize, v: S::F32) {
-        const { assert!(S::LANES <= MAX_LANES) };
-        if n == S::LANES {
-            simd.store_bf16(s, v)
-        } else {
-            let mut whole = [bf16::ZERO; MAX_LANES];
-            simd.store_bf16(&mut whole, v);
-            s[..n].copy_from_slice(&whole[..n]);
-        }
+        store_staged(simd, s, n, v, S::store_bf16)
     }
     #[inline(always)]
     fn reduce<S: Simd, O: GemmElement, const R: usize, const V: usize>(
@@ -186,5 +232,29 @@ impl GemmElement for bf16 {
         t: &crate::gemm::TileArgs<'_, bf16, O>,
     ) -> [[S::F32; V]; R] {
         crate::gemm::reduce_bf16::<S, R, V>(simd, bytemuck::cast_slice(t.lhs.data), t)
+    }
+}
+
+/// u8 is the quantized activation: loads give its integer value, stores take values on
+/// the u8 grid (the epilogue has applied the scale and zero point).
+impl GemmElement for u8 {
+    #[inline(always)]
+    fn load<S: Simd>(simd: S, s: &[u8], n: usize) -> S::F32 {
+        load_staged(simd, s, n, S::load_u8)
+    }
+    /// Rounded to nearest even and saturated to 0..=255 (NaN gives 0), as
+    /// `<u8 as Element>::from_f32`: the clamp first (max with 0, then min with 255), then
+    /// the rounding conversion.
+    #[inline(always)]
+    fn store<S: Simd>(simd: S, s: &mut [u8], n: usize, v: S::F32) {
+        let clamped = simd.min(simd.max(v, simd.zero()), simd.splat(255.0));
+        store_staged(simd, s, n, clamped, S::store_u8)
+    }
+    #[inline(always)]
+    fn reduce<S: Simd, O: GemmElement, const R: usize, const V: usize>(
+        simd: S,
+        t: &crate::gemm::TileArgs<'_, u8, O>,
+    ) -> [[S::F32; V]; R] {
+        crate::gemm::reduce_int8::<S, R, V>(simd, t.lhs.data, t)
     }
 }

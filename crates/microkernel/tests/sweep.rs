@@ -1,13 +1,15 @@
 //! The deterministic sweep over every tile of every kernel of the registry this CPU runs:
 //! each row count 1..=MR, each panel count 1..=max_panels, each column count of that
 //! width, reductions of length 1, odd, in segments, and long, and every epilogue
-//! combination, against a scalar f64 loop. The kernels come from `Kernel::all()` and the
+//! combination, against a scalar f64 loop (int8: exactly, against the reference crate's
+//! integer sum and epilogue). The kernels come from `Kernel::all()` and the
 //! tile list from the kernel's `TileShape`, the same values the walk reads: a family
 //! declared in the registry gets its sweep with no edit here.
 
 use convkit_microkernel::{Family, Gemm, GemmElement, Kernel, Lhs, PackedWeights, RowMap};
-use convkit_tensor::{bf16, Element, Precision};
-use convkit_testkit::random_vec;
+use convkit_reference::{quantize_u8, requantize, Residual};
+use convkit_tensor::{bf16, Element, Precision, Quant};
+use convkit_testkit::{random_i8, random_u8, random_vec};
 
 /// One GEMM case: a single tile of `rows` x `cols` over a reduction of `k` in `segments`.
 #[derive(Debug, Clone, Copy)]
@@ -117,9 +119,94 @@ fn check<A: GemmElement, O: GemmElement>(kernel: Kernel, c: Case, seed: u64) -> 
     Ok(())
 }
 
+/// Runs `case` on the int8 `kernel` (u8 left operand, s8 panels) with an output of `O`
+/// (u8, quantized, or f32) and checks every output against the reference's exact integer
+/// sum and epilogue, bit for bit, and that nothing outside the tile was written. The row
+/// bias and accumulation do not exist in int8 (errors, tested apart).
+fn check_int8<O: GemmElement>(kernel: Kernel, c: Case, seed: u64) -> Result<(), String> {
+    let (m, n, k) = (c.rows, c.cols, c.k);
+    let run_len = k / c.segments;
+    // The gaps between runs hold 255: a kernel that reads them gets another sum.
+    let seg_step = run_len + 3;
+    let row_step = c.segments * seg_step + 5;
+    let mut lhs = vec![255u8; m * row_step + 8];
+    let a = random_u8(m * k, seed);
+    for r in 0..m {
+        for s in 0..c.segments {
+            lhs[r * row_step + s * seg_step..][..run_len].copy_from_slice(&a[r * k + s * run_len..][..run_len]);
+        }
+    }
+    let w = random_i8(k * n, seed ^ 1);
+    let col_bias = random_vec(n, seed ^ 2);
+    // Scaled so that outputs spread over a few units: most u8 outputs land inside the
+    // grid, not on its saturated ends.
+    let unit = 1.0 / (50_000.0 * (k as f32).sqrt());
+    let scales: Vec<f32> = random_vec(n, seed ^ 3).iter().map(|v| unit * (1.5 + v)).collect();
+    let zero_point = (seed % 256) as i32;
+    let packed =
+        PackedWeights::new_int8(kernel, k, n, c.segments, |kk, j| w[kk * n + j], &scales, zero_point, Some(&col_bias))
+            .map_err(|e| e.to_string())?;
+    let panels = if c.col_bias { packed.panels() } else { packed.panels().without_bias() };
+    let (row_len, col0) = (n + 3, 1);
+    let sentinel = O::from_f32(77.0);
+    let mut out = vec![sentinel; m * row_len];
+    let residual_values: Vec<O> = match O::PRECISION {
+        Precision::Int8 => random_u8(m * row_len, seed ^ 5).into_iter().map(|v| O::from_f32(f32::from(v))).collect(),
+        _ => random_elements::<O>(m * row_len, seed ^ 5),
+    };
+    let out_quant = Quant::new(0.02, 128).unwrap();
+    let residual_quant = Quant::new(0.015, 131).unwrap();
+    let lhs_view = Lhs::strided(&lhs, 0, row_step).with_segments(c.segments, seg_step);
+    let mut gemm = Gemm::<u8, O>::new(lhs_view, panels, m, row_len)
+        .with_col0(col0)
+        .with_residual(c.residual.then_some(&residual_values[..]))
+        .with_relu(c.relu);
+    if O::PRECISION == Precision::Int8 {
+        gemm = gemm.with_output_quant(out_quant);
+        if c.residual {
+            gemm = gemm.with_residual_quant(residual_quant);
+        }
+    }
+    gemm.run_serial(&mut out).map_err(|e| e.to_string())?;
+    let mut inside_grid = 0;
+    for r in 0..m {
+        for j in 0..row_len {
+            let got = out[r * row_len + j];
+            let Some(col) = j.checked_sub(col0).filter(|&col| col < n) else {
+                if got != sentinel {
+                    return Err(format!("row {r} column {j} outside the tile was written: {got:?}"));
+                }
+                continue;
+            };
+            inside_grid += usize::from(got.to_f32() > 0.0 && got.to_f32() < 255.0);
+            let sum: i32 = (0..k).map(|kk| (i32::from(a[r * k + kk]) - zero_point) * i32::from(w[kk * n + col])).sum();
+            let res = residual_values[r * row_len + col0 + col];
+            let residual = c.residual.then(|| match O::PRECISION {
+                Precision::Int8 => Residual::Quantized(res.to_f32() as u8, residual_quant),
+                _ => Residual::Real(res.to_f32()),
+            });
+            let v = requantize(sum, scales[col], c.col_bias.then_some(col_bias[col]), residual, c.relu);
+            let want = match O::PRECISION {
+                Precision::Int8 => f32::from(quantize_u8(v, out_quant)),
+                _ => v,
+            };
+            if got.to_f32().to_bits() != want.to_bits() {
+                return Err(format!("row {r} column {col}: got {got:?}, want {want} (sum {sum})"));
+            }
+        }
+    }
+    if O::PRECISION == Precision::Int8 && m * n >= 8 && inside_grid * 2 < m * n {
+        return Err(format!(
+            "only {inside_grid} of {} u8 outputs inside the grid: the case tests saturation only",
+            m * n
+        ));
+    }
+    Ok(())
+}
+
 /// Reductions: (k, segments). 1, odd, a KxK conv's three runs (even and odd: bf16 pairs
-/// a run's values, and pads an odd one), long.
-const REDUCTIONS: [(usize, usize); 5] = [(1, 1), (7, 1), (12, 3), (15, 3), (259, 1)];
+/// a run's values and int8 takes fours, padding the rest), long.
+const REDUCTIONS: [(usize, usize); 6] = [(1, 1), (7, 1), (12, 3), (15, 3), (27, 3), (259, 1)];
 
 /// Every epilogue combination on the short reductions; none and all on the others.
 fn epilogues(k: usize) -> Vec<[bool; 5]> {
@@ -142,7 +229,15 @@ fn sweep_types<A: GemmElement, O: GemmElement>(kernel: Kernel) {
                     for [col_bias, row_bias, residual, accumulate, relu] in epilogues(k) {
                         let case = Case { rows, cols, k, segments, col_bias, row_bias, residual, accumulate, relu };
                         let seed = (rows * 1000 + cols * 10 + k) as u64;
-                        if let Err(e) = check::<A, O>(kernel, case, seed) {
+                        let result = if A::PRECISION == Precision::Int8 {
+                            if row_bias || accumulate {
+                                continue;
+                            }
+                            check_int8::<O>(kernel, case, seed)
+                        } else {
+                            check::<A, O>(kernel, case, seed)
+                        };
+                        if let Err(e) = result {
                             panic!("{kernel} {}->{} {case:?}: {e}", A::PRECISION, O::PRECISION);
                         }
                         cases += 1;
@@ -167,6 +262,10 @@ fn sweep(kernel: Kernel) {
         Precision::Bf16 => {
             sweep_types::<bf16, bf16>(kernel);
             sweep_types::<bf16, f32>(kernel);
+        }
+        Precision::Int8 => {
+            sweep_types::<u8, u8>(kernel);
+            sweep_types::<u8, f32>(kernel);
         }
     }
 }
@@ -198,6 +297,59 @@ fn every_tile_of_every_f32_kernel() {
 fn every_tile_of_every_bf16_kernel() {
     let swept = sweep_registry(Precision::Bf16);
     assert!(swept.contains(&Kernel::new(Family::Portable, Precision::Bf16).unwrap()), "{swept:?}");
+}
+
+#[test]
+fn every_tile_of_every_int8_kernel() {
+    let swept = sweep_registry(Precision::Int8);
+    assert!(swept.contains(&Kernel::new(Family::Portable, Precision::Int8).unwrap()), "{swept:?}");
+}
+
+/// The int8 GEMM's refusals: no row bias, no accumulation, a u8 output or residual without
+/// its quantization, a quantization for an f32 output, f32 packing of int8 weights, bad
+/// weights, scales and zero points.
+#[test]
+fn bad_int8_calls_are_errors() {
+    let kernel = Kernel::new(Family::Portable, Precision::Int8).unwrap();
+    let packed = PackedWeights::new_int8(kernel, 4, 3, 1, |_, _| 1, &[0.5; 3], 3, None).unwrap();
+    let a = [1u8; 8];
+    let lhs = Lhs::strided(&a, 0, 4);
+    let q = Quant::new(0.1, 0).unwrap();
+    let (mut out8, mut out32) = ([0u8; 6], [0.0f32; 6]);
+    let e = Gemm::<u8, u8>::new(lhs, packed.panels(), 2, 3).run(&mut out8).unwrap_err();
+    assert!(e.to_string().contains("needs its quantization"), "{e}");
+    let e = Gemm::<u8, f32>::new(lhs, packed.panels(), 2, 3).with_output_quant(q).run(&mut out32).unwrap_err();
+    assert!(e.to_string().contains("for a f32 output"), "{e}");
+    let e =
+        Gemm::<u8, f32>::new(lhs, packed.panels(), 2, 3).with_row_bias(Some(&[0.0; 2])).run(&mut out32).unwrap_err();
+    assert!(e.to_string().contains("row bias"), "{e}");
+    let e = Gemm::<u8, f32>::new(lhs, packed.panels(), 2, 3).with_accumulate(true).run(&mut out32).unwrap_err();
+    assert!(e.to_string().contains("accumulate"), "{e}");
+    let res = [0u8; 6];
+    let e = Gemm::<u8, u8>::new(lhs, packed.panels(), 2, 3)
+        .with_output_quant(q)
+        .with_residual(Some(&res))
+        .run(&mut out8)
+        .unwrap_err();
+    assert!(e.to_string().contains("residual needs its quantization"), "{e}");
+    Gemm::<u8, u8>::new(lhs, packed.panels(), 2, 3).with_output_quant(q).run(&mut out8).unwrap();
+    // Each output: 4 * (1 - 3) * 1 * 0.5 = -4, ReLU-free, quantized at scale 0.1 with zero point 0: 0.
+    assert_eq!(out8, [0; 6]);
+    Gemm::<u8, f32>::new(lhs, packed.panels(), 2, 3).run(&mut out32).unwrap();
+    assert_eq!(out32, [-4.0; 6]);
+    let e = PackedWeights::new(kernel, 4, 3, 1, |_, _| 1.0, None).unwrap_err();
+    assert!(e.to_string().contains("new_int8"), "{e}");
+    let e = PackedWeights::new_int8(kernel, 4, 3, 1, |_, _| -128, &[0.5; 3], 0, None).unwrap_err();
+    assert!(e.to_string().contains("-128"), "{e}");
+    let e = PackedWeights::new_int8(kernel, 4, 3, 1, |_, _| 1, &[0.5, 0.0, 0.5], 0, None).unwrap_err();
+    assert!(e.to_string().contains("column 1 has scale 0"), "{e}");
+    let e = PackedWeights::new_int8(kernel, 4, 3, 1, |_, _| 1, &[0.5; 3], 256, None).unwrap_err();
+    assert!(e.to_string().contains("zero point 256"), "{e}");
+    let e = PackedWeights::new_int8(kernel, 4, 3, 1, |_, _| 1, &[0.5; 2], 0, None).unwrap_err();
+    assert!(e.to_string().contains("column scales"), "{e}");
+    let f32_kernel = Kernel::new(Family::Portable, Precision::F32).unwrap();
+    let e = PackedWeights::new_int8(f32_kernel, 4, 3, 1, |_, _| 1, &[0.5; 3], 0, None).unwrap_err();
+    assert!(e.to_string().contains("int8"), "{e}");
 }
 
 /// The registry lists every family's kernels, each family at least one, the names parse
@@ -283,7 +435,8 @@ fn bad_calls_are_errors() {
     assert!(e.to_string().contains("precision"), "{e}");
     let e = "sse9".parse::<Family>().unwrap_err();
     assert!(
-        e.to_string().contains("expected avx512bf16, avx512, avx2, portable") || !cfg!(target_arch = "x86_64"),
+        e.to_string().contains("expected avx512bf16, avx512vnni, avx512, avxvnni, avx2, portable")
+            || !cfg!(target_arch = "x86_64"),
         "{e}"
     );
     let e = "avx512bf16.f32".parse::<Kernel>().unwrap_err();

@@ -144,7 +144,18 @@ impl ModelConfig {
         if self.sub_batch == 0 {
             return invalid("a model runs at least one image at a time, got sub_batch = 0".into());
         }
+        if self.precision == Precision::Int8 {
+            return Err(Self::int8_unsupported().into());
+        }
         Ok(())
+    }
+
+    /// The error for an int8 model: the kernels exist, the calibrated network not yet.
+    pub(crate) fn int8_unsupported() -> convkit_tensor::Error {
+        convkit_tensor::Error::invalid(
+            "the ResNet model runs f32 or bf16, not int8: the int8 kernels (convkit-microkernel, convkit-conv1x1) \
+             need per-layer activation scales, and the model has no calibration yet",
+        )
     }
 
     /// Builds the model from `weights` (of this config's network), freeing each raw tensor

@@ -59,7 +59,8 @@ impl KxkPath {
     /// no faster (docs/results.md).
     pub fn winograd_tile(self, ci: usize, precision: Precision) -> Option<WinogradTile> {
         let f4_max = match (self, precision) {
-            (KxkPath::Direct | KxkPath::Im2col, _) => return None,
+            // Winograd's transforms take int8 values off the integer grid.
+            (KxkPath::Direct | KxkPath::Im2col, _) | (_, Precision::Int8) => return None,
             (KxkPath::Auto | KxkPath::Winograd, Precision::Bf16) => 0,
             (KxkPath::Auto, Precision::F32) => WINOGRAD_F4_MAX_CHANNELS,
             (KxkPath::Winograd, Precision::F32) => 256,

@@ -100,6 +100,7 @@ impl ResNet {
         let network = match config.precision {
             Precision::F32 => AnyNetwork::F32(Network::build(&net, subsample, weights, config.kxk, kernel)?),
             Precision::Bf16 => AnyNetwork::Bf16(Network::build(&net, subsample, weights, config.kxk, kernel)?),
+            Precision::Int8 => return Err(ModelConfig::int8_unsupported().into()),
         };
         let fc_w = weights.take("fc.weight")?;
         let fc_b = weights.take("fc.bias")?;

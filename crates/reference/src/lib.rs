@@ -243,3 +243,88 @@ mod tests {
         assert_eq!(y.get(0, 0, 0, 1), (2.0 + 5.0) / 2.0);
     }
 }
+
+/// Exact int8 convolution (groups = 1): for each output, the s32 sum over its taps of
+/// `(x - input_zero_point) * w`, where padding reads as the zero point (a real zero).
+/// `weights` are OIHW s8. The sums come back as `[n][co][oy][ox]` whatever the input's
+/// layout, with the output shape. An error if a sum leaves s32 (it never does for a
+/// reduction below 66 000).
+pub fn conv2d_int8(
+    input: TensorView<'_, u8>,
+    input_zero_point: i32,
+    weights: &[i8],
+    filter: FilterShape,
+    window: Window,
+) -> Result<(Shape, Vec<i32>)> {
+    filter.check_window(&window)?;
+    let per_out = filter.ci * filter.kh * filter.kw;
+    if weights.len() != filter.co * per_out {
+        return Err(Error::mismatch(format!("int8 weights of a {filter} filter"), filter.co * per_out, weights.len()));
+    }
+    let s = input.shape();
+    let out = filter.output_shape(s, &window)?;
+    let mut sums = Vec::with_capacity(out.n * out.c * out.h * out.w);
+    for n in 0..out.n {
+        for co in 0..out.c {
+            for oy in 0..out.h {
+                for ox in 0..out.w {
+                    let mut acc = 0i64;
+                    for ci in 0..filter.ci {
+                        for ky in 0..filter.kh {
+                            for kx in 0..filter.kw {
+                                let Some((iy, ix)) = input_pos(&window, s, oy, ox, ky, kx) else {
+                                    continue;
+                                };
+                                let w = weights[((co * filter.ci + ci) * filter.kh + ky) * filter.kw + kx];
+                                let x = i64::from(input.get(n, ci, iy, ix)) - i64::from(input_zero_point);
+                                acc += x * i64::from(w);
+                            }
+                        }
+                    }
+                    sums.push(i32::try_from(acc).map_err(|_| Error::overflow(format!("int8 sum {acc} leaves s32")))?);
+                }
+            }
+        }
+    }
+    Ok((out, sums))
+}
+
+/// The residual an int8 epilogue adds: a real value, or a u8 one with its scale and zero
+/// point.
+#[derive(Debug, Clone, Copy)]
+pub enum Residual {
+    /// An f32 residual, added as it is.
+    Real(f32),
+    /// A u8 residual: `(q - zero_point) * scale` is added.
+    Quantized(u8, convkit_tensor::Quant),
+}
+
+/// The real value the int8 epilogue makes of the exact sum `sum` of one output, in the
+/// order the kernels define, each step one f32 operation: `sum` converted (to nearest
+/// even) times `column_scale` (input scale times the channel's weight scale), plus the
+/// bias, plus the residual, then ReLU (`max(0, v)`).
+pub fn requantize(sum: i32, column_scale: f32, bias: Option<f32>, residual: Option<Residual>, relu: bool) -> f32 {
+    let mut v = sum as f32 * column_scale;
+    if let Some(b) = bias {
+        v += b;
+    }
+    match residual {
+        Some(Residual::Real(r)) => v += r,
+        Some(Residual::Quantized(q, quant)) => v += (f32::from(q) - quant.zero_point() as f32) * quant.scale(),
+        None => {}
+    }
+    // max(0, v) as x86's maxps computes it: v unless 0 > v (so -0 and NaN stay).
+    if relu && 0.0 > v {
+        v = 0.0;
+    }
+    v
+}
+
+/// `v` on the u8 grid of `quant`: `v * (1 / scale) + zero_point`, clamped to 0..=255 (NaN
+/// to 0), rounded to nearest even.
+pub fn quantize_u8(v: f32, quant: convkit_tensor::Quant) -> u8 {
+    let x = v * (1.0 / quant.scale()) + quant.zero_point() as f32;
+    let x = if x > 0.0 { x } else { 0.0 };
+    let x = if x < 255.0 { x } else { 255.0 };
+    x.round_ties_even() as u8
+}

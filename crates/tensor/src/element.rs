@@ -1,4 +1,5 @@
-//! The element types activations are stored in: f32, or bf16 (half the bytes moved).
+//! The element types activations are stored in: f32, bf16 (half the bytes moved), or u8
+//! (quantized, a quarter of them).
 
 use std::fmt::Debug;
 
@@ -18,26 +19,34 @@ pub enum Precision {
     /// bf16 (to nearest, ties to even) when stored: native on AVX512-BF16, emulated with
     /// f32 FMAs elsewhere.
     Bf16,
+    /// u8 activations (asymmetric: a scale and a zero point per tensor) by s8 weights
+    /// (symmetric: a scale per output channel), exact s32 accumulation, then an f32
+    /// requantization epilogue whose every step is one IEEE operation, so that every
+    /// kernel family gives bitwise the same result.
+    Int8,
 }
 
 impl Precision {
     /// Every precision.
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
     /// The name the CLI and the reports use.
     pub const fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
     /// Consecutive reduction (K) values one 32-bit slot of a packed weight panel holds: 1
-    /// in f32, a pair in bf16 (what `vdpbf16ps` multiplies per lane).
+    /// in f32, a pair in bf16 (what `vdpbf16ps` multiplies per lane), four in int8 (what
+    /// `vpdpbusd` multiplies and adds per lane).
     pub const fn k_group(self) -> usize {
         match self {
             Precision::F32 => 1,
             Precision::Bf16 => 2,
+            Precision::Int8 => 4,
         }
     }
 
@@ -46,6 +55,7 @@ impl Precision {
         match self {
             Precision::F32 => 4,
             Precision::Bf16 => 2,
+            Precision::Int8 => 1,
         }
     }
 }
@@ -62,7 +72,7 @@ impl std::str::FromStr for Precision {
         Precision::ALL
             .into_iter()
             .find(|p| p.name() == s.trim())
-            .ok_or_else(|| crate::Error::invalid(format!("unknown precision {s:?} (expected f32 or bf16)")))
+            .ok_or_else(|| crate::Error::invalid(format!("unknown precision {s:?} (expected f32, bf16 or int8)")))
     }
 }
 
@@ -70,9 +80,11 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for half::bf16 {}
+    impl Sealed for u8 {}
 }
 
-/// An activation element: `f32` or [`bf16`]. Sealed: the kernels know exactly these two.
+/// An activation element: `f32`, [`bf16`], or `u8` (a quantized value, read with its
+/// tensor's [`crate::Quant`]). Sealed: the kernels know exactly these three.
 pub trait Element: bytemuck::Pod + Default + Debug + Send + Sync + PartialEq + sealed::Sealed + 'static {
     /// The precision this element stores.
     const PRECISION: Precision;
@@ -103,6 +115,24 @@ impl Element for bf16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+}
+
+/// A quantized activation: `from_f32` and `to_f32` work in the quantized domain (the
+/// integer grid); [`crate::Quant`] maps it to and from real values.
+impl Element for u8 {
+    const PRECISION: Precision = Precision::Int8;
+    /// `v` rounded to the nearest integer (ties to even) and saturated to 0..=255; NaN is 0.
+    #[inline(always)]
+    fn from_f32(v: f32) -> u8 {
+        // The order of the kernels' vector code: max with 0 first (NaN gives 0), then min.
+        let clamped = if v > 0.0 { v } else { 0.0 };
+        let clamped = if clamped < 255.0 { clamped } else { 255.0 };
+        clamped.round_ties_even() as u8
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from(self)
     }
 }
 

@@ -29,6 +29,16 @@ pub fn random_vec(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Deterministic u8 values over all of 0..=255 from a seed ([`random_vec`] scaled).
+pub fn random_u8(len: usize, seed: u64) -> Vec<u8> {
+    random_vec(len, seed).into_iter().map(|v| ((v + 1.0) * 128.0).min(255.0) as u8).collect()
+}
+
+/// Deterministic s8 weights over all of -127..=127 from a seed ([`random_vec`] scaled).
+pub fn random_i8(len: usize, seed: u64) -> Vec<i8> {
+    random_vec(len, seed).into_iter().map(|v| (v * 127.5).round().clamp(-127.0, 127.0) as i8).collect()
+}
+
 /// A tensor of `shape` in `layout` holding [`random_vec`] values.
 pub fn random_tensor(shape: Shape, layout: Layout, seed: u64) -> Tensor {
     Tensor::from_slice(shape, layout, &random_vec(shape.numel().unwrap(), seed)).unwrap()

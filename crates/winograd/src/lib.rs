@@ -210,6 +210,11 @@ impl<E: GemmElement> WinogradConv<E> {
         filter.check_window(&Self::WINDOW)?;
         match (precision, tile) {
             (Precision::F32, _) | (Precision::Bf16, WinogradTile::F2x2) => {}
+            (Precision::Int8, _) => {
+                return Err(Error::invalid(
+                    "Winograd has no int8 path (its transforms take values off the integer grid): use the direct or im2col int8 convolution",
+                ))
+            }
             (Precision::Bf16, WinogradTile::F4x4) => {
                 return Err(Error::invalid(format!(
                 "Winograd F(4x4, 3x3) has no {precision} path (its transforms amplify bf16 rounding): use F(2x2, 3x3)"

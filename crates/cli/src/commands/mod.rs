@@ -260,8 +260,8 @@ pub fn progress(len: u64, message: &'static str, hidden: bool) -> indicatif::Pro
 }
 
 /// Peak GFLOP/s of the pool's threads together on `kernel`: `per_core` times threads (f32
-/// only), or measured on every thread at once (f32 FMAs, or the bf16 dot product of the
-/// kernel's family).
+/// only), or measured on every thread at once (f32 FMAs, or the bf16 or u8 x s8 dot
+/// product of the kernel's family).
 pub fn pool_peak(per_core: Option<f64>, pool: &rayon::ThreadPool, kernel: Kernel) -> f64 {
     /// Seconds of the probe.
     const PEAK_PROBE_SECONDS: f64 = 0.3;
@@ -273,6 +273,9 @@ pub fn pool_peak(per_core: Option<f64>, pool: &rayon::ThreadPool, kernel: Kernel
         }
         (_, Precision::Bf16) => {
             pool.broadcast(|_| convkit_microkernel::measure_bf16_gflops(family, PEAK_PROBE_SECONDS)).iter().sum()
+        }
+        (_, Precision::Int8) => {
+            pool.broadcast(|_| convkit_microkernel::measure_int8_gops(family, PEAK_PROBE_SECONDS)).iter().sum()
         }
     }
 }

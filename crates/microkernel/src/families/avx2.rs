@@ -24,6 +24,15 @@ impl Avx2 {
     }
 }
 
+impl Avx2 {
+    /// The AVX2 token of a CPU whose AVX-512 token exists (AVX-512F implies AVX2 and FMA
+    /// in `Avx512`'s requirements).
+    #[inline(always)]
+    pub(crate) fn from_avx512(_: super::avx512::Avx512) -> Self {
+        Avx2 { _checked: () }
+    }
+}
+
 impl crate::simd::sealed::Sealed for Avx2 {}
 
 impl Simd for Avx2 {
@@ -125,6 +134,65 @@ impl Simd for Avx2 {
             _mm_storeu_si128(s.as_mut_ptr().cast(), _mm256_castsi256_si128(packed));
         }
     }
+    #[inline(always)]
+    fn min(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves avx2 (see `splat`).
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    fn dot_u8s8(self, acc: __m256, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves avx2 (see `splat`); the casts only retype the bits.
+        unsafe {
+            let (acc, a, b) = (_mm256_castps_si256(acc), _mm256_castps_si256(a), _mm256_castps_si256(b));
+            _mm256_castsi256_ps(dot_u8s8_widened(self, acc, a, b))
+        }
+    }
+    #[inline(always)]
+    fn add_i32(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the token proves avx2 (see `splat`); the casts only retype the bits.
+        unsafe { _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b))) }
+    }
+    #[inline(always)]
+    fn i32_to_f32(self, v: __m256) -> __m256 {
+        // SAFETY: the token proves avx2 (see `splat`).
+        unsafe { _mm256_cvtepi32_ps(_mm256_castps_si256(v)) }
+    }
+    #[inline(always)]
+    fn load_u8(self, s: &[u8]) -> __m256 {
+        let s = &s[..8];
+        // SAFETY: the token proves avx2 (see `splat`); `s` holds the 8 bytes read.
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(s.as_ptr().cast()))) }
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8], v: __m256) {
+        let s = &mut s[..8];
+        // SAFETY: the token proves avx2 (see `splat`); `s` holds the 8 bytes written.
+        unsafe {
+            // Lanes in 0..=255: the saturating packs keep them; each 128-bit half ends
+            // with its 4 bytes first.
+            let words = _mm256_cvtps_epi32(v);
+            let bytes = _mm256_packus_epi16(_mm256_packus_epi32(words, words), _mm256_setzero_si256());
+            let both = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256::<1>(bytes));
+            _mm_storel_epi64(s.as_mut_ptr().cast(), both)
+        }
+    }
+}
+
+/// `acc + a . b` per 32-bit lane (four u8 of `a` by four s8 of `b`), exact: the bytes
+/// widened to 16 bits, even and odd ones apart, then two `vpmaddwd` (each sum of two
+/// products is at most 2 * 255 * 128, far inside s32). What `vpdpbusd` computes, on CPUs
+/// without VNNI.
+#[inline(always)]
+pub(crate) fn dot_u8s8_widened(_: Avx2, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: the Avx2 token proves avx2 (see `Avx2::splat`).
+    unsafe {
+        let a_even = _mm256_and_si256(a, _mm256_set1_epi16(0x00ff));
+        let a_odd = _mm256_srli_epi16::<8>(a);
+        let b_even = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(b));
+        let b_odd = _mm256_srai_epi16::<8>(b);
+        let sums = _mm256_add_epi32(_mm256_madd_epi16(a_even, b_even), _mm256_madd_epi16(a_odd, b_odd));
+        _mm256_add_epi32(acc, sums)
+    }
 }
 
 /// Each lane of `v` rounded to bf16 (to nearest, ties to even; NaN made quiet), in the
@@ -147,7 +215,7 @@ impl FamilyDecl for Avx2 {
     const NAME: &'static str = "avx2";
     const REQUIRES: CpuFeatures = CpuFeatures::AVX2.union(CpuFeatures::FMA);
     const TILE: TileShape = TileShape { mr: 4, nr: 16, max_panels: 1 };
-    const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16];
+    const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16, Precision::Int8];
 
     fn try_new() -> Option<Self> {
         Avx2::try_new()

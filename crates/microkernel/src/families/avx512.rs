@@ -2,6 +2,7 @@
 //! columns: 24 accumulators, 4 weight vectors and the broadcasts in 32 registers. Its
 //! bf16 dot product is two f32 FMAs (see [`crate::Simd::dot_bf16`]).
 
+use super::avx2::{dot_u8s8_widened, Avx2};
 use crate::family::{FamilyDecl, SimdOp, TileShape, MR};
 use crate::{CpuFeatures, Family, Simd};
 use convkit_tensor::{bf16, Precision};
@@ -128,6 +129,57 @@ impl Simd for Avx512 {
             _mm256_storeu_si256(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(lanes));
         }
     }
+    #[inline(always)]
+    fn min(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the token proves avx512f (see `splat`).
+        unsafe { _mm512_min_ps(a, b) }
+    }
+    /// Without AVX512-BW there are no 512-bit 16-bit multiplies: each half goes through
+    /// the AVX2 widening (see [`dot_u8s8_widened`]).
+    #[inline(always)]
+    fn dot_u8s8(self, acc: __m512, a: __m512, b: __m512) -> __m512 {
+        let avx2 = Avx2::from_avx512(self);
+        // SAFETY: the token proves avx512f (and avx2, see `splat`); the casts only retype
+        // the bits.
+        unsafe {
+            let (acc, a, b) = (_mm512_castps_si512(acc), _mm512_castps_si512(a), _mm512_castps_si512(b));
+            let low = dot_u8s8_widened(
+                avx2,
+                _mm512_castsi512_si256(acc),
+                _mm512_castsi512_si256(a),
+                _mm512_castsi512_si256(b),
+            );
+            let high = dot_u8s8_widened(
+                avx2,
+                _mm512_extracti64x4_epi64::<1>(acc),
+                _mm512_extracti64x4_epi64::<1>(a),
+                _mm512_extracti64x4_epi64::<1>(b),
+            );
+            _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high))
+        }
+    }
+    #[inline(always)]
+    fn add_i32(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the token proves avx512f (see `splat`); the casts only retype the bits.
+        unsafe { _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b))) }
+    }
+    #[inline(always)]
+    fn i32_to_f32(self, v: __m512) -> __m512 {
+        // SAFETY: the token proves avx512f (see `splat`).
+        unsafe { _mm512_cvtepi32_ps(_mm512_castps_si512(v)) }
+    }
+    #[inline(always)]
+    fn load_u8(self, s: &[u8]) -> __m512 {
+        let s = &s[..16];
+        // SAFETY: the token proves avx512f (see `splat`); `s` holds the 16 bytes read.
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(s.as_ptr().cast()))) }
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8], v: __m512) {
+        let s = &mut s[..16];
+        // SAFETY: the token proves avx512f (see `splat`); `s` holds the 16 bytes written.
+        unsafe { _mm_storeu_si128(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v))) }
+    }
 }
 
 impl FamilyDecl for Avx512 {
@@ -136,7 +188,7 @@ impl FamilyDecl for Avx512 {
     const REQUIRES: CpuFeatures =
         CpuFeatures::AVX512F.union(CpuFeatures::AVX2).union(CpuFeatures::FMA).union(CpuFeatures::F16C);
     const TILE: TileShape = TileShape { mr: MR, nr: 32, max_panels: 2 };
-    const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16];
+    const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16, Precision::Int8];
 
     fn try_new() -> Option<Self> {
         Avx512::try_new()

@@ -1,6 +1,6 @@
 //! The AVX-512F family with AVX512-BF16: the [`Avx512`] tiles, whose bf16 dot product is
 //! one `vdpbf16ps` and whose bf16 rounding is one `vcvtneps2bf16`. It declares bf16
-//! kernels only: its f32 kernels would be those of [`Avx512`].
+//! kernels only: its f32 and int8 kernels would be those of [`Avx512`].
 
 use super::avx512::Avx512;
 use crate::family::{FamilyDecl, SimdOp, TileShape};
@@ -30,58 +30,9 @@ impl Simd for Avx512Bf16 {
     const LANES: usize = 16;
     const FAMILY: Family = Family::Avx512Bf16;
 
-    #[inline(always)]
-    fn splat(self, v: f32) -> __m512 {
-        self.f32_ops.splat(v)
-    }
-    #[inline(always)]
-    fn load(self, s: &[f32]) -> __m512 {
-        self.f32_ops.load(s)
-    }
-    #[inline(always)]
-    fn store(self, s: &mut [f32], v: __m512) {
-        self.f32_ops.store(s, v)
-    }
-    #[inline(always)]
-    fn load_partial(self, s: &[f32]) -> __m512 {
-        self.f32_ops.load_partial(s)
-    }
-    #[inline(always)]
-    fn store_partial(self, s: &mut [f32], v: __m512) {
-        self.f32_ops.store_partial(s, v)
-    }
-    #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        self.f32_ops.add(a, b)
-    }
-    #[inline(always)]
-    fn sub(self, a: __m512, b: __m512) -> __m512 {
-        self.f32_ops.sub(a, b)
-    }
-    #[inline(always)]
-    fn mul(self, a: __m512, b: __m512) -> __m512 {
-        self.f32_ops.mul(a, b)
-    }
-    #[inline(always)]
-    fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
-        self.f32_ops.mul_add(a, b, c)
-    }
-    #[inline(always)]
-    fn max(self, a: __m512, b: __m512) -> __m512 {
-        self.f32_ops.max(a, b)
-    }
-    #[inline(always)]
-    fn max_keep_nan(self, a: __m512, b: __m512) -> __m512 {
-        self.f32_ops.max_keep_nan(a, b)
-    }
-    #[inline(always)]
-    fn bf16_halves(self, pairs: __m512) -> (__m512, __m512) {
-        self.f32_ops.bf16_halves(pairs)
-    }
-    #[inline(always)]
-    fn load_bf16(self, s: &[bf16]) -> __m512 {
-        self.f32_ops.load_bf16(s)
-    }
+    forward_simd!(f32_ops: splat, load, store, load_partial, store_partial, add, sub, mul, mul_add, max,
+        max_keep_nan, min, bf16_halves, load_bf16, dot_u8s8, add_i32, i32_to_f32, load_u8, store_u8);
+
     #[inline(always)]
     fn dot_bf16(self, acc: __m512, a: __m512, b: __m512) -> __m512 {
         // SAFETY: an Avx512Bf16 token exists only if `Avx512Bf16::try_new` saw avx512f

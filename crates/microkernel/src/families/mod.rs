@@ -6,7 +6,11 @@ families! {
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16 => avx512bf16::Avx512Bf16,
     #[cfg(target_arch = "x86_64")]
+    Avx512Vnni => avx512vnni::Avx512Vnni,
+    #[cfg(target_arch = "x86_64")]
     Avx512 => avx512::Avx512,
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni => avxvnni::AvxVnni,
     #[cfg(target_arch = "x86_64")]
     Avx2 => avx2::Avx2,
     Portable => portable::Portable,

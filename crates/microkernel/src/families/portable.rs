@@ -28,6 +28,15 @@ impl PortableF32 {
     fn of(lanes: [f32; 4]) -> Self {
         PortableF32(wide::f32x4::new(lanes))
     }
+    /// The lanes' bits (the integer kernels keep s32 values in them).
+    #[inline(always)]
+    fn words(self) -> [u32; 4] {
+        self.lanes().map(f32::to_bits)
+    }
+    #[inline(always)]
+    fn of_words(words: [u32; 4]) -> Self {
+        PortableF32::of(words.map(f32::from_bits))
+    }
 }
 
 impl crate::simd::sealed::Sealed for Portable {}
@@ -88,6 +97,39 @@ impl Simd for Portable {
         PortableF32::of(std::array::from_fn(|i| if x[i].is_nan() || x[i] > y[i] { x[i] } else { y[i] }))
     }
     #[inline(always)]
+    fn min(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        // a < b ? a : b, as x86's minps: b where either lane is NaN.
+        let (a, b) = (a.lanes(), b.lanes());
+        PortableF32::of(std::array::from_fn(|i| if a[i] < b[i] { a[i] } else { b[i] }))
+    }
+    #[inline(always)]
+    fn dot_u8s8(self, acc: Self::F32, a: Self::F32, b: Self::F32) -> Self::F32 {
+        let (acc, a, b) = (acc.words(), a.words(), b.words());
+        PortableF32::of_words(std::array::from_fn(|i| {
+            let (x, w) = (a[i].to_le_bytes(), b[i].to_le_bytes());
+            let dot: i32 = x.iter().zip(w).map(|(&x, w)| i32::from(x) * i32::from(w as i8)).sum();
+            (acc[i] as i32).wrapping_add(dot) as u32
+        }))
+    }
+    #[inline(always)]
+    fn add_i32(self, a: Self::F32, b: Self::F32) -> Self::F32 {
+        let (a, b) = (a.words(), b.words());
+        PortableF32::of_words(std::array::from_fn(|i| a[i].wrapping_add(b[i])))
+    }
+    #[inline(always)]
+    fn i32_to_f32(self, v: Self::F32) -> Self::F32 {
+        PortableF32::of(v.words().map(|w| w as i32 as f32))
+    }
+    #[inline(always)]
+    fn load_u8(self, s: &[u8]) -> Self::F32 {
+        let s = &s[..4];
+        PortableF32::of(std::array::from_fn(|i| f32::from(s[i])))
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8], v: Self::F32) {
+        s[..4].iter_mut().zip(v.lanes()).for_each(|(d, v)| *d = v.round_ties_even() as u8);
+    }
+    #[inline(always)]
     fn bf16_halves(self, pairs: Self::F32) -> (Self::F32, Self::F32) {
         let bits = pairs.lanes().map(f32::to_bits);
         (
@@ -115,7 +157,7 @@ impl FamilyDecl for Portable {
     const NAME: &'static str = "portable";
     const REQUIRES: CpuFeatures = CpuFeatures::NONE;
     const TILE: TileShape = TileShape { mr: 4, nr: 8, max_panels: 1 };
-    const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16];
+    const PRECISIONS: &'static [Precision] = &[Precision::F32, Precision::Bf16, Precision::Int8];
 
     fn try_new() -> Option<Self> {
         Some(Portable::TOKEN)

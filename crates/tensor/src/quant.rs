@@ -1,0 +1,145 @@
+//! Affine quantization: u8 activations with a scale and a zero point per tensor, s8
+//! weights with a scale per output channel and no zero point.
+
+use crate::{Element, Error, Result};
+
+/// How one u8 tensor stands for real values: `real = scale * (q - zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quant {
+    scale: f32,
+    zero_point: i32,
+}
+
+impl Quant {
+    /// A scale (finite, > 0) and a zero point (0..=255), or an error that names the bad value.
+    pub fn new(scale: f32, zero_point: i32) -> Result<Quant> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::invalid(format!("quantization scale {scale} is not a finite positive number")));
+        }
+        if !(0..=255).contains(&zero_point) {
+            return Err(Error::invalid(format!("u8 zero point {zero_point} is outside 0..=255")));
+        }
+        Ok(Quant { scale, zero_point })
+    }
+
+    /// The parameters that map `min..=max` onto 0..=255, the range first widened to hold
+    /// 0, so that 0 (the padding of a convolution) is exactly a u8 value; a range of one
+    /// point gets the scale of 1/255.
+    pub fn from_range(min: f32, max: f32) -> Result<Quant> {
+        if !(min.is_finite() && max.is_finite()) || min > max {
+            return Err(Error::invalid(format!("activation range {min}..{max} is not a finite interval")));
+        }
+        let (min, max) = (min.min(0.0), max.max(0.0));
+        let span = max - min;
+        let scale = if span > 0.0 { span / 255.0 } else { 1.0 / 255.0 };
+        let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0) as i32;
+        Quant::new(scale, zero_point)
+    }
+
+    /// The scale.
+    pub const fn scale(self) -> f32 {
+        self.scale
+    }
+
+    /// The zero point, the u8 value of 0.
+    pub const fn zero_point(self) -> i32 {
+        self.zero_point
+    }
+
+    /// `v` on the u8 grid: `v * (1 / scale) + zero_point` (two f32 operations, each rounded
+    /// once: what the kernels' epilogue does), rounded to nearest even and saturated.
+    pub fn quantize(self, v: f32) -> u8 {
+        u8::from_f32(v * (1.0 / self.scale) + self.zero_point as f32)
+    }
+
+    /// The real value of `q`: `(q - zero_point) * scale`, the subtraction exact.
+    pub fn dequantize(self, q: u8) -> f32 {
+        (f32::from(q) - self.zero_point as f32) * self.scale
+    }
+}
+
+impl std::fmt::Display for Quant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "scale {} zero point {}", self.scale, self.zero_point)
+    }
+}
+
+/// The largest magnitude of a quantized weight: symmetric s8 weights use -127..=127, so
+/// that negating a weight stays on the grid.
+pub const WEIGHT_MAX: i32 = 127;
+
+/// Weights of `channels` output channels (each a contiguous run of the same length, as
+/// in OIHW) quantized symmetrically per channel: `w = scale[c] * q`, `q` in
+/// -127..=127 rounded to nearest even. A channel of zeros gets scale 1. An error for an
+/// empty or uneven split, or a weight that is not finite.
+pub fn quantize_per_channel(weights: &[f32], channels: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    if channels == 0 || weights.is_empty() || !weights.len().is_multiple_of(channels) {
+        return Err(Error::invalid(format!(
+            "{} weights do not split into {channels} output channels of equal length",
+            weights.len()
+        )));
+    }
+    if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
+        return Err(Error::invalid(format!("weight {i} is {}, which int8 cannot hold", weights[i])));
+    }
+    let per = weights.len() / channels;
+    let mut scales = Vec::with_capacity(channels);
+    let mut q = Vec::with_capacity(weights.len());
+    for run in weights.chunks_exact(per) {
+        let max = run.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+        let scale = if max > 0.0 { max / WEIGHT_MAX as f32 } else { 1.0 };
+        let inverse = 1.0 / scale;
+        q.extend(run.iter().map(|w| (w * inverse).round_ties_even().clamp(-127.0, 127.0) as i8));
+        scales.push(scale);
+    }
+    Ok((q, scales))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_exact_and_the_range_ends_map_to_the_grid_ends() {
+        for (min, max) in [(-1.5f32, 3.0f32), (0.0, 6.0), (-2.0, -1.0), (0.5, 0.5), (0.0, 0.0)] {
+            let q = Quant::from_range(min, max).unwrap();
+            assert_eq!(q.dequantize(q.quantize(0.0)), 0.0, "{min}..{max}: {q}");
+            let (lo, hi) = (min.min(0.0), max.max(0.0));
+            assert!(q.quantize(lo) <= 1 && (hi == lo || q.quantize(hi) >= 254), "{min}..{max}: {q}");
+        }
+    }
+
+    #[test]
+    fn bad_parameters_are_errors_that_name_the_value() {
+        assert!(Quant::new(0.0, 0).unwrap_err().to_string().contains("scale 0"));
+        assert!(Quant::new(f32::NAN, 0).is_err());
+        assert!(Quant::new(1.0, 256).unwrap_err().to_string().contains("256"));
+        assert!(Quant::new(1.0, -1).is_err());
+        assert!(Quant::from_range(1.0, -1.0).is_err());
+        assert!(Quant::from_range(f32::NEG_INFINITY, 1.0).is_err());
+        assert!(quantize_per_channel(&[1.0; 5], 2).unwrap_err().to_string().contains("5 weights"));
+        assert!(quantize_per_channel(&[1.0, f32::NAN], 1).unwrap_err().to_string().contains("weight 1"));
+    }
+
+    #[test]
+    fn per_channel_weights_reach_127_and_round_back_within_half_a_step() {
+        let w: Vec<f32> = (0..24).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.013 * (1 + i / 8) as f32).collect();
+        let (q, scales) = quantize_per_channel(&w, 3).unwrap();
+        for (c, (run, qrun)) in w.chunks(8).zip(q.chunks(8)).enumerate() {
+            assert_eq!(qrun.iter().map(|v| v.unsigned_abs()).max(), Some(127), "channel {c}");
+            for (w, q) in run.iter().zip(qrun) {
+                assert!((w - scales[c] * f32::from(*q)).abs() <= scales[c] * 0.5 + 1e-7, "channel {c}: {w} vs {q}");
+            }
+        }
+        assert_eq!(quantize_per_channel(&[0.0; 4], 2).unwrap().1, vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn u8_elements_round_to_even_and_saturate() {
+        let cases =
+            [(0.5f32, 0u8), (1.5, 2), (2.5, 2), (-3.0, 0), (254.5, 254), (255.5, 255), (1e30, 255), (f32::NAN, 0)];
+        for (v, want) in cases {
+            assert_eq!(u8::from_f32(v), want, "{v}");
+        }
+    }
+}
