@@ -24,7 +24,7 @@ pub use convkit_tensor::Conv;
 
 use convkit_microkernel::{Gemm, GemmElement, Lhs, PackedWeights, Panels, RowMap};
 use convkit_tensor::{
-    check_precision, AlignedVec, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
+    check_precision, AlignedVec, ConvQuant, Epilogue, Error, FilterShape, Layout, Precision, Result, Shape, TensorView,
     TensorViewMut, Window,
 };
 use std::marker::PhantomData;
@@ -36,6 +36,8 @@ pub struct Conv1x1<T: GemmElement = f32> {
     filter: FilterShape,
     stride: usize,
     weights: Weights,
+    /// An int8 conv's tensors' quantization.
+    quant: Option<ConvQuant>,
     element: PhantomData<T>,
 }
 
@@ -68,6 +70,9 @@ impl<T: GemmElement> Conv1x1<T> {
             return Err(Error::invalid("1x1 convolution stride must be at least 1"));
         }
         check_precision::<T>("1x1 conv", kernel.precision())?;
+        if kernel.precision() == Precision::Int8 {
+            return Err(Error::invalid("an int8 1x1 convolution is built from quantized weights: Conv1x1::new_int8"));
+        }
         let weights = match (layout, kernel.precision()) {
             (Layout::Nhwc, _) => Weights::Nhwc(PackedWeights::from_oihw(kernel, weights, filter, bias)?),
             (Layout::Nchw, Precision::F32) => Weights::Nchw {
@@ -79,7 +84,12 @@ impl<T: GemmElement> Conv1x1<T> {
                 return Err(Error::invalid(format!("a {precision} 1x1 convolution takes NHWC activations, not NCHW")))
             }
         };
-        Ok(Conv1x1 { filter, stride, weights, element: PhantomData })
+        Ok(Conv1x1 { filter, stride, weights, quant: None, element: PhantomData })
+    }
+
+    /// The quantization of an int8 conv's tensors (None in f32 and bf16).
+    pub fn quant(&self) -> Option<ConvQuant> {
+        self.quant
     }
 
     /// The stride along both axes.
@@ -115,6 +125,7 @@ impl<T: GemmElement> Conv1x1<T> {
             .with_residual(e.residual.map(|r| r.data()))
             .with_accumulate(e.accumulate)
             .with_relu(e.relu)
+            .with_conv_quant(self.quant)
             .run(dst)
     }
 
@@ -150,6 +161,36 @@ impl<T: GemmElement> Conv1x1<T> {
                 .run(out_image)?;
         }
         Ok(())
+    }
+}
+
+impl Conv1x1<u8> {
+    /// An int8 1x1 convolution over NHWC u8 activations: OIHW s8 `weights` [co, ci, 1, 1]
+    /// (in -127..=127) with a scale per output channel (`weight_scales`, see
+    /// `convkit_tensor::quantize_per_channel`), an f32 `bias`, and `quant`, the input,
+    /// output and residual quantization. The input's zero point is folded into each
+    /// channel's s32 sum when the weights are packed; the epilogue is the int8 one of the
+    /// microkernel crate's `Gemm` (bitwise the same on every kernel family).
+    pub fn new_int8(
+        kernel: Kernel,
+        weights: &[i8],
+        weight_scales: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        stride: usize,
+        quant: ConvQuant,
+    ) -> Result<Self> {
+        if (filter.kh, filter.kw) != (1, 1) {
+            return Err(Error::mismatch("kernel of a 1x1 convolution", "1x1", format!("{}x{}", filter.kh, filter.kw)));
+        }
+        if stride == 0 {
+            return Err(Error::invalid("1x1 convolution stride must be at least 1"));
+        }
+        let column_scales = quant.column_scales(weight_scales)?;
+        convkit_tensor::check_channels("int8 weight scales", filter.co, weight_scales.len())?;
+        let packed =
+            PackedWeights::from_oihw_int8(kernel, weights, filter, &column_scales, quant.input.zero_point(), bias)?;
+        Ok(Conv1x1 { filter, stride, weights: Weights::Nhwc(packed), quant: Some(quant), element: PhantomData })
     }
 }
 

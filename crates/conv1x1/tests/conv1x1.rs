@@ -77,8 +77,39 @@ fn bf16_kernels() -> Vec<Kernel> {
     Kernel::available(Precision::Bf16, CpuFeatures::selected().unwrap()).collect()
 }
 
+/// The int8 kernels this CPU runs within the process default.
+fn int8_kernels() -> Vec<Kernel> {
+    Kernel::available(Precision::Int8, CpuFeatures::selected().unwrap()).collect()
+}
+
+/// The int8 conv on `kernel`: u8 activations, s8 weights, exact s32 sums.
+fn run_int8(p: &ConvProblem, threads: usize, kernel: Kernel) -> (Vec<u8>, Vec<u8>) {
+    let p = ConvProblem { layout: Layout::Nhwc, ..*p };
+    run_int8_kernel(&p, threads, |c, x, out, epilogue| {
+        let conv = Conv1x1::new_int8(
+            kernel,
+            &c.weights,
+            &c.weight_scales,
+            p.filter,
+            c.bias.as_deref(),
+            p.window.stride.0,
+            c.quant,
+        )
+        .unwrap();
+        conv.forward(x, out, epilogue, &mut AlignedVec::default()).unwrap();
+    })
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// int8 on every family this CPU runs (VNNI and widening), against the reference's
+    /// exact sums and epilogue: equal bytes, so every family gives the same bytes.
+    #[test]
+    fn int8_conv1x1_matches_reference_exactly(p in problem(), kernel in proptest::sample::select(int8_kernels())) {
+        let (got, want) = run_int8(&p, 2, kernel);
+        check_int8(&got, &want).map_err(|e| TestCaseError::fail(format!("{kernel}: {e}")))?;
+    }
 
     /// bf16 on every family this CPU runs (native and emulated), odd channel counts
     /// included, against the reference on the same bf16-rounded operands.

@@ -14,8 +14,8 @@ pub use convkit_tensor::Conv;
 
 use convkit_microkernel::{for_each_chunk, CacheSizes, Gemm, GemmElement, Lhs, PackedWeights, RowMap};
 use convkit_tensor::{
-    check_precision, checked_product, AlignedVec, Element, Epilogue, Error, FilterShape, Layout, Precision, Result,
-    Shape, TensorView, TensorViewMut, Window,
+    check_precision, checked_product, AlignedVec, ConvQuant, Element, Epilogue, Error, FilterShape, Layout, Precision,
+    Result, Shape, TensorView, TensorViewMut, Window,
 };
 use std::marker::PhantomData;
 
@@ -30,6 +30,8 @@ pub struct DirectConv<T: GemmElement = f32> {
     window: Window,
     packed: PackedWeights,
     scratch_bytes: usize,
+    /// An int8 conv's tensors' quantization.
+    quant: Option<ConvQuant>,
     element: PhantomData<T>,
 }
 
@@ -45,7 +47,25 @@ impl<T: GemmElement> DirectConv<T> {
         window: Window,
     ) -> Result<Self> {
         check_precision::<T>("direct conv", kernel.precision())?;
+        if kernel.precision() == Precision::Int8 {
+            return Err(Error::invalid(
+                "an int8 direct convolution is built from quantized weights: DirectConv::new_int8",
+            ));
+        }
         filter.check(weights, bias)?;
+        Self::check_window(filter, window)?;
+        Ok(DirectConv {
+            filter,
+            window,
+            packed: PackedWeights::from_oihw(kernel, weights, filter, bias)?,
+            scratch_bytes: CacheSizes::get().scratch_bytes(),
+            quant: None,
+            element: PhantomData,
+        })
+    }
+
+    /// The windows the direct path runs.
+    fn check_window(filter: FilterShape, window: Window) -> Result<()> {
         filter.check_window(&window)?;
         if window.dilation != (1, 1) || window.ceil_mode {
             return Err(Error::invalid(format!(
@@ -56,13 +76,7 @@ impl<T: GemmElement> DirectConv<T> {
         if window.stride.0 == 0 || window.stride.0 != window.stride.1 {
             return Err(Error::invalid(format!("direct convolution takes one stride >= 1, got {:?}", window.stride)));
         }
-        Ok(DirectConv {
-            filter,
-            window,
-            packed: PackedWeights::from_oihw(kernel, weights, filter, bias)?,
-            scratch_bytes: CacheSizes::get().scratch_bytes(),
-            element: PhantomData,
-        })
+        Ok(())
     }
 
     /// Changes the scratch bound (bytes; at least one padded image is always held). The
@@ -93,6 +107,7 @@ impl<T: GemmElement> DirectConv<T> {
             .with_residual(e.residual.map(|r| r.data()))
             .with_accumulate(e.accumulate)
             .with_relu(e.relu)
+            .with_conv_quant(self.quant)
             .run(dst)
     }
 
@@ -131,7 +146,9 @@ impl<T: GemmElement> DirectConv<T> {
             let images = group.min(s.n - n0);
             let (group_in, group_out) = (Shape { n: images, ..s }, Shape { n: images, ..out_shape });
             let padded = &mut scratch[..padded_image * images];
-            pad_nhwc(&input.data()[n0 * in_image..(n0 + images) * in_image], group_in, (ph, pw), padded);
+            // Padding is a real zero: the input's zero point in int8.
+            let zero = self.quant.map_or(T::default(), |q| T::from_f32(q.input.zero_point() as f32));
+            pad_nhwc(&input.data()[n0 * in_image..(n0 + images) * in_image], group_in, (ph, pw), zero, padded);
             let residual = epilogue
                 .residual
                 .map(|r| TensorView::new(group_out, Layout::Nhwc, &r.data()[n0 * out_image..(n0 + images) * out_image]))
@@ -140,6 +157,42 @@ impl<T: GemmElement> DirectConv<T> {
             self.run(padded, (hp, wp), group_out, out, &Epilogue { residual, ..epilogue })?;
         }
         Ok(())
+    }
+}
+
+impl DirectConv<u8> {
+    /// An int8 KxK convolution over NHWC u8 activations: OIHW s8 `weights` (in
+    /// -127..=127) with a scale per output channel, an f32 `bias`, the `window` of
+    /// [`DirectConv::new`], and `quant`, the input, output and residual quantization.
+    /// Padding reads the input's zero point (a real zero); the epilogue is the int8 one
+    /// of the microkernel crate's `Gemm` (bitwise the same on every kernel family).
+    pub fn new_int8(
+        kernel: Kernel,
+        weights: &[i8],
+        weight_scales: &[f32],
+        filter: FilterShape,
+        bias: Option<&[f32]>,
+        window: Window,
+        quant: ConvQuant,
+    ) -> Result<Self> {
+        Self::check_window(filter, window)?;
+        convkit_tensor::check_channels("int8 weight scales", filter.co, weight_scales.len())?;
+        let column_scales = quant.column_scales(weight_scales)?;
+        let packed =
+            PackedWeights::from_oihw_int8(kernel, weights, filter, &column_scales, quant.input.zero_point(), bias)?;
+        Ok(DirectConv {
+            filter,
+            window,
+            packed,
+            scratch_bytes: CacheSizes::get().scratch_bytes(),
+            quant: Some(quant),
+            element: PhantomData,
+        })
+    }
+
+    /// The quantization of its tensors.
+    pub fn quant(&self) -> Option<ConvQuant> {
+        self.quant
     }
 }
 
@@ -185,21 +238,21 @@ impl<T: GemmElement> Conv<T> for DirectConv<T> {
     }
 }
 
-/// Copies NHWC `src` into `dst` of (h + 2ph) x (w + 2pw) per image with zero borders, one
-/// padded row per task on the current rayon pool.
-fn pad_nhwc<T: Element>(src: &[T], s: Shape, (ph, pw): (usize, usize), dst: &mut [T]) {
+/// Copies NHWC `src` into `dst` of (h + 2ph) x (w + 2pw) per image with borders of
+/// `zero`, one padded row per task on the current rayon pool.
+fn pad_nhwc<T: Element>(src: &[T], s: Shape, (ph, pw): (usize, usize), zero: T, dst: &mut [T]) {
     let c = s.c;
     let (hp, wp) = (s.h + 2 * ph, s.w + 2 * pw);
     let row = s.w * c;
     let fill_row = |(i, dst_row): (usize, &mut [T])| {
         let (n, y) = (i / hp, i % hp);
         match y.checked_sub(ph).filter(|&iy| iy < s.h) {
-            None => dst_row.fill(T::default()),
+            None => dst_row.fill(zero),
             Some(iy) => {
                 let src_row = &src[(n * s.h + iy) * row..][..row];
-                dst_row[..pw * c].fill(T::default());
+                dst_row[..pw * c].fill(zero);
                 dst_row[pw * c..pw * c + row].copy_from_slice(src_row);
-                dst_row[pw * c + row..].fill(T::default());
+                dst_row[pw * c + row..].fill(zero);
             }
         }
     };

@@ -39,8 +39,40 @@ fn bf16_kernels() -> impl Strategy<Value = Kernel> {
     proptest::sample::select(Kernel::available(Precision::Bf16, CpuFeatures::selected().unwrap()).collect::<Vec<_>>())
 }
 
+/// The int8 kernels this CPU runs within the process default.
+fn int8_kernels() -> impl Strategy<Value = Kernel> {
+    proptest::sample::select(Kernel::available(Precision::Int8, CpuFeatures::selected().unwrap()).collect::<Vec<_>>())
+}
+
+/// The int8 conv on `kernel` (image groups of one when `one_image_groups`).
+fn run_int8(p: &ConvProblem, threads: usize, kernel: Kernel, one_image_groups: bool) -> (Vec<u8>, Vec<u8>) {
+    run_int8_kernel(p, threads, |c, x, out, epilogue| {
+        let mut conv =
+            DirectConv::new_int8(kernel, &c.weights, &c.weight_scales, p.filter, c.bias.as_deref(), p.window, c.quant)
+                .unwrap();
+        if one_image_groups {
+            conv = conv.with_scratch_bytes(1);
+        }
+        let mut scratch = nan_scratch(conv.scratch_len(p.input).unwrap());
+        conv.forward(x, out, epilogue, &mut scratch).unwrap();
+    })
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// int8 on every family this CPU runs: kernels 1..7 (the stem's 3 channels and other
+    /// reductions that are not multiples of four), strides, padding at the input's zero
+    /// point, against the reference's exact sums and epilogue: equal bytes.
+    #[test]
+    fn int8_direct_conv_matches_reference_exactly(
+        p in conv_problem(&[1, 3, 7], &[1, 2], 3, &[Layout::Nhwc]),
+        kernel in int8_kernels(),
+        groups in any::<bool>(),
+    ) {
+        let (got, want) = run_int8(&p, 2, kernel, groups);
+        check_int8(&got, &want).map_err(|e| TestCaseError::fail(format!("{kernel}: {e}")))?;
+    }
 
     /// bf16 on every family this CPU runs (native and emulated), odd reductions (the stem's
     /// 3 channels) included, against the reference on the same bf16-rounded operands.

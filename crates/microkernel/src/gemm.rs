@@ -6,7 +6,7 @@ use crate::family::{SimdOp, MR};
 use crate::pack::Panels;
 use crate::simd::{GemmElement, Simd};
 use crate::CacheSizes;
-use convkit_tensor::{Error, Precision, Quant, Result};
+use convkit_tensor::{ConvQuant, Error, Precision, Quant, Result};
 use rayon::prelude::*;
 
 /// Where each row of the left operand starts in its buffer.
@@ -195,6 +195,17 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
     /// residual): `(r - zero_point) * scale` is added.
     pub fn with_residual_quant(self, quant: Quant) -> Self {
         Gemm { residual_quant: Some(quant), ..self }
+    }
+
+    /// The same, with an int8 convolution's output quantization and, if the GEMM has a
+    /// residual, the residual's (None: a float convolution, nothing to add).
+    pub fn with_conv_quant(self, quant: Option<ConvQuant>) -> Self {
+        let Some(q) = quant else { return self };
+        let gemm = self.with_output_quant(q.output);
+        match (gemm.residual.is_some(), q.residual) {
+            (true, Some(r)) => gemm.with_residual_quant(r),
+            _ => gemm,
+        }
     }
 
     /// Floats of the output (and residual) buffer the call touches: up to the last column

@@ -64,6 +64,35 @@ impl std::fmt::Display for Quant {
     }
 }
 
+/// The quantization of an int8 convolution's u8 tensors: its input (whose zero point is
+/// its padding and whose scale goes into the weights' column scales), its output, and
+/// the residual its epilogue adds, if any.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvQuant {
+    /// The input's.
+    pub input: Quant,
+    /// The output's.
+    pub output: Quant,
+    /// The residual's (the tensor the epilogue adds), if the convolution takes one.
+    pub residual: Option<Quant>,
+}
+
+impl ConvQuant {
+    /// The scale of one unit of output channel c's s32 sum: the input's scale times the
+    /// channel's weight scale (one f32 multiplication), for every channel. An error if a
+    /// product is not a finite positive number.
+    pub fn column_scales(&self, weight_scales: &[f32]) -> Result<Vec<f32>> {
+        let scales: Vec<f32> = weight_scales.iter().map(|w| self.input.scale * w).collect();
+        match scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            Some(c) => Err(Error::invalid(format!(
+                "output channel {c}: weight scale {} times input scale {} is not a finite positive number",
+                weight_scales[c], self.input.scale
+            ))),
+            None => Ok(scales),
+        }
+    }
+}
+
 /// The largest magnitude of a quantized weight: symmetric s8 weights use -127..=127, so
 /// that negating a weight stays on the grid.
 pub const WEIGHT_MAX: i32 = 127;

@@ -241,3 +241,89 @@ pub fn check_bf16(got: &Tensor, want: &Tensor, mag: &Tensor) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// What an int8 conv kernel is built from in [`run_int8_kernel`]: OIHW s8 weights, their
+/// per-channel scales, the f32 bias and the tensors' quantization.
+#[derive(Debug, Clone)]
+pub struct Int8Conv {
+    /// OIHW s8 weights in -127..=127.
+    pub weights: Vec<i8>,
+    /// One scale per output channel.
+    pub weight_scales: Vec<f32>,
+    /// The bias, if the problem has one.
+    pub bias: Option<Vec<f32>>,
+    /// Input, output and (if the problem has one) residual quantization.
+    pub quant: convkit_tensor::ConvQuant,
+}
+
+/// Runs an NHWC int8 conv kernel on problem `p` (its layout must be NHWC; int8 does not
+/// accumulate, so `p.accumulate` is ignored) in a pool of `threads`: random u8 input with
+/// a zero point from the seed, s8 weights scaled so that outputs spread over the u8 grid,
+/// a u8 residual. `forward(conv, input, output, epilogue)` builds and runs the kernel.
+/// Returns the kernel's u8 output and the reference's (exact integer sums, then the
+/// epilogue in the kernels' order), both NHWC: they must be equal.
+pub fn run_int8_kernel(
+    p: &ConvProblem,
+    threads: usize,
+    forward: impl Fn(&Int8Conv, TensorView<'_, u8>, &mut TensorViewMut<'_, u8>, Epilogue<'_, u8>) + Send + Sync,
+) -> (Vec<u8>, Vec<u8>) {
+    use convkit_tensor::{ConvQuant, Quant};
+    assert_eq!(p.layout, Layout::Nhwc, "run_int8_kernel runs NHWC problems only");
+    let k = p.filter.reduction_len();
+    let x = random_u8(p.input.numel().unwrap(), p.seed);
+    let input_quant = Quant::new(0.02, (p.seed % 256) as i32).unwrap();
+    // Sums have an rms near 7300 * sqrt(K): these scales give outputs of about 1, which
+    // the output scale 0.02 spreads over the grid.
+    let unit = 1.0 / (7300.0 * (k as f32).sqrt() * input_quant.scale());
+    let conv = Int8Conv {
+        weights: random_i8(p.filter.co * k, p.seed ^ 1),
+        weight_scales: random_vec(p.filter.co, p.seed ^ 4).iter().map(|v| unit * (1.5 + v)).collect(),
+        bias: p.bias.then(|| random_vec(p.filter.co, p.seed ^ 2).iter().map(|v| 0.5 * v).collect()),
+        quant: ConvQuant {
+            input: input_quant,
+            output: Quant::new(0.02, 128).unwrap(),
+            residual: p.residual.then(|| Quant::new(0.01, 100).unwrap()),
+        },
+    };
+    let out_shape = p.filter.output_shape(p.input, &p.window).unwrap();
+    let residual = p.residual.then(|| random_u8(out_shape.numel().unwrap(), p.seed ^ 3));
+    let mut got = vec![0u8; out_shape.numel().unwrap()];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let input = TensorView::new(p.input, Layout::Nhwc, &x).unwrap();
+        let residual = residual.as_deref().map(|r| TensorView::new(out_shape, Layout::Nhwc, r).unwrap());
+        let epilogue = Epilogue { residual, accumulate: false, relu: p.relu };
+        let mut out = TensorViewMut::new(out_shape, Layout::Nhwc, &mut got).unwrap();
+        forward(&conv, input, &mut out, epilogue)
+    });
+    let input = TensorView::new(p.input, Layout::Nhwc, &x).unwrap();
+    let zero_point = conv.quant.input.zero_point();
+    let (_, sums) = reference::conv2d_int8(input, zero_point, &conv.weights, p.filter, p.window).unwrap();
+    let column_scales = conv.quant.column_scales(&conv.weight_scales).unwrap();
+    let o = out_shape;
+    let mut want = vec![0u8; got.len()];
+    for n in 0..o.n {
+        for c in 0..o.c {
+            for y in 0..o.h {
+                for x in 0..o.w {
+                    let nhwc = ((n * o.h + y) * o.w + x) * o.c + c;
+                    let sum = sums[((n * o.c + c) * o.h + y) * o.w + x];
+                    let res = residual.as_ref().zip(conv.quant.residual);
+                    let res = res.map(|(r, q)| reference::Residual::Quantized(r[nhwc], q));
+                    let v = reference::requantize(sum, column_scales[c], conv.bias.as_ref().map(|b| b[c]), res, p.relu);
+                    want[nhwc] = reference::quantize_u8(v, conv.quant.output);
+                }
+            }
+        }
+    }
+    (got, want)
+}
+
+/// The first place two int8 outputs differ, as an error message.
+pub fn check_int8(got: &[u8], want: &[u8]) -> Result<(), String> {
+    match got.iter().zip(want).position(|(g, w)| g != w) {
+        Some(i) => Err(format!("output {i}: got {}, want {}", got[i], want[i])),
+        None if got.len() != want.len() => Err(format!("{} outputs, want {}", got.len(), want.len())),
+        None => Ok(()),
+    }
+}
