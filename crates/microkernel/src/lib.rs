@@ -1,4 +1,4 @@
-//! The f32 and bf16 microkernels of convkit, chosen when the program runs.
+//! The f32, bf16 and int8 microkernels of convkit, chosen when the program runs.
 //!
 //! - [`CpuFeatures`]: what the CPU can do (AVX2, FMA, AVX-512, AVX512-BF16, VNNI, AMX),
 //!   detected once, apart from which kernel runs; [`CpuFeatures::selected`] is the
@@ -11,8 +11,10 @@
 //! - [`Simd`] and [`SimdOp`]: a kernel is written once, generic over the family, and
 //!   [`Family::dispatch`] runs it under that family's target features.
 //! - [`PackedWeights`]: a K x N weight matrix packed once into the panels a kernel's tile
-//!   reads, with its bias: f32, or bf16 pairs along K (native `vdpbf16ps` on the
-//!   `avx512bf16` family, two f32 FMAs on every other).
+//!   reads, with its bias: f32, bf16 pairs along K (native `vdpbf16ps` on the
+//!   `avx512bf16` family, two f32 FMAs on every other), or s8 fours along K with their
+//!   column scales and zero-point offsets (native `vpdpbusd` on `avx512vnni` and
+//!   `avxvnni`, an exact 16-bit widening on every other).
 //! - [`Gemm`]: the one walk over panels and row tiles (f32, or bf16 activations with f32
 //!   or bf16 output), with the fused epilogue (bias, residual, accumulate, ReLU) applied
 //!   while the tile is in registers, split into tasks on the current rayon pool. The 1x1,

@@ -153,7 +153,7 @@ impl ModelConfig {
     /// The error for an int8 model: the kernels exist, the calibrated network not yet.
     pub(crate) fn int8_unsupported() -> convkit_tensor::Error {
         convkit_tensor::Error::invalid(
-            "the ResNet model runs f32 or bf16, not int8: the int8 kernels (convkit-microkernel, convkit-conv1x1) \
+            "the ResNet model runs f32 or bf16, not int8: the int8 kernels (convkit-microkernel, convkit-conv1x1, convkit-direct) \
              need per-layer activation scales, and the model has no calibration yet",
         )
     }

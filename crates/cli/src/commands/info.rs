@@ -165,18 +165,16 @@ pub fn run(args: &InfoArgs) -> CliResult {
     let picks: Vec<String> = info.machine.kernels.iter().map(|(p, kernel)| format!("{p} on {kernel}")).collect();
     println!("kernels: {}{masked}; families this CPU runs: {}", picks.join(", "), k.families.join(", "));
     for row in &k.registry {
-        let bf16 = if row.precision == "bf16" {
-            if row.bf16_native {
-                ", native vdpbf16ps"
-            } else {
-                ", bf16 emulated with f32 FMAs"
-            }
-        } else {
-            ""
+        let how = match row.precision {
+            "bf16" if row.bf16_native => ", native vdpbf16ps",
+            "bf16" => ", bf16 emulated with f32 FMAs",
+            "int8" if row.requires.contains("vnni") => ", native vpdpbusd",
+            "int8" => ", int8 widened to 16-bit products (exact)",
+            _ => "",
         };
         let runs = if row.available { "" } else { " (this CPU lacks it)" };
         println!(
-            "  {:<18} needs {:<46} {} lanes, {}x{} tiles{bf16}{runs}",
+            "  {:<18} needs {:<46} {} lanes, {}x{} tiles{how}{runs}",
             row.name, row.requires, row.lanes, row.tile[0], row.tile[1]
         );
     }
