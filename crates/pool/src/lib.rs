@@ -50,9 +50,11 @@ pub fn output_shape(input: Shape, window: Window) -> Result<Shape> {
     Ok(Shape::new(input.n, input.c, h, w))
 }
 
-/// Pools `input` into `output` (same layout, shape from [`output_shape`]), f32 or bf16
-/// (summed in f32, each output rounded once), NHWC on the vectors of `family` (the
-/// portable ones if this CPU lacks it).
+/// Pools `input` into `output` (same layout, shape from [`output_shape`]), f32, bf16 or
+/// u8 (summed in f32, each output rounded once; u8 means are rounded to nearest even and
+/// stay on the input's quantization, and padding counted by an average is the u8 value 0,
+/// a real zero when the zero point is 0, as after a ReLU), NHWC on the vectors of
+/// `family` (the portable ones if this CPU lacks it).
 pub fn pool2d_into<T: GemmElement>(
     family: Family,
     input: TensorView<'_, T>,

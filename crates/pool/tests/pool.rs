@@ -92,6 +92,36 @@ proptest! {
         }
     }
 
+    /// u8 (quantized) activations on every family this CPU runs: a maximum is exact, a
+    /// mean is the reference's mean rounded to the nearest integer (sum times 1/count in
+    /// f32, then rounded to nearest even: a mean exactly halfway between two integers may
+    /// go either way when 1/count is inexact); the global mean stays f32 (on the u8 grid:
+    /// the caller dequantizes it).
+    #[test]
+    fn u8_pools_match_reference(p in pool_problem(), family in families()) {
+        let values = random_u8(p.input.numel().unwrap(), p.seed);
+        let x = Tensor::from_slice(p.input, p.layout, &values.iter().map(|&v| f32::from(v)).collect::<Vec<_>>()).unwrap();
+        let input = TensorView::new(p.input, p.layout, &values).unwrap();
+        let out_shape = convkit_pool::output_shape(p.input, p.window).unwrap();
+        let mut out8 = vec![0u8; out_shape.numel().unwrap()];
+        pool2d_into(family, input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out8).unwrap()).unwrap();
+        let want = match p.kind {
+            PoolKind::Max => reference::max_pool2d(x.view(), p.window).unwrap(),
+            PoolKind::Average { count_include_pad } => reference::avg_pool2d(x.view(), p.window, count_include_pad).unwrap(),
+        };
+        for (i, (&g, &w)) in out8.iter().zip(want.data()).enumerate() {
+            let halfway = (w - w.floor() - 0.5).abs() < 1e-4;
+            let ok = f32::from(g) == w.round_ties_even() || (halfway && (f32::from(g) - w).abs() <= 0.5 + 1e-4);
+            prop_assert!(ok, "{}: output {}: got {} want {}", family, i, g, w);
+        }
+        let mut features = vec![0.0; p.input.n * p.input.c];
+        global_avg_pool_into(family, input, &mut features).unwrap();
+        let want = reference::global_avg_pool(x.view()).unwrap();
+        for i in 0..features.len() {
+            prop_assert!((features[i] - want[i]).abs() <= REL_TOL * want[i] + ABS_TOL, "feature {}: got {} want {}", i, features[i], want[i]);
+        }
+    }
+
     #[test]
     fn global_avg_pool_matches_reference(n in 1usize..=3, c in 1usize..=70, h in 1usize..=20, w in 1usize..=20, l in layout(), seed in any::<u64>()) {
         let x = random_tensor(Shape::new(n, c, h, w), l, seed);
