@@ -410,6 +410,40 @@ fn parallel_walk_matches_serial() {
     }
 }
 
+/// int8 GEMMs through the parallel walk on every int8 kernel this CPU runs: 1 and 2
+/// threads and the serial walk give the same bytes, and every kernel the same bytes as
+/// the first (integer sums, one fixed epilogue).
+#[test]
+fn int8_parallel_walk_is_the_same_bytes_on_every_kernel() {
+    let mut first: Option<(Kernel, Vec<Vec<u8>>)> = None;
+    for kernel in Kernel::all().filter(|k| k.is_available() && k.precision() == Precision::Int8) {
+        let mut outputs = Vec::new();
+        for (m, k, n) in [(1, 70, 1000), (1, 5, 17), (37, 33, 131), (200, 64, 64)] {
+            let a = random_u8(m * k, 1);
+            let w = random_i8(k * n, 2);
+            let scales = vec![1.0 / (2000.0 * k as f32); n];
+            let packed = PackedWeights::new_int8(kernel, k, n, 1, |kk, j| w[kk * n + j], &scales, 7, None).unwrap();
+            let gemm = Gemm::<u8, u8>::new(Lhs::strided(&a, 0, k), packed.panels(), m, n)
+                .with_output_quant(Quant::new(0.05, 128).unwrap())
+                .with_relu(true);
+            let mut serial = vec![0u8; m * n];
+            gemm.run_serial(&mut serial).unwrap();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut par = vec![0u8; m * n];
+                pool.install(|| gemm.run(&mut par)).unwrap();
+                assert_eq!(serial, par, "{kernel} m {m} k {k} n {n}: {threads} thread(s) differ from the serial walk");
+            }
+            outputs.push(serial);
+        }
+        match &first {
+            None => first = Some((kernel, outputs)),
+            Some((first_kernel, want)) => assert!(outputs == *want, "{kernel} differs from {first_kernel}"),
+        }
+    }
+    assert!(first.is_some(), "no int8 kernel ran");
+}
+
 #[test]
 fn bad_calls_are_errors() {
     let kernel = Kernel::new(Family::Portable, Precision::F32).unwrap();
