@@ -49,10 +49,11 @@ impl Simd for Avx512Vnni {
 impl FamilyDecl for Avx512Vnni {
     const NAME: &'static str = "avx512vnni";
     const REQUIRES: CpuFeatures = <Avx512 as FamilyDecl>::REQUIRES.union(CpuFeatures::AVX512VNNI);
-    // 5 x 64, not Avx512's 6 x 64: the u8 operand of `vpdpbusd` cannot be a broadcast
-    // from memory (only the s8 one can), LLVM loads every row's broadcast before the
-    // products, and 24 accumulators + 4 weight vectors + 6 broadcasts are 34 of 32
-    // registers: 6 x 64 kept three accumulators on the stack.
+    // 5 x 64, not Avx512's 6 x 64: the u8 operand of `vpdpbusd` cannot be a memory
+    // broadcast, LLVM loads all rows' broadcasts before the products, and 24 accumulators
+    // + 4 weight vectors + 6 broadcasts are 34 of 32 registers: 6 x 64 kept three
+    // accumulators on the stack. In eight alternating rounds 5 x 64 was 4-12% faster on
+    // the long reductions and 6% slower at K = 64, inside the noise (docs/results.md).
     const TILE: TileShape = TileShape { mr: 5, nr: 32, max_panels: 2 };
     const PRECISIONS: &'static [Precision] = &[Precision::Int8];
 
