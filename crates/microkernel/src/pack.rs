@@ -34,6 +34,10 @@ pub(crate) struct Int8Columns<V> {
     pub(crate) offset: V,
 }
 
+/// The longest int8 reduction whose s32 sum cannot wrap: |u8 - z| * |s8| <= 255 * 127 per
+/// term.
+const MAX_INT8_K: usize = (i32::MAX / (255 * 127)) as usize;
+
 /// The rows of one panel: one per group of k of each segment.
 fn panel_rows(kernel: Kernel, k: usize, segments: usize) -> usize {
     segments * (k / segments).div_ceil(kernel.k_group())
@@ -183,6 +187,11 @@ impl PackedWeights {
             return Err(Error::invalid(format!("u8 input zero point {input_zero_point} is outside 0..=255")));
         }
         check_sizes(k, n, segments)?;
+        if k > MAX_INT8_K {
+            return Err(Error::invalid(format!(
+                "an int8 reduction of K = {k} can leave s32 (255 * 127 * K): at most {MAX_INT8_K}"
+            )));
+        }
         let mut offsets = vec![0i64; n];
         for (col, offset) in offsets.iter_mut().enumerate() {
             let mut sum = 0i64;
@@ -219,7 +228,7 @@ impl PackedWeights {
         input_zero_point: i32,
         bias: Option<&[f32]>,
     ) -> Result<Self> {
-        let per_out = filter.reduction_len();
+        let per_out = checked_product("int8 filter reduction", &[filter.ci, filter.kh, filter.kw])?;
         let len = checked_product("int8 weights", &[filter.co, per_out])?;
         if weights.len() != len {
             return Err(Error::mismatch(format!("int8 weights of a {filter} filter"), len, weights.len()));

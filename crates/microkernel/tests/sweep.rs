@@ -305,6 +305,38 @@ fn every_tile_of_every_int8_kernel() {
     assert!(swept.contains(&Kernel::new(Family::Portable, Precision::Int8).unwrap()), "{swept:?}");
 }
 
+/// Sums past 2^24 (near the largest the s32 holds for ResNet's K), where the conversion
+/// to f32 rounds: every int8 kernel this CPU runs rounds them as the reference does
+/// (to nearest even), f32 outputs compared bit for bit.
+#[test]
+fn int8_sums_past_f32_precision_round_like_the_reference() {
+    let (m, k, n) = (7, 4608, 37);
+    // Values near the ends of the grids, varied so that the sums are not round numbers.
+    let a: Vec<u8> = (0..m * k).map(|i| 255 - (i * 7 % 13) as u8).collect();
+    let w: Vec<i8> =
+        (0..k * n).map(|i| if i % n < n / 2 { 127 - (i % 5) as i8 } else { -127 + (i % 3) as i8 }).collect();
+    let scales: Vec<f32> = (0..n).map(|j| 1e-6 * (1.0 + j as f32 / 7.0)).collect();
+    let mut swept = 0;
+    for kernel in Kernel::all().filter(|k| k.is_available() && k.precision() == Precision::Int8) {
+        let packed = PackedWeights::new_int8(kernel, k, n, 1, |kk, j| w[kk * n + j], &scales, 3, None).unwrap();
+        let mut out = vec![0.0f32; m * n];
+        Gemm::<u8, f32>::new(Lhs::strided(&a, 0, k), packed.panels(), m, n).run(&mut out).unwrap();
+        let mut rounded = 0;
+        for r in 0..m {
+            for j in 0..n {
+                let sum: i64 = (0..k).map(|kk| (i64::from(a[r * k + kk]) - 3) * i64::from(w[kk * n + j])).sum();
+                let sum = i32::try_from(sum).unwrap();
+                rounded += usize::from(sum as f32 as i64 != i64::from(sum));
+                let want = requantize(sum, scales[j], None, None, false);
+                assert_eq!(out[r * n + j].to_bits(), want.to_bits(), "{kernel} row {r} column {j} (sum {sum})");
+            }
+        }
+        assert!(rounded > m * n / 2, "{kernel}: only {rounded} sums needed rounding");
+        swept += 1;
+    }
+    assert!(swept >= 1);
+}
+
 /// The int8 GEMM's refusals: no row bias, no accumulation, a u8 output or residual without
 /// its quantization, a quantization for an f32 output, f32 packing of int8 weights, bad
 /// weights, scales and zero points.
@@ -347,6 +379,8 @@ fn bad_int8_calls_are_errors() {
     assert!(e.to_string().contains("zero point 256"), "{e}");
     let e = PackedWeights::new_int8(kernel, 4, 3, 1, |_, _| 1, &[0.5; 2], 0, None).unwrap_err();
     assert!(e.to_string().contains("column scales"), "{e}");
+    let e = PackedWeights::new_int8(kernel, 70_000, 1, 1, |_, _| 1, &[0.5], 0, None).unwrap_err();
+    assert!(e.to_string().contains("K = 70000"), "{e}");
     let f32_kernel = Kernel::new(Family::Portable, Precision::F32).unwrap();
     let e = PackedWeights::new_int8(f32_kernel, 4, 3, 1, |_, _| 1, &[0.5; 3], 0, None).unwrap_err();
     assert!(e.to_string().contains("int8"), "{e}");

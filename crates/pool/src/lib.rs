@@ -52,9 +52,9 @@ pub fn output_shape(input: Shape, window: Window) -> Result<Shape> {
 
 /// Pools `input` into `output` (same layout, shape from [`output_shape`]), f32, bf16 or
 /// u8 (summed in f32, each output rounded once; u8 means are rounded to nearest even and
-/// stay on the input's quantization, and padding counted by an average is the u8 value 0,
-/// a real zero when the zero point is 0, as after a ReLU), NHWC on the vectors of
-/// `family` (the portable ones if this CPU lacks it).
+/// stay on the input's quantization; a u8 average that counts padding is an error, as it
+/// would count the u8 value 0 whatever the zero point), NHWC on the vectors of `family`
+/// (the portable ones if this CPU lacks it).
 pub fn pool2d_into<T: GemmElement>(
     family: Family,
     input: TensorView<'_, T>,
@@ -63,6 +63,13 @@ pub fn pool2d_into<T: GemmElement>(
     output: &mut TensorViewMut<'_, T>,
 ) -> Result<()> {
     let out_shape = output_shape(input.shape(), window)?;
+    let counts_padding = kind == PoolKind::Average { count_include_pad: true } && window.padding != (0, 0);
+    if T::PRECISION == convkit_tensor::Precision::Int8 && counts_padding {
+        return Err(Error::invalid(
+            "a u8 average pool that counts padding would count the u8 value 0, a real zero only when the zero point \
+             is 0: pool in f32, or with count_include_pad = false",
+        ));
+    }
     if output.shape() != out_shape {
         return Err(Error::mismatch("pool output shape", out_shape, output.shape()));
     }

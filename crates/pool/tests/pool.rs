@@ -104,7 +104,13 @@ proptest! {
         let input = TensorView::new(p.input, p.layout, &values).unwrap();
         let out_shape = convkit_pool::output_shape(p.input, p.window).unwrap();
         let mut out8 = vec![0u8; out_shape.numel().unwrap()];
-        pool2d_into(family, input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out8).unwrap()).unwrap();
+        let result = pool2d_into(family, input, p.window, p.kind, &mut TensorViewMut::new(out_shape, p.layout, &mut out8).unwrap());
+        if p.kind == (PoolKind::Average { count_include_pad: true }) && p.window.padding != (0, 0) {
+            let e = result.unwrap_err();
+            prop_assert!(e.to_string().contains("counts padding"), "{}", e);
+            return Ok(());
+        }
+        result.unwrap();
         let want = match p.kind {
             PoolKind::Max => reference::max_pool2d(x.view(), p.window).unwrap(),
             PoolKind::Average { count_include_pad } => reference::avg_pool2d(x.view(), p.window, count_include_pad).unwrap(),

@@ -117,6 +117,12 @@ pub fn quantize_per_channel(weights: &[f32], channels: usize) -> Result<(Vec<i8>
     for run in weights.chunks_exact(per) {
         let max = run.iter().fold(0.0f32, |m, w| m.max(w.abs()));
         let scale = if max > 0.0 { max / WEIGHT_MAX as f32 } else { 1.0 };
+        if !scale.is_normal() {
+            let c = scales.len();
+            return Err(Error::invalid(format!(
+                "output channel {c}'s weights (largest |w| {max}) are too small to quantize"
+            )));
+        }
         let inverse = 1.0 / scale;
         q.extend(run.iter().map(|w| (w * inverse).round_ties_even().clamp(-127.0, 127.0) as i8));
         scales.push(scale);
@@ -161,6 +167,8 @@ mod tests {
             }
         }
         assert_eq!(quantize_per_channel(&[0.0; 4], 2).unwrap().1, vec![1.0, 1.0]);
+        let e = quantize_per_channel(&[1.0, 1.0, 1e-40, 0.0], 2).unwrap_err();
+        assert!(e.to_string().contains("channel 1"), "{e}");
     }
 
     #[test]
