@@ -1,13 +1,14 @@
 //! One description of a model to build: the network, its precision and kernels, and how it
 //! runs. The CLI, the tests and any embedder build every model through it.
 
+use crate::int8::{Int8Weights, RangeCollector, RangeMethod};
 use crate::layers::KxkPath;
 use crate::net::ResNet;
 use crate::spec::ResNetSpec;
 use crate::weights::{SeededWeights, WeightSource, Weights, WeightsMetadata};
 use crate::ModelError;
 use convkit_microkernel::{CpuFeatures, Family, Kernel};
-use convkit_tensor::Precision;
+use convkit_tensor::{Layout, Precision, Shape, TensorView};
 use std::path::Path;
 
 /// Images a forward pass runs through the network at a time unless told otherwise: it
@@ -15,6 +16,10 @@ use std::path::Path;
 /// fastest on an AMD Zen 4, the whole batch at once (1.20x) on an Intel Xeon: measure
 /// on the machine (`convkit bench --sub-batch`).
 pub const DEFAULT_SUB_BATCH: usize = 1;
+
+/// Seeded images an int8 model on seeded weights is calibrated on
+/// ([`ModelConfig::build_seeded`]).
+pub const SEEDED_CALIBRATION_IMAGES: usize = 4;
 
 /// Everything a model is built with apart from its weights. Start from
 /// [`ModelConfig::new`] and change what differs:
@@ -144,18 +149,74 @@ impl ModelConfig {
         if self.sub_batch == 0 {
             return invalid("a model runs at least one image at a time, got sub_batch = 0".into());
         }
-        if self.precision == Precision::Int8 {
-            return Err(Self::int8_unsupported().into());
+        if self.precision == Precision::Int8 && self.parallel_branches {
+            return invalid(
+                "an int8 model runs a block's branches one after the other (its last conv reads the shortcut as a \
+                 residual): parallel_branches is f32 and bf16 only"
+                    .into(),
+            );
         }
         Ok(())
     }
 
-    /// The error for an int8 model: the kernels exist, the calibrated network not yet.
-    pub(crate) fn int8_unsupported() -> convkit_tensor::Error {
+    /// The error for an int8 model built from float weights.
+    pub(crate) fn int8_from_float() -> convkit_tensor::Error {
         convkit_tensor::Error::invalid(
-            "the ResNet model runs f32 or bf16, not int8: the int8 kernels (convkit-microkernel, convkit-conv1x1, convkit-direct) \
-             need per-layer activation scales, and the model has no calibration yet",
+            "an int8 model is built from a calibrated network (per-tensor activation scales, per-channel weight \
+             scales): ModelConfig::calibrate the float weights, or load an int8 file written by `convkit calibrate`",
         )
+    }
+
+    /// Post-training quantization: runs this network in f32 on `weights` over `images`
+    /// (n images, NCHW or NHWC, one at a time), measures the range of every activation
+    /// tensor with `method`, and quantizes the weights per output channel. `source` names
+    /// the images for the recipe the result carries (and its file's metadata).
+    pub fn calibrate(
+        &self,
+        weights: impl WeightSource + Clone,
+        images: TensorView<'_>,
+        method: RangeMethod,
+        source: &str,
+    ) -> Result<Int8Weights, ModelError> {
+        let shape = images.shape();
+        shape.validate()?;
+        let float = ModelConfig { precision: Precision::F32, parallel_branches: false, sub_batch: 1, ..*self };
+        let model = float.build(weights.clone())?;
+        let mut ranges = RangeCollector::default();
+        let mut ws = crate::Workspace::new();
+        let per_image = shape.image_len();
+        for n in 0..shape.n {
+            let image = TensorView::new(
+                Shape { n: 1, ..shape },
+                images.layout(),
+                &images.data()[n * per_image..(n + 1) * per_image],
+            )?;
+            model.forward_observed(image, &mut ws, &mut |tensor, values| ranges.observe(tensor, values))?;
+        }
+        drop(model);
+        let recipe = format!("{method} ranges over {} {source}", shape.n);
+        Int8Weights::quantize(weights, ranges.quants(method)?, recipe)
+    }
+
+    /// Builds the int8 model from a calibrated network ([`ModelConfig::calibrate`],
+    /// [`Int8Weights::load`]); the config's precision must be int8.
+    pub fn build_int8(&self, weights: &Int8Weights) -> Result<ResNet, ModelError> {
+        self.check()?;
+        if self.precision != Precision::Int8 {
+            return Err(convkit_tensor::Error::invalid(format!(
+                "calibrated int8 weights build an int8 model, not {} (set the precision to int8)",
+                self.precision
+            ))
+            .into());
+        }
+        if weights.spec() != self.spec {
+            return Err(ModelError::WrongNetwork {
+                found: format!("{} (quantized)", weights.spec()),
+                wanted: self.spec.to_string(),
+                hint: String::new(),
+            });
+        }
+        ResNet::build_int8(*self, weights)
     }
 
     /// Builds the model from `weights` (of this config's network), freeing each raw tensor
@@ -174,14 +235,29 @@ impl ModelConfig {
     }
 
     /// Builds the model on seeded random weights (not trained: for benchmarks and tests).
+    /// In int8 the seeded weights are first calibrated ([`RangeMethod::default`]) on
+    /// [`SEEDED_CALIBRATION_IMAGES`] seeded 224x224 images ([`crate::seeded_images`]).
     pub fn build_seeded(&self, seed: u64) -> Result<ResNet, ModelError> {
-        self.build(SeededWeights::new(self.spec, seed))
+        let weights = SeededWeights::new(self.spec, seed);
+        if self.precision != Precision::Int8 {
+            return self.build(weights);
+        }
+        let (n, side) = (SEEDED_CALIBRATION_IMAGES, 224);
+        let data = crate::seeded_images(n, side, side, seed);
+        let images = TensorView::new(Shape::new(n, 3, side, side), Layout::Nchw, &data)?;
+        let source = format!("seeded images (seed {seed})");
+        let calibrated = self.calibrate(weights, images, RangeMethod::default(), &source)?;
+        self.build_int8(&calibrated)
     }
 
     /// Loads a safetensors file (its metadata and keys checked against this config's
     /// network) and builds the model; returns the file's metadata too.
     pub fn load(&self, path: &Path) -> Result<(ResNet, WeightsMetadata), ModelError> {
         self.check()?;
+        if self.precision == Precision::Int8 {
+            let weights = Int8Weights::load(self.spec, path)?;
+            return Ok((self.build_int8(&weights)?, weights.metadata().clone()));
+        }
         let weights = Weights::load(self.spec, path)?;
         let metadata = weights.metadata().clone();
         Ok((self.build(weights)?, metadata))

@@ -1,13 +1,14 @@
 //! The layers of a built network: each conv with BN folded in and packed for the kernel
 //! it runs on, and the residual blocks made of them.
 
+use crate::int8::QuantizedConv;
 use crate::spec::{ConvKind, ConvSpec};
 use crate::weights::WeightSource;
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_direct::DirectConv;
 use convkit_microkernel::{GemmElement, Kernel};
-use convkit_tensor::{bf16, Conv, Epilogue, Error, FilterShape, Layout, Precision, Window};
+use convkit_tensor::{bf16, Conv, ConvQuant, Element, Epilogue, Error, FilterShape, Layout, Precision, Quant, Window};
 use convkit_winograd::{WinogradConv, WinogradTile};
 
 /// Batch-norm epsilon of torchvision and timm.
@@ -86,8 +87,19 @@ impl std::str::FromStr for KxkPath {
 }
 
 /// The element types a network computes in: what building a layer needs to know of its
-/// activations' type, one impl per type. Sealed (f32 and bf16).
+/// activations' type, one impl per type. Sealed (f32, bf16 and u8, the int8 network's).
 pub(crate) trait ModelElement: GemmElement + sealed::Sealed {
+    /// Whether a block's last conv adds the shortcut to its output buffer in place
+    /// (`Epilogue::accumulate`); if not (int8: the shortcut has its own quantization), it
+    /// reads the shortcut as its epilogue's residual and writes another buffer.
+    const ADDS_IN_PLACE: bool = true;
+
+    /// The network input's value `v` in this type: rounded (bf16), or quantized with the
+    /// input's quantization (u8; `quant` is always given for an int8 network).
+    fn from_input(v: f32, _quant: Option<Quant>) -> Self {
+        Self::from_f32(v)
+    }
+
     /// The im2col + `gemm` conv over this type, or an error naming the layer where the path
     /// has no kernels for it.
     fn im2col(
@@ -103,6 +115,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for convkit_tensor::bf16 {}
+    impl Sealed for u8 {}
 }
 
 impl ModelElement for f32 {
@@ -134,6 +147,41 @@ impl ModelElement for bf16 {
         Err(Error::invalid(format!("{layer}: the im2col path has no bf16 kernels (use the direct or Winograd path)"))
             .into())
     }
+}
+
+impl ModelElement for u8 {
+    const ADDS_IN_PLACE: bool = false;
+
+    fn from_input(v: f32, quant: Option<Quant>) -> Self {
+        quant.map_or_else(|| u8::from_f32(v), |q| q.quantize(v))
+    }
+
+    fn im2col(
+        layer: &str,
+        _weights: &[f32],
+        _filter: FilterShape,
+        _bias: Option<&[f32]>,
+        _window: Window,
+    ) -> Result<Box<dyn Conv<u8>>, ModelError> {
+        Err(Error::invalid(format!("{layer}: the im2col path has no int8 kernels (use the direct path)")).into())
+    }
+}
+
+/// A conv's weights with its batch norm folded in: OIHW weights times each output
+/// channel's `gamma / sqrt(var + eps)`, and the bias `beta - mean * that`. Takes the
+/// conv's and its BN's tensors from `weights`.
+pub(crate) fn fold_bn(spec: &ConvSpec, weights: &mut impl WeightSource) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    let mut folded = weights.take(&format!("{}.weight", spec.conv))?.data;
+    let mut bn = |s: &str| weights.take(&format!("{}.{s}", spec.bn)).map(|t| t.data);
+    let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
+    let per_out = spec.ci * spec.kernel * spec.kernel;
+    let mut bias = vec![0.0; spec.co];
+    for o in 0..spec.co {
+        let scale = gamma[o] / (var[o] + BN_EPS).sqrt();
+        folded[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= scale);
+        bias[o] = beta[o] - mean[o] * scale;
+    }
+    Ok((folded, bias))
 }
 
 /// The kernel a conv layer runs on.
@@ -178,16 +226,7 @@ impl<T: ModelElement> ConvLayer<T> {
         kxk: KxkPath,
         kernel: Kernel,
     ) -> Result<Self, ModelError> {
-        let mut folded = weights.take(&format!("{}.weight", spec.conv))?.data;
-        let mut bn = |s: &str| weights.take(&format!("{}.{s}", spec.bn)).map(|t| t.data);
-        let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
-        let per_out = spec.ci * spec.kernel * spec.kernel;
-        let mut bias = vec![0.0; spec.co];
-        for o in 0..spec.co {
-            let scale = gamma[o] / (var[o] + BN_EPS).sqrt();
-            folded[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= scale);
-            bias[o] = beta[o] - mean[o] * scale;
-        }
+        let (folded, bias) = fold_bn(spec, weights)?;
         let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
         let bias = Some(&bias[..]);
         let tile =
@@ -205,6 +244,34 @@ impl<T: ModelElement> ConvLayer<T> {
             (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct, None) => {
                 (ConvPath::Direct, Box::new(DirectConv::new(kernel, &folded, filter, bias, spec.window())?))
             }
+        };
+        Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op })
+    }
+}
+
+impl ConvLayer<u8> {
+    /// An int8 conv from its quantized weights, with its tensors' quantization: 1x1 convs
+    /// on `Conv1x1`, the others on `DirectConv` (Winograd's transforms take int8 values off
+    /// the integer grid; im2col has no int8 kernels).
+    pub(crate) fn build_int8(
+        spec: &ConvSpec,
+        conv: &QuantizedConv,
+        quant: ConvQuant,
+        kxk: KxkPath,
+        kernel: Kernel,
+    ) -> Result<Self, ModelError> {
+        let filter = FilterShape::new(spec.co, spec.ci, spec.kernel, spec.kernel);
+        let (weights, scales, bias) = (&conv.weights[..], &conv.scales[..], Some(&conv.bias[..]));
+        let (path, op): (ConvPath, Box<dyn Conv<u8>>) = match (spec.kernel, kxk) {
+            (1, _) => (
+                ConvPath::Conv1x1,
+                Box::new(Conv1x1::new_int8(kernel, weights, scales, filter, bias, spec.stride, quant)?),
+            ),
+            (_, KxkPath::Im2col) => (ConvPath::Im2col, u8::im2col(&spec.conv, &[], filter, bias, spec.window())?),
+            (_, KxkPath::Auto | KxkPath::Winograd | KxkPath::Direct) => (
+                ConvPath::Direct,
+                Box::new(DirectConv::new_int8(kernel, weights, scales, filter, bias, spec.window(), quant)?),
+            ),
         };
         Ok(ConvLayer { name: spec.conv.clone(), kind: spec.kind, path, op })
     }

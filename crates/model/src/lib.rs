@@ -4,6 +4,7 @@
 mod arena;
 mod batch;
 mod config;
+mod int8;
 mod layers;
 mod net;
 mod profile;
@@ -12,7 +13,8 @@ mod weights;
 
 pub use arena::Workspace;
 pub use batch::BatchRunner;
-pub use config::{ModelConfig, DEFAULT_SUB_BATCH};
+pub use config::{ModelConfig, DEFAULT_SUB_BATCH, SEEDED_CALIBRATION_IMAGES};
+pub use int8::{int8_expected_keys, seeded_images, Int8Weights, RangeMethod, PERCENTILE_OUTLIER};
 pub use layers::{ConvPath, KxkPath, BN_EPS, WINOGRAD_F4_MAX_CHANNELS};
 pub use net::ResNet;
 pub use profile::{StepKind, StepTiming};

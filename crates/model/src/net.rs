@@ -2,15 +2,18 @@
 
 use crate::arena::{view, Buf, Workspace};
 use crate::config::ModelConfig;
+use crate::int8::{Int8Weights, INPUT_TENSOR};
 use crate::layers::{Block, ConvLayer, ConvPath, Downsample, Fused, KxkPath, ModelElement, SUBSAMPLE};
-use crate::profile::{merge_steps, Recorder, StepKind, StepTiming};
-use crate::spec::{BlockSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
-use crate::weights::WeightSource;
+use crate::profile::{merge_steps, Observer, Recorder, StepKind, StepTiming};
+use crate::spec::{BlockSpec, ConvSpec, NetSpec, ResNetSpec, SHORTCUT_POOL, STEM_POOL};
+use crate::weights::{WeightSource, WeightTensor};
 use crate::ModelError;
 use convkit_conv1x1::Conv1x1;
 use convkit_microkernel::{Family, Kernel};
 use convkit_pool::{global_avg_pool_into, pool2d_into, PoolKind};
-use convkit_tensor::{bf16, Conv, Epilogue, Error, FilterShape, Layout, Precision, Shape, TensorView, TensorViewMut};
+use convkit_tensor::{
+    bf16, Conv, ConvQuant, Epilogue, Error, FilterShape, Layout, Precision, Quant, Shape, TensorView, TensorViewMut,
+};
 use std::time::Instant;
 
 /// A ResNet ready to run: BN folded, weights packed once. Built by [`ModelConfig::build`].
@@ -34,12 +37,18 @@ pub struct ResNet {
 struct Network<T: ModelElement> {
     stem: Vec<ConvLayer<T>>,
     blocks: Vec<Block<T>>,
+    /// The image's quantization (int8 only).
+    input_quant: Option<Quant>,
+    /// The last block output's quantization, by which the global pool's means are
+    /// dequantized (int8 only).
+    features_quant: Option<Quant>,
 }
 
 /// The network in the precision it was built in: matched once per forward pass.
 enum AnyNetwork {
     F32(Network<f32>),
     Bf16(Network<bf16>),
+    Int8(Network<u8>),
 }
 
 impl std::fmt::Debug for ResNet {
@@ -79,7 +88,61 @@ impl<T: ModelElement> Network<T> {
                 })
             })
             .collect::<Result<_, ModelError>>()?;
-        Ok(Network { stem, blocks })
+        Ok(Network { stem, blocks, input_quant: None, features_quant: None })
+    }
+}
+
+impl Network<u8> {
+    /// Every conv of `net` from the calibrated `weights`, each with the quantization of
+    /// the tensors it reads and writes: its input (the image, or the tensor before it; a
+    /// pool keeps its input's), its output, and a block's shortcut for its last conv.
+    fn build_int8(
+        net: &NetSpec,
+        subsample: Vec<bool>,
+        weights: &Int8Weights,
+        kxk: KxkPath,
+        kernel: Kernel,
+    ) -> Result<Self, ModelError> {
+        let layer = |spec: &ConvSpec, input: &str, residual: Option<&str>| -> Result<ConvLayer<u8>, ModelError> {
+            let quant = ConvQuant {
+                input: weights.quant(input)?,
+                output: weights.quant(&spec.conv)?,
+                residual: residual.map(|r| weights.quant(r)).transpose()?,
+            };
+            ConvLayer::build_int8(spec, weights.conv(&spec.conv)?, quant, kxk, kernel)
+        };
+        let mut tensor = INPUT_TENSOR;
+        let mut stem = Vec::new();
+        for c in &net.stem {
+            stem.push(layer(c, tensor, None)?);
+            tensor = &c.conv;
+        }
+        let mut blocks = Vec::new();
+        for (b, subsample) in net.blocks.iter().zip(subsample) {
+            let downsample = match &b.downsample {
+                Some(d) => Some(Downsample {
+                    pool: d.pool.then(|| format!("{}.pool", d.conv.conv)),
+                    conv: layer(&d.conv, tensor, None)?,
+                }),
+                None => None,
+            };
+            let shortcut = b.downsample.as_ref().map_or(tensor, |d| &d.conv.conv);
+            blocks.push(Block {
+                branches_step: format!("{}.branches", b.name),
+                subsample: subsample.then(|| format!("{}.subsample", b.name)),
+                conv1: layer(&b.conv1, tensor, None)?,
+                conv2: layer(&b.conv2, &b.conv1.conv, None)?,
+                conv3: layer(&b.conv3, &b.conv2.conv, Some(shortcut))?,
+                downsample,
+            });
+            tensor = &b.conv3.conv;
+        }
+        Ok(Network {
+            stem,
+            blocks,
+            input_quant: Some(weights.quant(INPUT_TENSOR)?),
+            features_quant: Some(weights.quant(tensor)?),
+        })
     }
 }
 
@@ -88,22 +151,50 @@ impl ResNet {
     /// [`ModelConfig::build`]): BN folded, every conv packed for the config's kernel.
     pub(crate) fn build(config: ModelConfig, mut weights: impl WeightSource) -> Result<Self, ModelError> {
         let weights = &mut weights;
-        let (kernel, family) = (config.kernel()?, config.family()?);
+        let kernel = config.kernel()?;
+        let (net, subsample) = Self::layers(&config);
+        let network = match config.precision {
+            Precision::F32 => AnyNetwork::F32(Network::build(&net, subsample, weights, config.kxk, kernel)?),
+            Precision::Bf16 => AnyNetwork::Bf16(Network::build(&net, subsample, weights, config.kxk, kernel)?),
+            Precision::Int8 => return Err(ModelConfig::int8_from_float().into()),
+        };
+        let (fc_w, fc_b) = (weights.take("fc.weight")?, weights.take("fc.bias")?);
+        Self::assemble(config, net, network, kernel, &fc_w, &fc_b)
+    }
+
+    /// Builds the int8 network `config` describes from calibrated `weights` (checked by
+    /// [`ModelConfig::build_int8`]).
+    pub(crate) fn build_int8(config: ModelConfig, weights: &Int8Weights) -> Result<Self, ModelError> {
+        let kernel = config.kernel()?;
+        let (net, subsample) = Self::layers(&config);
+        let network = AnyNetwork::Int8(Network::build_int8(&net, subsample, weights, config.kxk, kernel)?);
+        let (fc_w, fc_b) = weights.fc();
+        Self::assemble(config, net, network, kernel, fc_w, fc_b)
+    }
+
+    /// The layers the config's network computes, and which blocks subsample their
+    /// identity shortcut (see `NetSpec::reduced_positions`).
+    fn layers(config: &ModelConfig) -> (NetSpec, Vec<bool>) {
         let spec = config.spec;
-        let (net, subsample) = if config.only_read_positions {
+        if config.only_read_positions {
             spec.layers().reduced_positions()
         } else {
             let net = spec.layers();
             let blocks = net.blocks.len();
             (net, vec![false; blocks])
-        };
-        let network = match config.precision {
-            Precision::F32 => AnyNetwork::F32(Network::build(&net, subsample, weights, config.kxk, kernel)?),
-            Precision::Bf16 => AnyNetwork::Bf16(Network::build(&net, subsample, weights, config.kxk, kernel)?),
-            Precision::Int8 => return Err(ModelConfig::int8_unsupported().into()),
-        };
-        let fc_w = weights.take("fc.weight")?;
-        let fc_b = weights.take("fc.bias")?;
+        }
+    }
+
+    /// The model around a built network: the f32 classifier and the thread pools.
+    fn assemble(
+        config: ModelConfig,
+        net: NetSpec,
+        network: AnyNetwork,
+        kernel: Kernel,
+        fc_w: &WeightTensor,
+        fc_b: &WeightTensor,
+    ) -> Result<Self, ModelError> {
+        let family = config.family()?;
         let fc_kernel = Kernel::pick(Precision::F32, config.kernel_features()?)?;
         let fc = Conv1x1::new(
             fc_kernel,
@@ -194,6 +285,24 @@ impl ResNet {
         }
     }
 
+    /// As [`ResNet::forward`] on one sub-batch of an f32 network, and shows `observer`
+    /// the values of every activation tensor (the image, each conv's output) as they are
+    /// made: what calibration measures.
+    pub(crate) fn forward_observed(
+        &self,
+        input: TensorView<'_>,
+        ws: &mut Workspace,
+        observer: Observer<'_>,
+    ) -> Result<(), ModelError> {
+        let AnyNetwork::F32(network) = &self.network else {
+            return Err(Error::invalid("calibration observes an f32 network").into());
+        };
+        if input.shape().n > self.sub_batch() {
+            return Err(Error::invalid("calibration runs one sub-batch at a time").into());
+        }
+        self.on_pool(|| self.run_in(network, input, ws, None, Some(observer)).map(|_| ()))
+    }
+
     /// As [`ResNet::forward`], and appends the time of every step to `steps` (one entry
     /// per step, summed over the sub-batches).
     pub fn forward_profiled<'w>(
@@ -255,20 +364,22 @@ impl ResNet {
         steps: Option<&mut Vec<StepTiming>>,
     ) -> Result<&'w [f32], ModelError> {
         match &self.network {
-            AnyNetwork::F32(network) => self.run_in(network, input, ws, steps),
-            AnyNetwork::Bf16(network) => self.run_in(network, input, ws, steps),
+            AnyNetwork::F32(network) => self.run_in(network, input, ws, steps, None),
+            AnyNetwork::Bf16(network) => self.run_in(network, input, ws, steps, None),
+            AnyNetwork::Int8(network) => self.run_in(network, input, ws, steps, None),
         }
     }
 
     /// The forward pass of `network`, with activations of type `T` in the arena.
-    fn run_in<'w, T: ModelElement>(
+    fn run_in<'w, 'r, T: ModelElement>(
         &self,
         network: &Network<T>,
         input: TensorView<'_>,
         ws: &'w mut Workspace,
-        steps: Option<&mut Vec<StepTiming>>,
+        steps: Option<&'r mut Vec<StepTiming>>,
+        observer: Option<Observer<'r>>,
     ) -> Result<&'w [f32], ModelError> {
-        let mut rec = Recorder { steps, start: Instant::now(), lowering: 0.0 };
+        let mut rec = Recorder { steps, start: Instant::now(), lowering: 0.0, observer };
         let shape = input.shape();
         shape.validate()?;
         if shape.c != 3 {
@@ -277,18 +388,20 @@ impl ResNet {
         rec.begin();
         let numel = shape.numel()?;
         let x = ws.bufs.grow::<T>(Buf::Input, numel)?;
+        let quant = network.input_quant;
         match input.layout() {
-            Layout::Nhwc => x.iter_mut().zip(input.data()).for_each(|(d, &v)| *d = T::from_f32(v)),
+            Layout::Nhwc => x.iter_mut().zip(input.data()).for_each(|(d, &v)| *d = T::from_input(v, quant)),
             Layout::Nchw => {
                 let hw = shape.h * shape.w;
                 for n in 0..shape.n {
                     let (src, dst) = (input.image(n), &mut x[n * 3 * hw..(n + 1) * 3 * hw]);
                     for (p, px) in dst.chunks_exact_mut(3).enumerate() {
-                        px.iter_mut().enumerate().for_each(|(c, d)| *d = T::from_f32(src[c * hw + p]));
+                        px.iter_mut().enumerate().for_each(|(c, d)| *d = T::from_input(src[c * hw + p], quant));
                     }
                 }
             }
         }
+        rec.observe(INPUT_TENSOR, input.data())?;
         rec.end("input", StepKind::Input, None, shape, shape, 0, 0);
 
         let mut cur = shape;
@@ -309,6 +422,11 @@ impl ResNet {
         let features = self.net.features;
         ws.features.resize(shape.n * features)?;
         global_avg_pool_into(self.family, view(ws.bufs[Buf::Input].elements::<T>(), cur)?, &mut ws.features)?;
+        if let Some(q) = network.features_quant {
+            // The mean of u8 values, dequantized: (mean - z) * s, the subtraction exact.
+            let zero = q.zero_point() as f32;
+            ws.features.iter_mut().for_each(|v| *v = (*v - zero) * q.scale());
+        }
         let pooled = Shape::new(shape.n, features, 1, 1);
         rec.end("avgpool", StepKind::GlobalPool, None, cur, pooled, 0, 0);
 
@@ -344,6 +462,9 @@ impl ResNet {
         cur: Shape,
         rec: &mut Recorder<'_>,
     ) -> Result<Shape, ModelError> {
+        if !T::ADDS_IN_PLACE {
+            return self.block_with_residual(block, ws, cur, rec);
+        }
         // The block's last conv adds its result to the shortcut in place
         // (`Epilogue::accumulate`): to the block input for an identity shortcut, to the
         // projection computed into the output buffer otherwise. Either way each output
@@ -388,6 +509,55 @@ impl ResNet {
         Ok(out_shape)
     }
 
+    /// One residual block whose last conv reads the shortcut as its epilogue's residual
+    /// (int8, where the shortcut has its own quantization): the shortcut stays in the
+    /// block input, or goes to the output buffer (projection, subsampling), and the last
+    /// conv writes the buffer the shortcut is not in (the first conv's, dead by then).
+    fn block_with_residual<T: ModelElement>(
+        &self,
+        block: &Block<T>,
+        ws: &mut Workspace,
+        cur: Shape,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Shape, ModelError> {
+        let shortcut = match (&block.downsample, &block.subsample) {
+            (Some(Downsample { pool, conv }), _) => {
+                let (src, src_shape) = match pool {
+                    Some(name) => {
+                        let avg = PoolKind::Average { count_include_pad: false };
+                        (Buf::Mid2, self.pool::<T>(ws, Buf::Input, Buf::Mid2, cur, SHORTCUT_POOL, avg, name, rec)?)
+                    }
+                    None => (Buf::Input, cur),
+                };
+                self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, rec)?;
+                Buf::Output
+            }
+            (None, Some(name)) => {
+                self.pool::<T>(ws, Buf::Input, Buf::Output, cur, SUBSAMPLE, PoolKind::Max, name, rec)?;
+                Buf::Output
+            }
+            (None, None) => Buf::Input,
+        };
+        let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, rec)?;
+        let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, rec)?;
+        let out = if shortcut == Buf::Input { Buf::Output } else { Buf::Mid1 };
+        let layer = &block.conv3;
+        let out_shape = layer.op.output_shape(t)?;
+        rec.begin();
+        let numel = out_shape.numel()?;
+        let [src, residual, dst] = ws.bufs.disjoint([Buf::Mid2, shortcut, out])?;
+        let dst = dst.grow_elements::<T>(numel)?;
+        let epilogue =
+            Epilogue { residual: Some(view(residual.elements::<T>(), out_shape)?), accumulate: false, relu: true };
+        let mut output = TensorViewMut::new(out_shape, Layout::Nhwc, dst)?;
+        layer.op.forward(view(src.elements::<T>(), t)?, &mut output, epilogue, &mut ws.scratch)?;
+        rec.observe(&layer.name, output.data())?;
+        let macs = Self::macs(layer, out_shape)?;
+        rec.end(&layer.name, StepKind::Conv(layer.kind), Some(layer.path), t, out_shape, macs, 0);
+        ws.bufs.swap(Buf::Input, out);
+        Ok(out_shape)
+    }
+
     /// Runs one conv from buffer `src` into `dst` with `fused` in its store, returns its
     /// output shape.
     #[allow(clippy::too_many_arguments)]
@@ -405,6 +575,7 @@ impl ResNet {
         rec.begin();
         let (s, d) = ws.bufs.split::<T>(src, dst, out_shape.numel()?)?;
         rec.lowering = Self::conv_slices(layer, s, in_shape, d, out_shape, fused, &mut ws.scratch)?.as_secs_f64();
+        rec.observe(&layer.name, &d[..out_shape.numel()?])?;
         let scratch = 4 * layer.op.scratch_len(in_shape)?;
         let macs = Self::macs(layer, out_shape)?;
         rec.end(&layer.name, StepKind::Conv(layer.kind), Some(layer.path), in_shape, out_shape, macs, scratch);

@@ -68,15 +68,32 @@ pub struct StepTiming {
     pub lowering_seconds: f64,
 }
 
-/// Records steps when profiling; free otherwise.
+/// What calibration sees of a forward pass: each activation tensor's values, by name.
+pub(crate) type Observer<'a> = &'a mut (dyn FnMut(&str, &[f32]) -> Result<(), crate::ModelError> + Send);
+
+/// Records steps when profiling, and shows activations to an observer when calibrating;
+/// free otherwise.
 pub(crate) struct Recorder<'a> {
     pub(crate) steps: Option<&'a mut Vec<StepTiming>>,
     pub(crate) start: Instant,
     /// im2col time of the step under way.
     pub(crate) lowering: f64,
+    pub(crate) observer: Option<Observer<'a>>,
 }
 
 impl Recorder<'_> {
+    /// Shows the observer, if any, the values of activation tensor `name`.
+    pub(crate) fn observe<T: convkit_tensor::Element>(
+        &mut self,
+        name: &str,
+        data: &[T],
+    ) -> Result<(), crate::ModelError> {
+        match self.observer.as_deref_mut() {
+            Some(observe) => observe(name, &data.iter().map(|v| v.to_f32()).collect::<Vec<f32>>()),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn begin(&mut self) {
         if self.steps.is_some() {
             self.start = Instant::now();

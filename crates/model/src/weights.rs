@@ -3,6 +3,7 @@
 
 use crate::spec::{NetSpec, ResNetSpec, Variant};
 use crate::ModelError;
+use convkit_tensor::Precision;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -44,6 +45,11 @@ pub struct WeightsMetadata {
     pub depth: Option<usize>,
     /// The seed, when the weights are convkit's seeded ones and not trained.
     pub seed: Option<u64>,
+    /// `Some(Precision::Int8)` for a calibrated int8 network ([`crate::Int8Weights`]);
+    /// `None` for float weights.
+    pub precision: Option<Precision>,
+    /// How an int8 network's activations were calibrated (method, images, their source).
+    pub calibration: Option<String>,
 }
 
 impl WeightsMetadata {
@@ -64,6 +70,10 @@ impl WeightsMetadata {
                     _ => return Err(bad("depth", "a depth such as 50, 101 or 152")),
                 },
                 "seed" => meta.seed = Some(v.parse::<u64>().map_err(|_| bad("seed", "a whole number"))?),
+                "precision" => {
+                    meta.precision = Some(v.parse::<Precision>().map_err(|_| bad("precision", "f32, bf16 or int8"))?)
+                }
+                "calibration" => meta.calibration = Some(v.to_string()),
                 _ => {} // written by a later convkit: not ours to judge
             }
         }
@@ -71,7 +81,7 @@ impl WeightsMetadata {
     }
 
     /// The metadata convkit writes.
-    fn to_header(&self) -> HashMap<String, String> {
+    pub(crate) fn to_header(&self) -> HashMap<String, String> {
         let mut fields = Vec::new();
         if let Some(v) = self.variant {
             fields.push(format!("variant={}", v.to_string().to_ascii_lowercase()));
@@ -81,6 +91,13 @@ impl WeightsMetadata {
         }
         if let Some(s) = self.seed {
             fields.push(format!("seed={s}"));
+        }
+        if let Some(p) = self.precision {
+            fields.push(format!("precision={p}"));
+        }
+        if let Some(c) = &self.calibration {
+            // One field of a comma-separated list.
+            fields.push(format!("calibration={}", c.replace(',', ";")));
         }
         HashMap::from([(META_KEY.to_string(), fields.join(","))])
     }
@@ -150,10 +167,15 @@ pub fn expected_keys(net: &NetSpec) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Deterministic normal samples (splitmix64 + Box-Muller).
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    /// The stream of `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
 
     fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -186,7 +208,7 @@ impl Rng {
         self.0 = start.wrapping_add((2 * n as u64).wrapping_mul(Rng::GOLDEN));
         out
     }
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
+    pub(crate) fn range(&mut self, lo: f64, hi: f64) -> f32 {
         (lo + (hi - lo) * self.uniform()) as f32
     }
 }
@@ -288,7 +310,12 @@ impl Weights {
                 (key, t)
             })
             .collect();
-        let metadata = WeightsMetadata { variant: spec.variant(), depth: Some(spec.depth()), seed: Some(seed) };
+        let metadata = WeightsMetadata {
+            variant: spec.variant(),
+            depth: Some(spec.depth()),
+            seed: Some(seed),
+            ..WeightsMetadata::default()
+        };
         Weights { spec, tensors, metadata }
     }
 
@@ -353,13 +380,12 @@ impl Weights {
 
     /// Parses safetensors bytes (f32, f16, bf16 or f64 tensors) for `spec`.
     pub fn from_safetensors_bytes(spec: ResNetSpec, bytes: &[u8]) -> Result<Self, ModelError> {
-        refuse_duplicate_keys(bytes)?;
-        let st =
-            SafeTensors::deserialize(bytes).map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
-        let metadata = WeightsMetadata::from_header(header.metadata().as_ref())?;
-        metadata.check(spec)?;
+        let (st, metadata) = parse_safetensors(spec, bytes)?;
+        if metadata.precision == Some(Precision::Int8) {
+            return Err(ModelError::weights(
+                "the file holds a calibrated int8 network (written by `convkit calibrate`): build it with precision int8",
+            ));
+        }
         let mut tensors = BTreeMap::new();
         for (name, view) in st.iter() {
             if name.ends_with(".num_batches_tracked") {
@@ -407,7 +433,7 @@ impl Weights {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let metadata =
-            WeightsMetadata { variant: self.spec.variant(), depth: Some(self.spec.depth()), ..self.metadata };
+            WeightsMetadata { variant: self.spec.variant(), depth: Some(self.spec.depth()), ..self.metadata.clone() };
         safetensors::serialize(views, Some(metadata.to_header()))
             .map_err(|e| ModelError::weights(format!("serialize: {e}")))
     }
@@ -443,6 +469,22 @@ impl Weights {
     pub fn tensors(&self) -> &BTreeMap<String, WeightTensor> {
         &self.tensors
     }
+}
+
+/// The tensors and metadata of safetensors `bytes`, the metadata checked against `spec`;
+/// a header naming a tensor twice is refused.
+pub(crate) fn parse_safetensors(
+    spec: ResNetSpec,
+    bytes: &[u8],
+) -> Result<(SafeTensors<'_>, WeightsMetadata), ModelError> {
+    refuse_duplicate_keys(bytes)?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| ModelError::weights(format!("not a safetensors file: {e}")))?;
+    let metadata = WeightsMetadata::from_header(header.metadata().as_ref())?;
+    metadata.check(spec)?;
+    Ok((st, metadata))
 }
 
 /// The error for a key a build asks for and the weights lack.
