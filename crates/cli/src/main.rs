@@ -3,7 +3,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, classify, export, info, preprocess, profile, report, run};
+use commands::{bench, calibrate, classify, export, info, preprocess, profile, report, run};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -29,6 +29,9 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// Writes seeded weights under timm/torchvision key names as safetensors.
     Export(export::ExportArgs),
+    /// Quantizes float weights to int8 (post-training, ranges measured on calibration
+    /// images) and writes the file `--precision int8` loads.
+    Calibrate(calibrate::CalibrateArgs),
     /// Measures the paper's claims here and writes a page of tables and figures
     /// (index.html, SVG figures, report.json).
     Report(report::ReportArgs),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(&args),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Calibrate(args) => calibrate::run(&args),
         Command::Report(args) => report::run(&args),
     };
     match result {

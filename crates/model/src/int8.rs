@@ -26,6 +26,7 @@ pub const PERCENTILE_OUTLIER: f64 = 1e-4;
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RangeMethod {
     /// The smallest and the largest value seen in any image.
+    #[cfg_attr(feature = "clap", value(name = "minmax"))]
     MinMax,
     /// Per image, the quantiles [`PERCENTILE_OUTLIER`] and 1 - that; over the images, the
     /// smallest low and the largest high one. Clips the rare outliers, so the common

@@ -11,7 +11,7 @@ use super::{
 };
 use clap::{Args, ValueEnum};
 use convkit_microkernel::Kernel;
-use convkit_model::{BatchRunner, KxkPath, ResNet, Variant, Workspace};
+use convkit_model::{BatchRunner, KxkPath, RangeMethod, ResNet, Variant, Workspace, SEEDED_CALIBRATION_IMAGES};
 use convkit_tensor::Precision;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -129,6 +129,13 @@ pub fn run(args: &BenchArgs) -> CliResult {
                 }
             }
         }
+    }
+    if cases.iter().any(|c| c.precision == Precision::Int8) {
+        eprintln!(
+            "convkit: int8 runs the seeded weights calibrated on {SEEDED_CALIBRATION_IMAGES} seeded images ({} ranges) \
+             when each network is built",
+            RangeMethod::default()
+        );
     }
     let x = random_input(t.batch, t.size, t.seed)?;
     let rounds = args.rounds.min(t.iters);

@@ -21,7 +21,7 @@ pub enum PreprocessArg {
 }
 
 impl PreprocessArg {
-    fn resolve(self, variant: Variant) -> Preprocess {
+    pub(crate) fn resolve(self, variant: Variant) -> Preprocess {
         match (self, variant) {
             (PreprocessArg::Torchvision, _) | (PreprocessArg::Auto, Variant::A | Variant::B) => Preprocess::Torchvision,
             (PreprocessArg::Timm, _) | (PreprocessArg::Auto, Variant::C | Variant::D) => Preprocess::Timm,

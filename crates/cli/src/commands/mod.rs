@@ -2,6 +2,7 @@
 //! model options, thread pools, progress bars and JSON output.
 
 pub mod bench;
+pub mod calibrate;
 pub mod classify;
 pub mod export;
 pub mod info;
@@ -154,7 +155,8 @@ pub struct ModelArgs {
     /// Depth of the network.
     #[arg(long, default_value_t = 50, value_parser = depth_parser())]
     pub depth: usize,
-    /// safetensors weights under timm/torchvision key names (see the README for how to get them).
+    /// safetensors weights under timm/torchvision key names (see the README for how to get
+    /// them); with --precision int8, a file written by `convkit calibrate`.
     #[arg(long)]
     pub weights: std::path::PathBuf,
     /// Precision of the computation.
