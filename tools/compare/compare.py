@@ -164,6 +164,62 @@ def ov_model(model, threads, precision="f32"):
     return compiled
 
 
+CALIBRATION_IMAGES = 32
+
+
+def calibration_set(tmp, n=CALIBRATION_IMAGES, size=224):
+    """The calibration images every int8 engine is quantized on: n synthetic inputs uniform
+    in [-1, 1) (seeded; other images than the timed and compared ones), also as .npy for
+    `convkit calibrate --input`."""
+    x = np.random.default_rng(1).uniform(-1, 1, (n, 3, size, size)).astype(np.float32)
+    path = os.path.join(tmp, "calibration.npy")
+    write_npy(path, x)
+    return x, path
+
+
+def convkit_int8(v, wpath, tmp, calib_path):
+    """convkit's int8 file of the weights at wpath, calibrated on calib_path."""
+    out = os.path.join(tmp, f"{v}.int8.safetensors")
+    run([CONVKIT, "calibrate", "--variant", v, "--weights", wpath, "--input", calib_path, "-o", out])
+    return out
+
+
+def ov_int8(model, calib, threads):
+    """The ONNX graph quantized by NNCF's post-training quantization (its defaults) on the
+    calibration images, compiled as OpenVINO's CPU plugin runs it: int8 where quantized."""
+    import nncf
+    import openvino as ov
+    core = ov.Core()
+    ov_model = core.read_model(model.SerializeToString(), b"")
+    dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
+    quantized = nncf.quantize(ov_model, dataset, subset_size=len(calib))
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    return core.compile_model(quantized, "CPU", config)
+
+
+def ort_int8(model, calib, threads, tmp):
+    """The ONNX graph quantized by onnxruntime's static quantization tool (QDQ, u8
+    activations, s8 weights per channel) on the calibration images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "qdq.onnx")
+    onnx.save(model, src)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(dst, opts, providers=["CPUExecutionProvider"])
+
+
 def ov_precision(compiled):
     """The element type OpenVINO computes in, as "f32" or "bf16"."""
     name = str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").replace("'>", "")
@@ -198,10 +254,20 @@ def bench(args, tmp):
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 224, 224)).astype(np.float32)
     engines = {}
     names = [f"convkit {p}" for p in precisions] + ["onnxruntime", "openvino f32", "openvino default"]
+    if "int8" in precisions:
+        names += ["onnxruntime int8", "openvino int8"]
+        calib, calib_path = calibration_set(tmp)
+    int8_files = {}
     for v in variants:
         wpath = os.path.join(tmp, f"{v}.safetensors")
         run([CONVKIT, "export", "--variant", v, "--seed", "0", "-o", wpath])
         model = build_onnx(v, load_file(wpath))
+        if "int8" in precisions:
+            int8_files[v] = convkit_int8(v, wpath, tmp, calib_path)
+            q = ort_int8(model, calib, args.threads, tmp)
+            engines[("onnxruntime int8", v)] = lambda s=q: s.run(None, {"x": x})
+            req8 = ov_int8(model, calib, args.threads).create_infer_request()
+            engines[("openvino int8", v)] = lambda r=req8: r.infer({0: x})
         sess = ort_session(model, args.threads)
         engines[("onnxruntime", v)] = lambda s=sess: s.run(None, {"x": x})
         for prec in ("f32", "default"):
@@ -219,6 +285,11 @@ def bench(args, tmp):
                        "--json"]
                 if prec != "f32":
                     cmd += ["--precision", prec]
+                if prec == "int8":
+                    # The int8 network calibrated on the engines' calibration images, through `run`.
+                    medians.setdefault((f"convkit {prec}", v), []).append(convkit_run_ms(
+                        v, int8_files[v], x, tmp, args.threads, args.iters))
+                    continue
                 medians.setdefault((f"convkit {prec}", v), []).append(json.loads(run(cmd))["rows"][0]["median_ms"])
             for eng in names[len(precisions):]:
                 f = engines[(eng, v)]
@@ -252,26 +323,42 @@ def bench(args, tmp):
             print(f"{eng}: {ratios}")
 
 
+def convkit_run_ms(v, int8_path, x, tmp, threads, iters):
+    """Median ms of `iters` int8 forward passes of `convkit run` on x (after 2 warm-ups, in one
+    process: `run --repeat`)."""
+    xpath, ypath = os.path.join(tmp, "bench-x.npy"), os.path.join(tmp, "bench-y.npy")
+    write_npy(xpath, x)
+    out = run([CONVKIT, "run", "--variant", v, "--weights", int8_path, "--precision", "int8", "--threads",
+               str(threads), "--input", xpath, "--output", ypath, "--repeat", str(iters), "--json"])
+    return json.loads(out)["median_ms"]
+
+
 def numerics(args, tmp):
-    """bf16 engines against f32: convkit bf16 and OpenVINO at its default settings, each
-    against convkit f32 (which is within 2e-6 of float64, tests/model.rs) on the same
+    """bf16 and int8 engines against f32: convkit bf16 and int8, OpenVINO at its default
+    settings and int8 (NNCF), onnxruntime int8 (QDQ), each against convkit f32 (which is within 2e-6 of float64, tests/model.rs) on the same
     weights and inputs; and the share of images whose top-1 / top-5 classes agree."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (args.images, 3, args.size, args.size)).astype(np.float32)
     xpath = os.path.join(tmp, "x.npy")
     write_npy(xpath, x)
-    print(f"{args.images} images {args.size}x{args.size}, uniform in [-1, 1), seeded weights (seed 0)")
+    calib, calib_path = calibration_set(tmp, size=args.size)
+    print(f"{args.images} images {args.size}x{args.size}, uniform in [-1, 1), seeded weights (seed 0); int8 engines "
+          f"calibrated on {len(calib)} other such images")
     print(f"{'variant':<8}{'engine':<20}{'max|d| / max|logit|':>22}{'centred':>10}{'top-1 = f32':>13}{'top-5 = f32':>13}")
     for v in args.variants.split(","):
         wpath = os.path.join(tmp, f"{v}.safetensors")
         run([CONVKIT, "export", "--variant", v, "--seed", "0", "-o", wpath])
         model = build_onnx(v, load_file(wpath))
         outs = {}
-        for prec in ("f32", "bf16"):
+        for prec in ("f32", "bf16", "int8"):
             ypath = os.path.join(tmp, f"y-{prec}.npy")
-            run([CONVKIT, "run", "--variant", v, "--weights", wpath, "--input", xpath, "--output", ypath,
+            weights = wpath if prec != "int8" else convkit_int8(v, wpath, tmp, calib_path)
+            run([CONVKIT, "run", "--variant", v, "--weights", weights, "--input", xpath, "--output", ypath,
                  "--precision", prec])
             outs[f"convkit {prec}"] = np.load(ypath).astype(np.float64)
+        ov8 = ov_int8(model, calib, 2).create_infer_request().infer({0: x})
+        outs["openvino int8"] = np.asarray(list(ov8.values())[0], dtype=np.float64)
+        outs["onnxruntime int8"] = np.asarray(ort_int8(model, calib, 2, tmp).run(None, {"x": x})[0], dtype=np.float64)
         comp = ov_model(model, 2, "default")
         ov = comp.create_infer_request().infer({0: x})
         outs[f"openvino {ov_precision(comp)}"] = np.asarray(list(ov.values())[0], dtype=np.float64)
@@ -356,7 +443,9 @@ def main():
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--iters", type=int, default=10)
     b.add_argument("--kxk", default="auto", help="convkit's KxK path: auto, winograd, direct, im2col")
-    b.add_argument("--precision", default="f32", help="convkit's precisions, comma separated: f32, bf16")
+    b.add_argument("--precision", default="f32",
+                   help="convkit's precisions, comma separated: f32, bf16, int8 (int8 adds onnxruntime's and "
+                        "OpenVINO's int8 engines, all calibrated on the same images)")
     n = sub.add_parser("numerics")
     n.add_argument("--variants", default="a,b,c,d")
     n.add_argument("--size", type=int, default=224)

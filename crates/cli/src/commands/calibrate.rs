@@ -4,7 +4,7 @@
 use super::classify::PreprocessArg;
 use super::{at_least_one, default_threads, depth_parser, print_json, spec, CliResult, KernelArgs};
 use clap::Args;
-use convkit_cli::images;
+use convkit_cli::{images, npy};
 use convkit_model::{seeded_images, RangeMethod, SeededWeights, Variant, Weights};
 use convkit_preprocess::CROP;
 use convkit_tensor::{Layout, Precision, Shape, TensorView};
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// The options of `calibrate`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("calibration").required(true).args(["images", "seeded"])))]
+#[command(group(clap::ArgGroup::new("calibration").required(true).args(["images", "seeded", "input"])))]
 pub struct CalibrateArgs {
     /// Variant of the network.
     #[arg(long, value_enum, default_value_t = Variant::D)]
@@ -29,6 +29,10 @@ pub struct CalibrateArgs {
     /// `classify` does.
     #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
+    /// Calibrate on a float32 .npy of shape [n, 3, h, w] (NCHW, normalised as the weights
+    /// expect) instead.
+    #[arg(long, value_name = "NPY")]
+    input: Option<PathBuf>,
     /// Calibrate on this many seeded images (values uniform in -1..1, 224x224) instead.
     #[arg(long, value_name = "N", value_parser = at_least_one())]
     seeded: Option<usize>,
@@ -70,20 +74,37 @@ pub fn run(args: &CalibrateArgs) -> CliResult {
     super::check_threads(args.threads)?;
     let spec = spec(args.variant, args.depth)?;
     let config = args.kernels.config(spec).with_threads(args.threads).with_precision(Precision::Int8);
-    let (data, source) = match args.seeded {
-        Some(n) => (seeded_images(n, CROP, CROP, args.seed), format!("seeded images (seed {})", args.seed)),
-        None => {
+    let (data, source, shape) = match (&args.input, args.seeded) {
+        (Some(path), _) => {
+            let (shape, data) = npy::read_f32(path)?;
+            let file = path.display();
+            let [n, 3, h, w] = shape[..] else {
+                return Err(format!("{file}: calibration input has shape {shape:?}; expected NCHW [n, 3, h, w]").into());
+            };
+            let name = path.file_name().map_or_else(|| file.to_string(), |f| f.to_string_lossy().into_owned());
+            (data, format!("images of {name}"), Shape::new(n, 3, h, w))
+        }
+        (None, Some(n)) => (
+            seeded_images(n, CROP, CROP, args.seed),
+            format!("seeded images (seed {})", args.seed),
+            Shape::new(n, 3, CROP, CROP),
+        ),
+        (None, None) => {
             let mode = args.preprocess.resolve(args.variant);
             let inputs = images::expand_inputs(&args.images);
             let mut data = Vec::new();
             for (file, x) in images::preprocess_inputs(&inputs, mode) {
                 data.extend(x.map_err(|e| format!("calibration image {file}: {e}"))?);
             }
-            (data, format!("images ({} preprocessing)", mode.name()))
+            let n = data.len() / (3 * CROP * CROP);
+            (data, format!("images ({} preprocessing)", mode.name()), Shape::new(n, 3, CROP, CROP))
         }
     };
-    let n = data.len() / (3 * CROP * CROP);
-    let view = TensorView::new(Shape::new(n, 3, CROP, CROP), Layout::Nchw, &data)?;
+    let n = shape.n;
+    if n == 0 {
+        return Err("calibration needs at least one image; none was given".to_string().into());
+    }
+    let view = TensorView::new(shape, Layout::Nchw, &data)?;
     let (calibrated, weights) = match &args.weights {
         Some(path) => {
             (config.calibrate(Weights::load(spec, path)?, view, args.method, &source)?, path.display().to_string())

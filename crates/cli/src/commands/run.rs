@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// Where the logits go: float32 .npy of shape [n, classes].
     #[arg(long)]
     output: PathBuf,
+    /// Forward passes to time (each computes the same logits); the JSON reports the first
+    /// one's time and the median.
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one())]
+    repeat: usize,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -36,7 +40,11 @@ struct RunReport {
     input_shape: Vec<usize>,
     output: String,
     output_shape: [usize; 2],
+    /// The first pass (it also sizes the arena).
     forward_ms: f64,
+    /// The median of the `--repeat` passes.
+    median_ms: f64,
+    passes: usize,
 }
 
 /// Runs `run`.
@@ -52,9 +60,14 @@ pub fn run(args: &RunArgs) -> CliResult {
     let view = TensorView::new(Shape::new(n, c, h, w), Layout::Nchw, &values).map_err(|e| format!("{input}: {e}"))?;
     let (model, _) = args.model.load()?;
     let mut ws = Workspace::new();
-    let start = Instant::now();
+    let mut times = Vec::with_capacity(args.repeat);
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        model.forward(view, &mut ws).map_err(|e| format!("{input}: {e}"))?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let forward_ms = times[0];
     let logits = model.forward(view, &mut ws).map_err(|e| format!("{input}: {e}"))?;
-    let forward_ms = start.elapsed().as_secs_f64() * 1e3;
     npy::write_f32(&args.output, &[n, model.classes()], logits)?;
     if args.json {
         return print_json(&RunReport {
@@ -67,6 +80,8 @@ pub fn run(args: &RunArgs) -> CliResult {
             output: args.output.display().to_string(),
             output_shape: [n, model.classes()],
             forward_ms,
+            median_ms: super::median(&mut times),
+            passes: args.repeat,
         });
     }
     Ok(())
