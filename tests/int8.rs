@@ -39,7 +39,8 @@ fn int8_resnet50_within_openvino_int8_error() {
     let x = random_tensor(Shape::new(2, 3, 224, 224), Layout::Nchw, 11);
     let calibration = calibration_images(8, 224);
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    for (v, openvino_error) in [(Variant::A, 2.0e-2), (Variant::B, 2.0e-2), (Variant::C, 2.0e-2), (Variant::D, 2.0e-2)]
+    for (v, openvino_error) in
+        [(Variant::A, 1.75e-2), (Variant::B, 1.77e-2), (Variant::C, 1.90e-2), (Variant::D, 1.83e-2)]
     {
         let spec = ResNetSpec::resnet50(v);
         let want = pool(2).install(|| {
@@ -50,7 +51,7 @@ fn int8_resnet50_within_openvino_int8_error() {
                 int8(spec).calibrate(SeededWeights::new(spec, 0), calibration.view(), RangeMethod::Percentile, "test")
             })
             .unwrap();
-        let model = int8(spec).build_int8(&calibrated).unwrap();
+        let model = int8(spec).build_int8(calibrated.clone()).unwrap();
         assert_eq!(model.precision(), Precision::Int8);
         let run = |threads| pool(threads).install(|| model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec());
         let (one, two) = (run(1), run(2));
@@ -75,8 +76,12 @@ fn small_int8_networks_follow_f32_in_every_variant() {
             let x = random_tensor(Shape::new(2, 3, side, side), Layout::Nchw, 5).to_layout(layout);
             let calibrated =
                 int8(spec).calibrate(SeededWeights::new(spec, 2), x.view(), RangeMethod::MinMax, "x").unwrap();
-            let got =
-                int8(spec).build_int8(&calibrated).unwrap().forward(x.view(), &mut Workspace::new()).unwrap().to_vec();
+            let got = int8(spec)
+                .build_int8(calibrated.clone())
+                .unwrap()
+                .forward(x.view(), &mut Workspace::new())
+                .unwrap()
+                .to_vec();
             let want = ModelConfig::new(spec)
                 .build_seeded(2)
                 .unwrap()
@@ -109,7 +114,8 @@ fn int8_file_round_trip() {
     assert_eq!(meta.calibration.as_deref(), Some("percentile ranges over 2 imgs"));
     assert!(calibrated.activation("input").is_some() && calibrated.activation("layer4.0.conv3").is_some());
     let x = random_tensor(Shape::new(1, 3, 40, 40), Layout::Nchw, 9);
-    let direct = int8(spec).build_int8(&calibrated).unwrap().forward(x.view(), &mut Workspace::new()).unwrap().to_vec();
+    let direct =
+        int8(spec).build_int8(calibrated.clone()).unwrap().forward(x.view(), &mut Workspace::new()).unwrap().to_vec();
     let from_file = loaded.forward(x.view(), &mut Workspace::new()).unwrap().to_vec();
     assert!(direct.iter().zip(&from_file).all(|(a, b)| a.to_bits() == b.to_bits()));
     std::fs::remove_dir_all(&dir).ok();
@@ -152,16 +158,16 @@ fn bad_int8_files_and_calls_are_errors_that_name_the_fault() {
     assert!(e.is_ok(), "seeded int8 builds by calibrating: {e:?}");
     let e = int8(spec).build(Weights::seeded(spec, 1)).unwrap_err().to_string();
     assert!(e.contains("calibrat"), "{e}");
-    let e = ModelConfig::new(spec).build_int8(&calibrated).unwrap_err().to_string();
+    let e = ModelConfig::new(spec).build_int8(calibrated.clone()).unwrap_err().to_string();
     assert!(e.contains("int8"), "{e}");
-    let e = int8(spec).with_parallel_branches(true).build_int8(&calibrated).unwrap_err().to_string();
+    let e = int8(spec).with_parallel_branches(true).build_int8(calibrated.clone()).unwrap_err().to_string();
     assert!(e.contains("parallel_branches"), "{e}");
 
     // Quantized for another network.
     let other = ResNetSpec::new(Variant::C, [1, 1, 1, 1]);
     let e = Int8Weights::from_safetensors_bytes(other, &bytes).unwrap_err();
     assert!(matches!(e, ModelError::WrongNetwork { .. }), "{e}");
-    let e = int8(other).build_int8(&calibrated).unwrap_err();
+    let e = int8(other).build_int8(calibrated.clone()).unwrap_err();
     assert!(matches!(e, ModelError::WrongNetwork { .. }), "{e}");
 
     // A missing scale, a zero point out of range, a weight of -128, a negative scale.

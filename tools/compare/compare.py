@@ -201,8 +201,11 @@ def ort_int8(model, calib, threads, tmp):
     """The ONNX graph quantized by onnxruntime's static quantization tool (QDQ, u8
     activations, s8 weights per channel) on the calibration images."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "qdq.onnx")
-    onnx.save(model, src)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    raw, src, dst = (os.path.join(tmp, f) for f in ("raw.onnx", "float.onnx", "qdq.onnx"))
+    onnx.save(model, raw)
+    # The tool's recommended pre-processing: BN folded into the convs before quantization.
+    quant_pre_process(raw, src, skip_symbolic_shape=True)
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -199,8 +199,9 @@ impl ModelConfig {
     }
 
     /// Builds the int8 model from a calibrated network ([`ModelConfig::calibrate`],
-    /// [`Int8Weights::load`]); the config's precision must be int8.
-    pub fn build_int8(&self, weights: &Int8Weights) -> Result<ResNet, ModelError> {
+    /// [`Int8Weights::load`]), freeing each conv's quantized weights once they are packed;
+    /// the config's precision must be int8.
+    pub fn build_int8(&self, weights: Int8Weights) -> Result<ResNet, ModelError> {
         self.check()?;
         if self.precision != Precision::Int8 {
             return Err(convkit_tensor::Error::invalid(format!(
@@ -247,7 +248,7 @@ impl ModelConfig {
         let images = TensorView::new(Shape::new(n, 3, side, side), Layout::Nchw, &data)?;
         let source = format!("seeded images (seed {seed})");
         let calibrated = self.calibrate(weights, images, RangeMethod::default(), &source)?;
-        self.build_int8(&calibrated)
+        self.build_int8(calibrated)
     }
 
     /// Loads a safetensors file (its metadata and keys checked against this config's
@@ -256,7 +257,8 @@ impl ModelConfig {
         self.check()?;
         if self.precision == Precision::Int8 {
             let weights = Int8Weights::load(self.spec, path)?;
-            return Ok((self.build_int8(&weights)?, weights.metadata().clone()));
+            let metadata = weights.metadata().clone();
+            return Ok((self.build_int8(weights)?, metadata));
         }
         let weights = Weights::load(self.spec, path)?;
         let metadata = weights.metadata().clone();

@@ -221,8 +221,18 @@ impl Int8Weights {
     }
 
     /// The quantized conv `name`.
-    pub(crate) fn conv(&self, name: &str) -> Result<&QuantizedConv, ModelError> {
-        self.convs.get(name).ok_or_else(|| ModelError::MissingKey { key: format!("{name}.weight"), shape: Vec::new() })
+    fn conv(&self, name: &str) -> Result<&QuantizedConv, ModelError> {
+        self.convs.get(name).ok_or_else(|| Self::missing_conv(name))
+    }
+
+    /// Removes and returns the quantized conv `name`: a build frees each conv once it is
+    /// packed.
+    pub(crate) fn take_conv(&mut self, name: &str) -> Result<QuantizedConv, ModelError> {
+        self.convs.remove(name).ok_or_else(|| Self::missing_conv(name))
+    }
+
+    fn missing_conv(name: &str) -> ModelError {
+        ModelError::MissingKey { key: format!("{name}.weight"), shape: Vec::new() }
     }
 
     /// The quantization of activation tensor `tensor`, or the error naming its key.
@@ -316,7 +326,6 @@ impl Int8Weights {
                 st.len()
             )));
         }
-        let mut raw = BTreeMap::new();
         for (key, shape, dtype) in expected {
             let view =
                 st.tensor(&key).map_err(|_| ModelError::MissingKey { key: key.clone(), shape: shape.clone() })?;
@@ -329,10 +338,10 @@ impl Int8Weights {
                     view.dtype()
                 )));
             }
-            raw.insert(key, view.data().to_vec());
         }
-        let mut take = |key: &str| raw.remove(key).expect("every expected key was read");
-        let f32s = |key: &str, bytes: Vec<u8>| -> Result<Vec<f32>, ModelError> {
+        // Every key is there with its shape and dtype (checked above): read each in place.
+        let take = |key: &str| st.tensor(key).expect("every expected key was checked").data();
+        let f32s = |key: &str, bytes: &[u8]| -> Result<Vec<f32>, ModelError> {
             let v: Vec<f32> =
                 bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
             match v.iter().position(|x| !x.is_finite()) {
@@ -353,7 +362,7 @@ impl Int8Weights {
         }
         for c in net.convs() {
             let key = format!("{}.weight", c.conv);
-            let weights: Vec<i8> = take(&key).into_iter().map(|b| b as i8).collect();
+            let weights: Vec<i8> = take(&key).iter().map(|&b| b as i8).collect();
             if let Some(i) = weights.iter().position(|&w| i32::from(w) < -WEIGHT_MAX) {
                 return Err(ModelError::weights(format!(
                     "key '{key}' holds {} at index {i}: int8 weights are in -{WEIGHT_MAX}..={WEIGHT_MAX}",
@@ -372,7 +381,7 @@ impl Int8Weights {
             let bias = f32s(&bias_key, take(&bias_key))?;
             convs.insert(c.conv.clone(), QuantizedConv { weights, scales, bias });
         }
-        let fc = |key: &str, shape: Vec<usize>, bytes: Vec<u8>| -> Result<WeightTensor, ModelError> {
+        let fc = |key: &str, shape: Vec<usize>, bytes: &[u8]| -> Result<WeightTensor, ModelError> {
             Ok(WeightTensor { shape, data: f32s(key, bytes)? })
         };
         let fc_weight = fc("fc.weight", vec![net.classes, net.features], take("fc.weight"))?;

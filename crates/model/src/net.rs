@@ -99,17 +99,17 @@ impl Network<u8> {
     fn build_int8(
         net: &NetSpec,
         subsample: Vec<bool>,
-        weights: &Int8Weights,
+        weights: &mut Int8Weights,
         kxk: KxkPath,
         kernel: Kernel,
     ) -> Result<Self, ModelError> {
-        let layer = |spec: &ConvSpec, input: &str, residual: Option<&str>| -> Result<ConvLayer<u8>, ModelError> {
+        let mut layer = |spec: &ConvSpec, input: &str, residual: Option<&str>| -> Result<ConvLayer<u8>, ModelError> {
             let quant = ConvQuant {
                 input: weights.quant(input)?,
                 output: weights.quant(&spec.conv)?,
                 residual: residual.map(|r| weights.quant(r)).transpose()?,
             };
-            ConvLayer::build_int8(spec, weights.conv(&spec.conv)?, quant, kxk, kernel)
+            ConvLayer::build_int8(spec, &weights.take_conv(&spec.conv)?, quant, kxk, kernel)
         };
         let mut tensor = INPUT_TENSOR;
         let mut stem = Vec::new();
@@ -164,10 +164,10 @@ impl ResNet {
 
     /// Builds the int8 network `config` describes from calibrated `weights` (checked by
     /// [`ModelConfig::build_int8`]).
-    pub(crate) fn build_int8(config: ModelConfig, weights: &Int8Weights) -> Result<Self, ModelError> {
+    pub(crate) fn build_int8(config: ModelConfig, mut weights: Int8Weights) -> Result<Self, ModelError> {
         let kernel = config.kernel()?;
         let (net, subsample) = Self::layers(&config);
-        let network = AnyNetwork::Int8(Network::build_int8(&net, subsample, weights, config.kxk, kernel)?);
+        let network = AnyNetwork::Int8(Network::build_int8(&net, subsample, &mut weights, config.kxk, kernel)?);
         let (fc_w, fc_b) = weights.fc();
         Self::assemble(config, net, network, kernel, fc_w, fc_b)
     }
