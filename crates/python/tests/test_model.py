@@ -64,6 +64,27 @@ def test_logits_equal_the_cli_run_bitwise(cli, weights_d, tmp_path, precision):
     assert np.array_equal(bits(model("d", weights=weights_d, precision=precision, threads=1).run(x)), bits(want))
 
 
+def test_int8_file_from_calibrate_gives_the_cli_logits(cli, weights_d, tmp_path):
+    int8 = tmp_path / "d.int8.safetensors"
+    run_cli(cli, "calibrate", "--variant", "d", "--weights", str(weights_d), "--seeded", "2", "-o", str(int8))
+    x = np.random.default_rng(12).uniform(-1, 1, (2, 3, 224, 224)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run_cli(
+        cli, "run", "--variant", "d", "--weights", str(int8), "--precision", "int8",
+        "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "logits.npy"), "--threads", "2",
+    )  # fmt: skip
+    m = model("d", weights=int8, precision="int8", threads=2)
+    assert m.precision == "int8" and m.kernel == convkit.info(peaks=False)["kernels"]["int8"]
+    got = m(x)
+    assert np.array_equal(bits(got), bits(np.load(tmp_path / "logits.npy")))
+    want = model("d", weights=weights_d, threads=2)(x)
+    assert np.abs(got - want).max() / np.abs(want).max() < 5e-2
+    with pytest.raises(convkit.WeightsError, match="convkit calibrate"):
+        model("d", weights=weights_d, precision="int8")
+    with pytest.raises(convkit.WeightsError, match="int8"):
+        model("d", weights=int8)
+
+
 def test_properties_match_the_cli(cli, weights_d):
     m = model("d", weights=weights_d, precision="bf16", threads=1)
     row = next(v for v in cli_json(cli, "info")["variants"] if v["variant"] == "D")

@@ -103,8 +103,11 @@ class ResNet:
             B), checked key by key against the network and against the variant and
             depth in its metadata. ``None`` builds convkit's seeded random weights
             (``seed``), with a warning: they are not trained.
-        precision: "f32" (within 2e-6 of float64) or "bf16" (bf16 weights and
-            activations, f32 accumulation; ``vdpbf16ps`` where the CPU has it).
+        precision: "f32" (within 2e-6 of float64), "bf16" (bf16 weights and
+            activations, f32 accumulation; ``vdpbf16ps`` where the CPU has it) or
+            "int8" (u8 activations, s8 weights, exact s32 sums; ``weights`` must then be
+            a file written by ``convkit calibrate``, and seeded weights are calibrated
+            on seeded images when the model is built).
         threads: worker threads of the model's own pool; ``None`` uses every CPU this
             process may run on. Under Ray pass the CPUs the actor was given
             (:class:`convkit.ray.Predictor` does).
