@@ -128,7 +128,12 @@ impl Element for u8 {
         // The order of the kernels' vector code: max with 0 first (NaN gives 0), then min.
         let clamped = if v > 0.0 { v } else { 0.0 };
         let clamped = if clamped < 255.0 { clamped } else { 255.0 };
-        clamped.round_ties_even() as u8
+        // Rounded to nearest even by adding and subtracting 2^23 (exact for 0..=2^23, and
+        // the default rounding mode is the only one Rust runs in): `round_ties_even` is a
+        // libm call (`rintf`) on x86-64 without SSE4.1, 0.4 ms of an int8 ResNet-50's
+        // input quantization.
+        const ROUND: f32 = 8_388_608.0;
+        ((clamped + ROUND) - ROUND) as u8
     }
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -139,4 +144,27 @@ impl Element for u8 {
 /// `v` rounded to bf16 and back: what a bf16 kernel sees of an f32 input or weight.
 pub fn round_bf16(v: f32) -> f32 {
     bf16::from_f32(v).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Element;
+
+    /// Every f32 from -1 to 257 in steps of 2^-12 (every tie of the grid among them), the
+    /// neighbours of each tie, NaN and the infinities: the same u8 as clamping and
+    /// `round_ties_even`.
+    #[test]
+    fn u8_rounding_is_clamp_then_round_ties_even() {
+        let want = |v: f32| if v > 0.0 { v.min(255.0).round_ties_even() as u8 } else { 0 };
+        let mut values: Vec<f32> = (-4096..=257 * 4096).map(|i| i as f32 / 4096.0).collect();
+        for k in 0..=256 {
+            let tie = k as f32 + 0.5;
+            values.extend([tie.next_down(), tie, tie.next_up()]);
+        }
+        values.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MAX, f32::MIN_POSITIVE]);
+        for v in values {
+            let expected = if v.is_nan() { 0 } else { want(v) };
+            assert_eq!(u8::from_f32(v), expected, "{v}");
+        }
+    }
 }
