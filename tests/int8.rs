@@ -1,5 +1,6 @@
 //! The int8 model: calibration, the int8 file and its errors, and int8 logits against f32.
 
+use convkit_microkernel::{CpuFeatures, Family};
 use convkit_model::{
     seeded_images, Int8Weights, ModelConfig, ModelError, RangeMethod, ResNetSpec, SeededWeights, Variant, Weights,
     Workspace,
@@ -195,4 +196,32 @@ fn bad_int8_files_and_calls_are_errors_that_name_the_fault() {
     let e = int8(spec).calibrate(SeededWeights::new(spec, 1), nan.view(), RangeMethod::MinMax, "x").unwrap_err();
     assert!(e.to_string().contains("'input'"), "{e}");
     let _ = TensorView::<f32>::new;
+}
+
+/// Every family with int8 kernels runs the same int8 network: the u8 activations are
+/// bitwise the same on each (tests/sweep.rs proves it tile by tile), so the logits differ
+/// only by the f32 classifier's and global pool's rounding on each family's f32 kernel,
+/// far below one step of any activation's grid.
+#[test]
+fn int8_network_is_the_same_on_every_family() {
+    let spec = ResNetSpec::new(Variant::D, [1, 1, 1, 1]);
+    let images = calibration_images(2, 40);
+    let calibrated =
+        int8(spec).calibrate(SeededWeights::new(spec, 6), images.view(), RangeMethod::Percentile, "x").unwrap();
+    let x = random_tensor(Shape::new(2, 3, 40, 40), Layout::Nchw, 21);
+    let families: Vec<Family> =
+        Family::available_in(CpuFeatures::detected()).filter(|f| f.precisions().contains(&Precision::Int8)).collect();
+    assert!(families.len() >= 2, "at least a native or widening family and the portable one: {families:?}");
+    let logits: Vec<Vec<f32>> = families
+        .iter()
+        .map(|&family| {
+            let model = int8(spec).with_features(family.requires()).build_int8(calibrated.clone()).unwrap();
+            assert_eq!(model.kernel().family(), family, "the mask of {family} picks it");
+            model.forward(x.view(), &mut Workspace::new()).unwrap().to_vec()
+        })
+        .collect();
+    for (family, got) in families.iter().zip(&logits).skip(1) {
+        let err = relative_error(got, &logits[0]);
+        assert!(err < 1e-5, "{family} against {}: relative error {err:.2e}", families[0]);
+    }
 }
