@@ -100,15 +100,21 @@ pub(crate) trait ModelElement: GemmElement + sealed::Sealed {
         Self::from_f32(v)
     }
 
-    /// The im2col + `gemm` conv over this type, or an error naming the layer where the path
-    /// has no kernels for it.
+    /// The im2col + `gemm` conv over this type, or (the default: only f32 has one) an
+    /// error naming the layer.
     fn im2col(
         layer: &str,
-        weights: &[f32],
-        filter: FilterShape,
-        bias: Option<&[f32]>,
-        window: Window,
-    ) -> Result<Box<dyn Conv<Self>>, ModelError>;
+        _weights: &[f32],
+        _filter: FilterShape,
+        _bias: Option<&[f32]>,
+        _window: Window,
+    ) -> Result<Box<dyn Conv<Self>>, ModelError> {
+        Err(Error::invalid(format!(
+            "{layer}: the im2col path has no {} kernels (use the direct path)",
+            Self::PRECISION
+        ))
+        .into())
+    }
 }
 
 mod sealed {
@@ -136,34 +142,13 @@ impl ModelElement for f32 {
     }
 }
 
-impl ModelElement for bf16 {
-    fn im2col(
-        layer: &str,
-        _weights: &[f32],
-        _filter: FilterShape,
-        _bias: Option<&[f32]>,
-        _window: Window,
-    ) -> Result<Box<dyn Conv<bf16>>, ModelError> {
-        Err(Error::invalid(format!("{layer}: the im2col path has no bf16 kernels (use the direct or Winograd path)"))
-            .into())
-    }
-}
+impl ModelElement for bf16 {}
 
 impl ModelElement for u8 {
     const ADDS_IN_PLACE: bool = false;
 
     fn from_input(v: f32, quant: Option<Quant>) -> Self {
         quant.map_or_else(|| u8::from_f32(v), |q| q.quantize(v))
-    }
-
-    fn im2col(
-        layer: &str,
-        _weights: &[f32],
-        _filter: FilterShape,
-        _bias: Option<&[f32]>,
-        _window: Window,
-    ) -> Result<Box<dyn Conv<u8>>, ModelError> {
-        Err(Error::invalid(format!("{layer}: the im2col path has no int8 kernels (use the direct path)")).into())
     }
 }
 

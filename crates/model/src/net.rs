@@ -474,29 +474,7 @@ impl ResNet {
                 (Buf::Output, self.run_branches_side_by_side::<T>(block, ds, pools, ws, cur, rec)?)
             }
             _ => {
-                let out = match &block.downsample {
-                    Some(Downsample { pool, conv }) => {
-                        let (src, src_shape) = match pool {
-                            Some(name) => {
-                                let avg = PoolKind::Average { count_include_pad: false };
-                                (
-                                    Buf::Mid2,
-                                    self.pool::<T>(ws, Buf::Input, Buf::Mid2, cur, SHORTCUT_POOL, avg, name, rec)?,
-                                )
-                            }
-                            None => (Buf::Input, cur),
-                        };
-                        self.conv::<T>(conv, ws, src, Buf::Output, src_shape, Fused::None, rec)?;
-                        Buf::Output
-                    }
-                    None => match &block.subsample {
-                        Some(name) => {
-                            self.pool::<T>(ws, Buf::Input, Buf::Output, cur, SUBSAMPLE, PoolKind::Max, name, rec)?;
-                            Buf::Output
-                        }
-                        None => Buf::Input,
-                    },
-                };
+                let out = self.shortcut::<T>(block, ws, cur, rec)?;
                 let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, rec)?;
                 let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, rec)?;
                 (out, t)
@@ -509,18 +487,18 @@ impl ResNet {
         Ok(out_shape)
     }
 
-    /// One residual block whose last conv reads the shortcut as its epilogue's residual
-    /// (int8, where the shortcut has its own quantization): the shortcut stays in the
-    /// block input, or goes to the output buffer (projection, subsampling), and the last
-    /// conv writes the buffer the shortcut is not in (the first conv's, dead by then).
-    fn block_with_residual<T: ModelElement>(
+    /// A block's shortcut, one after the other with its other branch: D's pool (into
+    /// `Mid2`, dead until conv2 writes it) and the projection into `Buf::Output`, or the
+    /// subsampled identity into `Buf::Output`, or the block input itself. Returns the
+    /// buffer that holds it.
+    fn shortcut<T: ModelElement>(
         &self,
         block: &Block<T>,
         ws: &mut Workspace,
         cur: Shape,
         rec: &mut Recorder<'_>,
-    ) -> Result<Shape, ModelError> {
-        let shortcut = match (&block.downsample, &block.subsample) {
+    ) -> Result<Buf, ModelError> {
+        Ok(match (&block.downsample, &block.subsample) {
             (Some(Downsample { pool, conv }), _) => {
                 let (src, src_shape) = match pool {
                     Some(name) => {
@@ -537,7 +515,21 @@ impl ResNet {
                 Buf::Output
             }
             (None, None) => Buf::Input,
-        };
+        })
+    }
+
+    /// One residual block whose last conv reads the shortcut as its epilogue's residual
+    /// (int8, where the shortcut has its own quantization): the shortcut stays in the
+    /// block input, or goes to the output buffer (projection, subsampling), and the last
+    /// conv writes the buffer the shortcut is not in (the first conv's, dead by then).
+    fn block_with_residual<T: ModelElement>(
+        &self,
+        block: &Block<T>,
+        ws: &mut Workspace,
+        cur: Shape,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Shape, ModelError> {
+        let shortcut = self.shortcut::<T>(block, ws, cur, rec)?;
         let t = self.conv::<T>(&block.conv1, ws, Buf::Input, Buf::Mid1, cur, Fused::Relu, rec)?;
         let t = self.conv::<T>(&block.conv2, ws, Buf::Mid1, Buf::Mid2, t, Fused::Relu, rec)?;
         let out = if shortcut == Buf::Input { Buf::Output } else { Buf::Mid1 };
