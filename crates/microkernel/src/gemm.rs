@@ -540,7 +540,7 @@ pub(crate) fn reduce_f32<S: Simd, const R: usize, const V: usize>(
     let mut acc = [[s.zero(); V]; R];
     let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
     for seg in 0..t.lhs.segments {
-        let rows: [&[f32]; R] = std::array::from_fn(|r| &data[t.offsets[r] + seg * step..][..seg_len]);
+        let rows = tile_rows::<f32, R>(data, &t.offsets, seg * step, seg_len);
         let (first, last) = (segment(t.panels[0], seg, seg_len * nr), segment(t.panels[1], seg, seg_len * nr));
         // kk runs over 0..seg_len, the length of every row slice: no bounds check (and no
         // early exit that would keep the accumulators in memory) in the loop.
@@ -573,7 +573,7 @@ pub(crate) fn reduce_bf16<S: Simd, const R: usize, const V: usize>(
     let (seg_len, step) = (t.seg_len, t.lhs.segment_step);
     let (pairs, seg_pairs) = (seg_len / 2, seg_len.div_ceil(2));
     for seg in 0..t.lhs.segments {
-        let rows: [&[u16]; R] = std::array::from_fn(|r| &data[t.offsets[r] + seg * step..][..seg_len]);
+        let rows = tile_rows::<u16, R>(data, &t.offsets, seg * step, seg_len);
         let (first, last) = (segment(t.panels[0], seg, seg_pairs * nr), segment(t.panels[1], seg, seg_pairs * nr));
         for (kk, (b0, b1)) in (0..pairs).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
             let b = panel_row::<S, V>(s, b0, b1);
@@ -615,8 +615,11 @@ pub(crate) fn reduce_int8<S: Simd, const R: usize, const V: usize>(
     let (quads, seg_quads) = (seg_len / 4, seg_len.div_ceil(4));
     let quad = |bytes: [u8; 4]| s.splat(f32::from_bits(u32::from_le_bytes(bytes)));
     for seg in 0..t.lhs.segments {
-        let rows: [&[u8]; R] = std::array::from_fn(|r| &data[t.offsets[r] + seg * step..][..seg_len]);
-        let row_quads: [&[[u8; 4]]; R] = std::array::from_fn(|r| rows[r].as_chunks::<4>().0);
+        let rows = tile_rows::<u8, R>(data, &t.offsets, seg * step, seg_len);
+        let mut row_quads: [&[[u8; 4]]; R] = [&[]; R];
+        for (quads, row) in row_quads.iter_mut().zip(rows) {
+            *quads = row.as_chunks::<4>().0;
+        }
         let (first, last) = (segment(t.panels[0], seg, seg_quads * nr), segment(t.panels[1], seg, seg_quads * nr));
         for (kk, (b0, b1)) in (0..quads).zip(first.chunks_exact(nr).zip(last.chunks_exact(nr))) {
             let b = panel_row::<S, V>(s, b0, b1);
@@ -631,8 +634,13 @@ pub(crate) fn reduce_int8<S: Simd, const R: usize, const V: usize>(
             let at = quads * nr;
             let b = panel_row::<S, V>(s, &first[at..], &last[at..]);
             for r in 0..R {
+                // Byte by byte: a copy of seg_len % 4 bytes was a call to memcpy.
                 let mut bytes = [0u8; 4];
-                bytes[..seg_len % 4].copy_from_slice(&rows[r][quads * 4..]);
+                for (i, byte) in bytes.iter_mut().enumerate().take(3) {
+                    if let Some(&x) = rows[r].get(quads * 4 + i) {
+                        *byte = x;
+                    }
+                }
                 let a = quad(bytes);
                 for j in 0..V {
                     acc[r][j] = s.dot_u8s8(acc[r][j], a, b[j]);
@@ -641,6 +649,29 @@ pub(crate) fn reduce_int8<S: Simd, const R: usize, const V: usize>(
         }
     }
     acc
+}
+
+/// The R rows of a tile: `len` values from each row's offset plus `shift`. A plain loop,
+/// like every array built in a tile: `array::from_fn` was left as an out-of-line call
+/// compiled without the family's target features, its result passed through memory.
+#[inline(always)]
+fn tile_rows<'d, T, const R: usize>(data: &'d [T], offsets: &[usize; MR], shift: usize, len: usize) -> [&'d [T]; R] {
+    let mut rows: [&[T]; R] = [&[]; R];
+    for (row, &offset) in rows.iter_mut().zip(offsets) {
+        *row = &data[offset + shift..][..len];
+    }
+    rows
+}
+
+/// V whole vectors from `src` (per-column values padded to whole panels), in a plain loop
+/// (see [`tile_rows`]).
+#[inline(always)]
+fn column_vectors<S: Simd, const V: usize>(s: S, src: &[f32]) -> [S::F32; V] {
+    let mut v = [s.zero(); V];
+    for (j, v) in v.iter_mut().enumerate() {
+        *v = s.load(&src[j * S::LANES..]);
+    }
+    v
 }
 
 /// The V weight vectors of one k (one pair of k in bf16): from the first panel's row
@@ -679,7 +710,7 @@ fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: 
     let lanes = S::LANES;
     if let Some(b) = t.col_bias {
         // Padded to whole panels: whole loads are always in bounds.
-        let bias: [S::F32; V] = std::array::from_fn(|j| s.load(&b[j * lanes..]));
+        let bias = column_vectors::<S, V>(s, b);
         for row in acc.iter_mut() {
             for j in 0..V {
                 row[j] = s.add(row[j], bias[j]);
@@ -771,8 +802,7 @@ fn store_tile_quantized<S: Simd, A: GemmElement, O: GemmElement, const R: usize,
     let lanes = S::LANES;
     if let Some((scale, offset)) = t.int8_columns {
         // Padded to whole panels, like the bias: whole loads are always in bounds.
-        let scale: [S::F32; V] = std::array::from_fn(|j| s.load(&scale[j * lanes..]));
-        let offset: [S::F32; V] = std::array::from_fn(|j| s.load(&offset[j * lanes..]));
+        let (scale, offset) = (column_vectors::<S, V>(s, scale), column_vectors::<S, V>(s, offset));
         for row in acc.iter_mut() {
             for j in 0..V {
                 row[j] = s.mul(s.i32_to_f32(s.add_i32(row[j], offset[j])), scale[j]);
@@ -780,7 +810,7 @@ fn store_tile_quantized<S: Simd, A: GemmElement, O: GemmElement, const R: usize,
         }
     }
     if let Some(b) = t.col_bias {
-        let bias: [S::F32; V] = std::array::from_fn(|j| s.load(&b[j * lanes..]));
+        let bias = column_vectors::<S, V>(s, b);
         for row in acc.iter_mut() {
             for j in 0..V {
                 row[j] = s.add(row[j], bias[j]);

@@ -143,13 +143,24 @@ fn input_2d<S: Simd, T: Transform<A, M>, const A: usize, const M: usize>(
 ) -> [[S::F32; A]; A] {
     let mut cols = [[s.zero(); A]; A];
     for j in 0..A {
-        cols[j] = T::input(s, std::array::from_fn(|i| x[i][j]));
+        cols[j] = T::input(s, column(s, x, j));
     }
     let mut y = [[s.zero(); A]; A];
     for a in 0..A {
-        y[a] = T::input(s, std::array::from_fn(|j| cols[j][a]));
+        y[a] = T::input(s, column(s, &cols, a));
     }
     y
+}
+
+/// Column `j` of `x`, in a plain loop: `array::from_fn` in code compiled for a family's
+/// target features can be left as an out-of-line call without them.
+#[inline(always)]
+fn column<S: Simd, const ROWS: usize, const COLS: usize>(s: S, x: &[[S::F32; COLS]; ROWS], j: usize) -> [S::F32; ROWS] {
+    let mut c = [s.zero(); ROWS];
+    for (c, row) in c.iter_mut().zip(x) {
+        *c = row[j];
+    }
+    c
 }
 
 /// A^T m A of an A x A tile of products: M x M outputs.
@@ -160,11 +171,11 @@ fn output_2d<S: Simd, T: Transform<A, M>, const A: usize, const M: usize>(
 ) -> [[S::F32; M]; M] {
     let mut cols = [[s.zero(); M]; A];
     for j in 0..A {
-        cols[j] = T::output(s, std::array::from_fn(|i| x[i][j]));
+        cols[j] = T::output(s, column(s, x, j));
     }
     let mut y = [[s.zero(); M]; M];
     for a in 0..M {
-        y[a] = T::output(s, std::array::from_fn(|j| cols[j][a]));
+        y[a] = T::output(s, column(s, &cols, a));
     }
     y
 }
@@ -588,11 +599,12 @@ impl<T: Transform<A, M>, E: GemmElement, const A: usize, const M: usize> SimdOp 
             for c0 in (0..co).step_by(S::LANES) {
                 let lanes = (co - c0).min(S::LANES);
                 let bias = s.load_n(&self.bias[c0..], lanes);
-                let q: [[S::F32; A]; A] = std::array::from_fn(|a| {
-                    std::array::from_fn(|b| {
-                        s.load_n(&self.products[(a * A + b) * p_stride + t * t_stride + c0..], lanes)
-                    })
-                });
+                let mut q = [[s.zero(); A]; A];
+                for (a, row) in q.iter_mut().enumerate() {
+                    for (b, v) in row.iter_mut().enumerate() {
+                        *v = s.load_n(&self.products[(a * A + b) * p_stride + t * t_stride + c0..], lanes);
+                    }
+                }
                 let y = output_2d::<S, T, A, M>(s, &q);
                 if valid_rows == M && valid_cols == M && lanes == S::LANES {
                     // The common case, straight-line: a whole tile of whole vectors.
