@@ -150,35 +150,60 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static 
 /// Lanes of the widest family: the staging buffer of a partial load or store.
 const MAX_LANES: usize = 16;
 
+/// The element types a partial load or store stages through a whole vector's worth of
+/// elements, with their whole-vector load and store. A trait rather than a function
+/// passed as `impl Fn`: that was left as an out-of-line `Fn::call` compiled without the
+/// family's target features, one call per vector of the epilogue.
+trait StagedElement: Copy + Default {
+    fn load_whole<S: Simd>(simd: S, s: &[Self]) -> S::F32;
+    fn store_whole<S: Simd>(simd: S, s: &mut [Self], v: S::F32);
+}
+
+impl StagedElement for bf16 {
+    #[inline(always)]
+    fn load_whole<S: Simd>(simd: S, s: &[bf16]) -> S::F32 {
+        simd.load_bf16(s)
+    }
+    #[inline(always)]
+    fn store_whole<S: Simd>(simd: S, s: &mut [bf16], v: S::F32) {
+        simd.store_bf16(s, v)
+    }
+}
+
+impl StagedElement for u8 {
+    #[inline(always)]
+    fn load_whole<S: Simd>(simd: S, s: &[u8]) -> S::F32 {
+        simd.load_u8(s)
+    }
+    #[inline(always)]
+    fn store_whole<S: Simd>(simd: S, s: &mut [u8], v: S::F32) {
+        simd.store_u8(s, v)
+    }
+}
+
 /// `s[..n]` (`n <= LANES`) of `T`, staged through a whole vector's worth of elements
 /// when `n` is short: the partial load of the element types without masked loads.
 #[inline(always)]
-fn load_staged<S: Simd, T: Copy + Default>(simd: S, s: &[T], n: usize, load: impl Fn(S, &[T]) -> S::F32) -> S::F32 {
+fn load_staged<S: Simd, T: StagedElement>(simd: S, s: &[T], n: usize) -> S::F32 {
     const { assert!(S::LANES <= MAX_LANES) };
     if n == S::LANES {
-        load(simd, s)
+        T::load_whole(simd, s)
     } else {
         let mut whole = [T::default(); MAX_LANES];
         whole[..n].copy_from_slice(&s[..n]);
-        load(simd, &whole)
+        T::load_whole(simd, &whole)
     }
 }
 
 /// Stores `n <= LANES` lanes of `v` at `s[..n]`, staged like [`load_staged`].
 #[inline(always)]
-fn store_staged<S: Simd, T: Copy + Default>(
-    simd: S,
-    s: &mut [T],
-    n: usize,
-    v: S::F32,
-    store: impl Fn(S, &mut [T], S::F32),
-) {
+fn store_staged<S: Simd, T: StagedElement>(simd: S, s: &mut [T], n: usize, v: S::F32) {
     const { assert!(S::LANES <= MAX_LANES) };
     if n == S::LANES {
-        store(simd, s, v)
+        T::store_whole(simd, s, v)
     } else {
         let mut whole = [T::default(); MAX_LANES];
-        store(simd, &mut whole, v);
+        T::store_whole(simd, &mut whole, v);
         s[..n].copy_from_slice(&whole[..n]);
     }
 }
@@ -220,11 +245,11 @@ impl GemmElement for f32 {
 impl GemmElement for bf16 {
     #[inline(always)]
     fn load<S: Simd>(simd: S, s: &[bf16], n: usize) -> S::F32 {
-        load_staged(simd, s, n, S::load_bf16)
+        load_staged(simd, s, n)
     }
     #[inline(always)]
     fn store<S: Simd>(simd: S, s: &mut [bf16], n: usize, v: S::F32) {
-        store_staged(simd, s, n, v, S::store_bf16)
+        store_staged(simd, s, n, v)
     }
     #[inline(always)]
     fn reduce<S: Simd, O: GemmElement, const R: usize, const V: usize>(
@@ -240,7 +265,7 @@ impl GemmElement for bf16 {
 impl GemmElement for u8 {
     #[inline(always)]
     fn load<S: Simd>(simd: S, s: &[u8], n: usize) -> S::F32 {
-        load_staged(simd, s, n, S::load_u8)
+        load_staged(simd, s, n)
     }
     /// Rounded to nearest even and saturated to 0..=255 (NaN gives 0), as
     /// `<u8 as Element>::from_f32`: the clamp first (max with 0, then min with 255), then
@@ -248,7 +273,7 @@ impl GemmElement for u8 {
     #[inline(always)]
     fn store<S: Simd>(simd: S, s: &mut [u8], n: usize, v: S::F32) {
         let clamped = simd.min(simd.max(v, simd.zero()), simd.splat(255.0));
-        store_staged(simd, s, n, clamped, S::store_u8)
+        store_staged(simd, s, n, clamped)
     }
     #[inline(always)]
     fn reduce<S: Simd, O: GemmElement, const R: usize, const V: usize>(
