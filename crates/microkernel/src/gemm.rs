@@ -6,7 +6,7 @@ use crate::family::{SimdOp, MR};
 use crate::pack::Panels;
 use crate::simd::{GemmElement, Simd};
 use crate::CacheSizes;
-use convkit_tensor::{ConvQuant, Error, Precision, Quant, Result};
+use convkit_tensor::{ConvQuant, Error, Precision, Quant, Requant, Result};
 use rayon::prelude::*;
 
 /// Where each row of the left operand starts in its buffer.
@@ -134,9 +134,9 @@ pub struct Gemm<'a, A: GemmElement = f32, O: GemmElement = A> {
     accumulate: bool,
     /// max(v, 0) last.
     relu: bool,
-    /// The u8 output's quantization: applied after everything else.
+    /// The u8 output's quantization (an int8 GEMM's epilogue: [`Requant`]).
     out_quant: Option<Quant>,
-    /// The u8 residual's quantization: it is dequantized, then added.
+    /// The u8 residual's quantization (likewise).
     residual_quant: Option<Quant>,
 }
 
@@ -185,14 +185,15 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
         Gemm { relu, ..self }
     }
 
-    /// The same, writing a u8 output quantized with `quant` (required for a u8 output):
-    /// `v * (1 / scale) + zero_point`, then rounded to nearest even and saturated.
+    /// The same, writing a u8 output quantized with `quant` (required for a u8 output, which
+    /// only an int8 GEMM writes): the epilogue [`Requant`] folds for each column, rounded to
+    /// nearest even and saturated.
     pub fn with_output_quant(self, quant: Quant) -> Self {
         Gemm { out_quant: Some(quant), ..self }
     }
 
     /// The same, reading a u8 residual quantized with `quant` (required for a u8
-    /// residual): `(r - zero_point) * scale` is added.
+    /// residual): its real value `(r - zero_point) * scale` is added, as [`Requant`] folds it.
     pub fn with_residual_quant(self, quant: Quant) -> Self {
         Gemm { residual_quant: Some(quant), ..self }
     }
@@ -287,6 +288,12 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
         }
         if int8_in && self.row_bias.is_some() {
             return Err(Error::invalid("an int8 GEMM takes a column bias only, not a row bias"));
+        }
+        if int8_out && !int8_in {
+            return Err(Error::invalid(format!(
+                "a u8 GEMM output needs a u8 left operand (an int8 GEMM), not {}",
+                A::PRECISION
+            )));
         }
         if (int8_in || int8_out) && self.accumulate {
             return Err(Error::invalid("an int8 GEMM does not accumulate into its output"));
@@ -419,10 +426,27 @@ impl<A: GemmElement, O: GemmElement> SimdOp for Block<'_, '_, '_, A, O> {
         let (p0, p1) = self.panels;
         let panel_len = g.rhs.panel_len();
         let panel = |p: usize| &g.rhs.data[p * panel_len..(p + 1) * panel_len];
+        let requant = Requant::new(g.out_quant, g.residual_quant);
         let mut p = p0;
         while p < p1 {
             let width = tile_shape.max_panels.min(p1 - p);
             let c0 = p * nr;
+            // An int8 GEMM's epilogue constants for the tile's columns, once for all its rows.
+            let (mut multiplier, mut shift) = ([0.0f32; MAX_TILE_COLS], [0.0f32; MAX_TILE_COLS]);
+            let int8 = g.rhs.int8.map(|columns| {
+                let cols = (n - c0).min(width * nr);
+                for c in 0..cols {
+                    let bias = g.rhs.bias.map_or(0.0, |b| b[c0 + c]);
+                    (multiplier[c], shift[c]) = requant.column(columns.scale[c0 + c], bias);
+                }
+                Int8Columns {
+                    multiplier: &multiplier,
+                    shift: &shift,
+                    offset: &columns.offset[c0..],
+                    residual_scale: requant.residual_scale,
+                    floor: requant.floor,
+                }
+            });
             let mut r0 = 0;
             while r0 < self.count {
                 let rows = tile_shape.mr.min(self.count - r0);
@@ -439,9 +463,7 @@ impl<A: GemmElement, O: GemmElement> SimdOp for Block<'_, '_, '_, A, O> {
                     cols: (n - c0).min(width * nr),
                     accumulate: g.accumulate,
                     relu: g.relu,
-                    int8_columns: g.rhs.int8.map(|c| (&c.scale[c0..], &c.offset[c0..])),
-                    out_quant: g.out_quant.map(|q| (1.0 / q.scale(), q.zero_point() as f32)),
-                    residual_quant: g.residual_quant.map(|q| (q.scale(), q.zero_point() as f32)),
+                    int8,
                 };
                 let out = &mut self.out[r0 * g.row_len + self.out_col0 + (c0 - p0 * nr)..];
                 tile_dispatch(s, rows, width, &tile, out);
@@ -472,13 +494,23 @@ pub struct TileArgs<'a, A: GemmElement, O: GemmElement> {
     cols: usize,
     accumulate: bool,
     relu: bool,
-    /// Int8 panels: the scale of each column's s32 sum and the s32 added to it first (the
-    /// input zero point's share), from the tile's first column.
-    int8_columns: Option<(&'a [f32], &'a [f32])>,
-    /// A u8 output's 1 / scale and zero point.
-    out_quant: Option<(f32, f32)>,
-    /// A u8 residual's scale and zero point.
-    residual_quant: Option<(f32, f32)>,
+    /// An int8 GEMM's epilogue (its column bias folded in).
+    int8: Option<Int8Columns<'a>>,
+}
+
+/// Columns in a tile at most: two panels of the widest family.
+const MAX_TILE_COLS: usize = 64;
+
+/// What the epilogue of an int8 tile reads ([`Requant`]), from the tile's first column.
+#[derive(Debug, Clone, Copy)]
+struct Int8Columns<'a> {
+    multiplier: &'a [f32; MAX_TILE_COLS],
+    shift: &'a [f32; MAX_TILE_COLS],
+    /// The s32 added to each column's sum first (the input zero point's share), its bits
+    /// in f32 slots, padded to whole panels.
+    offset: &'a [f32],
+    residual_scale: f32,
+    floor: f32,
 }
 
 /// Calls the tile kernel of `rows` x `panels`, for every row count 1..=MR and panel count
@@ -704,8 +736,8 @@ fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: 
     t: &TileArgs<'_, A, O>,
     out: &mut [O],
 ) {
-    if A::PRECISION == Precision::Int8 || O::PRECISION == Precision::Int8 {
-        return store_tile_quantized(s, acc, t, out);
+    if let Some(int8) = &t.int8 {
+        return store_tile_int8(s, acc, int8, t, out);
     }
     let lanes = S::LANES;
     if let Some(b) = t.col_bias {
@@ -741,25 +773,11 @@ fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: 
                 }
             }
         }
-        if t.relu {
-            let zero = s.zero();
-            for row in acc.iter_mut() {
-                for v in row.iter_mut() {
-                    // max(0, v): v where v is NaN (PyTorch keeps NaN through ReLU).
-                    *v = s.max(zero, *v);
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for j in 0..V {
-                s.store_elements(&mut out[r * t.row_len + j * lanes..], lanes, row[j]);
-            }
-        }
-        return;
+        return relu_and_store_whole(s, acc, t.relu.then_some(s.zero()), t.row_len, out);
     }
     // Part of a tile: the accumulators go to memory once, then each row's columns.
-    const { assert!(V * S::LANES <= 64, "a tile row is at most 64 columns") };
-    let mut tile = [[0.0f32; 64]; R];
+    const { assert!(V * S::LANES <= MAX_TILE_COLS, "a tile row is at most 64 columns") };
+    let mut tile = [[0.0f32; MAX_TILE_COLS]; R];
     for (r, row) in acc.iter().enumerate() {
         for j in 0..V {
             s.store(&mut tile[r][j * lanes..], row[j]);
@@ -779,77 +797,78 @@ fn store_tile<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: 
     }
 }
 
-/// The epilogue of an int8 tile (s32 accumulators) or of a tile stored as u8, every step
-/// one IEEE f32 operation in a fixed order, so that every family (and the reference)
-/// gives the same bits:
-///
-/// 1. int8: `v = f32(acc + offset[n]) * scale[n]` (the s32 sum, its zero-point share
-///    added exactly, converted with rounding to nearest even, times the column scale);
-/// 2. `v += bias[n]`, then `v += row_bias[m]`;
-/// 3. `v += r` for an f32/bf16 residual, `v += (r - zero_point) * scale` for a u8 one;
-/// 4. ReLU: `v = max(0, v)`;
-/// 5. a u8 output: `v = v * (1 / scale) + zero_point`, clamped to 0..=255 and rounded to
-///    nearest even ([`GemmElement::store`]).
-///
-/// No fused multiply-add: the portable family has none on every target.
+/// The last steps of a whole tile: ReLU as `max(floor, v)` if there is a floor (v where v
+/// is NaN: PyTorch keeps NaN through ReLU), then the store of every vector.
 #[inline(always)]
-fn store_tile_quantized<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: usize>(
+fn relu_and_store_whole<S: Simd, O: GemmElement, const R: usize, const V: usize>(
     s: S,
     mut acc: [[S::F32; V]; R],
+    relu_floor: Option<S::F32>,
+    row_len: usize,
+    out: &mut [O],
+) {
+    if let Some(floor) = relu_floor {
+        for row in acc.iter_mut() {
+            for v in row.iter_mut() {
+                *v = s.max(floor, *v);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            s.store_elements(&mut out[r * row_len + j * S::LANES..], S::LANES, v);
+        }
+    }
+}
+
+/// The epilogue of an int8 tile (s32 accumulators), every step one IEEE f32 operation in
+/// the order [`Requant`] defines, so that every family (and the reference) gives the same
+/// bits: `fma(f32(acc + offset), multiplier, shift)`, `fma(residual, residual_scale, v)`,
+/// `max(floor, v)`, then the store (a u8 output clamped and rounded to nearest even).
+/// A whole tile runs each step over all of it, straight-line, like [`store_tile`].
+#[inline(always)]
+fn store_tile_int8<S: Simd, A: GemmElement, O: GemmElement, const R: usize, const V: usize>(
+    s: S,
+    mut acc: [[S::F32; V]; R],
+    int8: &Int8Columns<'_>,
     t: &TileArgs<'_, A, O>,
     out: &mut [O],
 ) {
     let lanes = S::LANES;
-    if let Some((scale, offset)) = t.int8_columns {
-        // Padded to whole panels, like the bias: whole loads are always in bounds.
-        let (scale, offset) = (column_vectors::<S, V>(s, scale), column_vectors::<S, V>(s, offset));
-        for row in acc.iter_mut() {
-            for j in 0..V {
-                row[j] = s.mul(s.i32_to_f32(s.add_i32(row[j], offset[j])), scale[j]);
-            }
+    let multiplier = column_vectors::<S, V>(s, int8.multiplier);
+    let shift = column_vectors::<S, V>(s, int8.shift);
+    let offset = column_vectors::<S, V>(s, int8.offset);
+    for row in acc.iter_mut() {
+        for j in 0..V {
+            row[j] = s.mul_add_fused(s.i32_to_f32(s.add_i32(row[j], offset[j])), multiplier[j], shift[j]);
         }
     }
-    if let Some(b) = t.col_bias {
-        let bias = column_vectors::<S, V>(s, b);
-        for row in acc.iter_mut() {
-            for j in 0..V {
-                row[j] = s.add(row[j], bias[j]);
+    let (residual_scale, floor) = (s.splat(int8.residual_scale), s.splat(int8.floor));
+    if t.cols == V * lanes {
+        if let Some(res) = t.residual {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for j in 0..V {
+                    let x = s.load_elements(&res[r * t.row_len + j * lanes..], lanes);
+                    row[j] = s.mul_add_fused(x, residual_scale, row[j]);
+                }
             }
         }
+        return relu_and_store_whole(s, acc, t.relu.then_some(floor), t.row_len, out);
     }
-    if let Some(b) = t.row_bias {
-        for (r, row) in acc.iter_mut().enumerate() {
-            let rb = s.splat(b[r]);
-            for v in row.iter_mut() {
-                *v = s.add(*v, rb);
-            }
-        }
-    }
-    let residual_quant = t.residual_quant.map(|(scale, zero)| (s.splat(scale), s.splat(zero)));
-    let out_quant = t.out_quant.map(|(inverse, zero)| (s.splat(inverse), s.splat(zero)));
+    // Part of a tile: vector by vector, the last one partial.
     for (r, row) in acc.iter().enumerate() {
-        for (j, &acc) in row.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
             let n = t.cols.saturating_sub(j * lanes).min(lanes);
             if n == 0 {
                 break;
             }
             let at = r * t.row_len + j * lanes;
-            let mut v = acc;
+            let mut v = v;
             if let Some(res) = t.residual {
-                let mut x = s.load_elements(&res[at..], n);
-                if let Some((scale, zero)) = residual_quant {
-                    x = s.mul(s.sub(x, zero), scale);
-                }
-                v = s.add(v, x);
-            }
-            if t.accumulate {
-                v = s.add(v, s.load_elements(&out[at..], n));
+                v = s.mul_add_fused(s.load_elements(&res[at..], n), residual_scale, v);
             }
             if t.relu {
-                v = s.max(s.zero(), v);
-            }
-            if let Some((inverse, zero)) = out_quant {
-                v = s.add(s.mul(v, inverse), zero);
+                v = s.max(floor, v);
             }
             s.store_elements(&mut out[at..], n, v);
         }

@@ -50,6 +50,14 @@ pub trait Simd: Copy + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static 
     fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
     /// `a * b + c` (fused where the family has FMA).
     fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32;
+
+    /// `a * b + c` rounded once on every family: the int8 epilogue, whose bits every
+    /// family shares. The default is [`Simd::mul_add`], right for the families with FMA;
+    /// the portable family overrides it.
+    #[inline(always)]
+    fn mul_add_fused(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        self.mul_add(a, b, c)
+    }
     /// Lane-wise `a > b ? a : b` (x86's maxps): `b`'s lane where either lane is NaN.
     fn max(self, a: Self::F32, b: Self::F32) -> Self::F32;
 

@@ -7,7 +7,7 @@
 //! declared in the registry gets its sweep with no edit here.
 
 use convkit_microkernel::{Family, Gemm, GemmElement, Kernel, Lhs, PackedWeights, RowMap};
-use convkit_reference::{quantize_u8, requantize, Residual};
+use convkit_reference::{requantize, Residual};
 use convkit_tensor::{bf16, Element, Precision, Quant};
 use convkit_testkit::{random_i8, random_u8, random_vec};
 
@@ -185,11 +185,8 @@ fn check_int8<O: GemmElement>(kernel: Kernel, c: Case, seed: u64) -> Result<(), 
                 Precision::Int8 => Residual::Quantized(res.to_f32() as u8, residual_quant),
                 _ => Residual::Real(res.to_f32()),
             });
-            let v = requantize(sum, scales[col], c.col_bias.then_some(col_bias[col]), residual, c.relu);
-            let want = match O::PRECISION {
-                Precision::Int8 => f32::from(quantize_u8(v, out_quant)),
-                _ => v,
-            };
+            let output = (O::PRECISION == Precision::Int8).then_some(out_quant);
+            let want = requantize(sum, scales[col], c.col_bias.then_some(col_bias[col]), residual, c.relu, output);
             if got.to_f32().to_bits() != want.to_bits() {
                 return Err(format!("row {r} column {col}: got {got:?}, want {want} (sum {sum})"));
             }
@@ -327,7 +324,7 @@ fn int8_sums_past_f32_precision_round_like_the_reference() {
                 let sum: i64 = (0..k).map(|kk| (i64::from(a[r * k + kk]) - 3) * i64::from(w[kk * n + j])).sum();
                 let sum = i32::try_from(sum).unwrap();
                 rounded += usize::from(sum as f32 as i64 != i64::from(sum));
-                let want = requantize(sum, scales[j], None, None, false);
+                let want = requantize(sum, scales[j], None, None, false, None);
                 assert_eq!(out[r * n + j].to_bits(), want.to_bits(), "{kernel} row {r} column {j} (sum {sum})");
             }
         }
@@ -364,6 +361,13 @@ fn bad_int8_calls_are_errors() {
         .run(&mut out8)
         .unwrap_err();
     assert!(e.to_string().contains("residual needs its quantization"), "{e}");
+    let f32_kernel = Kernel::new(Family::Portable, Precision::F32).unwrap();
+    let f32_packed = PackedWeights::new(f32_kernel, 4, 3, 1, |_, _| 1.0, None).unwrap();
+    let e = Gemm::<f32, u8>::new(Lhs::strided(&[1.0; 8], 0, 4), f32_packed.panels(), 2, 3)
+        .with_output_quant(q)
+        .run(&mut out8)
+        .unwrap_err();
+    assert!(e.to_string().contains("needs a u8 left operand"), "{e}");
     Gemm::<u8, u8>::new(lhs, packed.panels(), 2, 3).with_output_quant(q).run(&mut out8).unwrap();
     // Each output: 4 * (1 - 3) * 1 * 0.5 = -4, ReLU-free, quantized at scale 0.1 with zero point 0: 0.
     assert_eq!(out8, [0; 6]);
@@ -381,7 +385,6 @@ fn bad_int8_calls_are_errors() {
     assert!(e.to_string().contains("column scales"), "{e}");
     let e = PackedWeights::new_int8(kernel, 70_000, 1, 1, |_, _| 1, &[0.5], 0, None).unwrap_err();
     assert!(e.to_string().contains("K = 70000"), "{e}");
-    let f32_kernel = Kernel::new(Family::Portable, Precision::F32).unwrap();
     let e = PackedWeights::new_int8(f32_kernel, 4, 3, 1, |_, _| 1, &[0.5; 3], 0, None).unwrap_err();
     assert!(e.to_string().contains("int8"), "{e}");
 }

@@ -295,36 +295,45 @@ pub fn conv2d_int8(
 pub enum Residual {
     /// An f32 residual, added as it is.
     Real(f32),
-    /// A u8 residual: `(q - zero_point) * scale` is added.
+    /// A u8 residual: its real value `(q - zero_point) * scale` is added, folded into the
+    /// epilogue's constants as [`convkit_tensor::Requant`] defines.
     Quantized(u8, convkit_tensor::Quant),
 }
 
-/// The real value the int8 epilogue makes of the exact sum `sum` of one output, in the
-/// order the kernels define, each step one f32 operation: `sum` converted (to nearest
-/// even) times `column_scale` (input scale times the channel's weight scale), plus the
-/// bias, plus the residual, then ReLU (`max(0, v)`).
-pub fn requantize(sum: i32, column_scale: f32, bias: Option<f32>, residual: Option<Residual>, relu: bool) -> f32 {
-    let mut v = sum as f32 * column_scale;
-    if let Some(b) = bias {
-        v += b;
-    }
+/// What the int8 epilogue makes of the exact sum `sum` of one output, each step written
+/// out in scalar f32 in the order [`convkit_tensor::Requant`] defines: a real value, or
+/// for an output quantized with `output` its u8 value (as f32). `column_scale` is the
+/// input scale times the channel's weight scale.
+pub fn requantize(
+    sum: i32,
+    column_scale: f32,
+    bias: Option<f32>,
+    residual: Option<Residual>,
+    relu: bool,
+    output: Option<convkit_tensor::Quant>,
+) -> f32 {
+    let residual_quant = match residual {
+        Some(Residual::Quantized(_, q)) => Some(q),
+        _ => None,
+    };
+    let requant = convkit_tensor::Requant::new(output, residual_quant);
+    let (multiplier, shift) = requant.column(column_scale, bias.unwrap_or(0.0));
+    let mut v = (sum as f32).mul_add(multiplier, shift);
     match residual {
-        Some(Residual::Real(r)) => v += r,
-        Some(Residual::Quantized(q, quant)) => v += (f32::from(q) - quant.zero_point() as f32) * quant.scale(),
+        Some(Residual::Real(r)) => v = r.mul_add(requant.residual_scale, v),
+        Some(Residual::Quantized(q, _)) => v = f32::from(q).mul_add(requant.residual_scale, v),
         None => {}
     }
-    // max(0, v) as x86's maxps computes it: v unless 0 > v (so -0 and NaN stay).
-    if relu && 0.0 > v {
-        v = 0.0;
+    // max(floor, v) as x86's maxps computes it: v unless floor > v (so NaN stays).
+    if relu && requant.floor > v {
+        v = requant.floor;
     }
-    v
-}
-
-/// `v` on the u8 grid of `quant`: `v * (1 / scale) + zero_point`, clamped to 0..=255 (NaN
-/// to 0), rounded to nearest even.
-pub fn quantize_u8(v: f32, quant: convkit_tensor::Quant) -> u8 {
-    let x = v * (1.0 / quant.scale()) + quant.zero_point() as f32;
-    let x = if x > 0.0 { x } else { 0.0 };
-    let x = if x < 255.0 { x } else { 255.0 };
-    x.round_ties_even() as u8
+    if output.is_none() {
+        return v;
+    }
+    // Clamped to the grid as max(v, 0) then min(v, 255) compute it (NaN to 0), rounded to
+    // nearest even.
+    let v = if v > 0.0 { v } else { 0.0 };
+    let v = if v < 255.0 { v } else { 255.0 };
+    v.round_ties_even()
 }

@@ -13,7 +13,7 @@ mod window;
 pub use conv::{check_precision, Conv};
 pub use element::{bf16, round_bf16, Element, Precision};
 pub use error::{checked_product, Error, Result};
-pub use quant::{quantize_per_channel, ConvQuant, Quant, WEIGHT_MAX};
+pub use quant::{quantize_per_channel, ConvQuant, Quant, Requant, WEIGHT_MAX};
 pub use shape::{FilterShape, Layout, Shape, Strides};
 pub use storage::{AlignedVec, ALIGN};
 pub use tensor::{transpose, Tensor, TensorView, TensorViewMut};

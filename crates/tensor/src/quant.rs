@@ -93,6 +93,54 @@ impl ConvQuant {
     }
 }
 
+/// The constants of an int8 GEMM's requantization epilogue, folded once per output
+/// column so that each output costs one fused multiply-add, one more for a residual:
+///
+/// 1. `v = fma(f32(sum), multiplier, shift)`, `sum` the exact s32 sum (the input zero
+///    point's share included), converted to nearest even;
+/// 2. a residual `r` (its u8 value, or a real value): `v = fma(f32(r), residual_scale, v)`;
+/// 3. ReLU: `v = max(floor, v)` (`floor` the output's zero point: real 0; NaN stays);
+/// 4. a u8 output: `v` clamped to 0..=255 (NaN to 0) and rounded to nearest even; a real
+///    output is `v`.
+///
+/// Every constant is one f32 expression of the quantizations (the order below), so the
+/// kernels of every family and the reference give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Requant {
+    /// `1 / output scale` (1 for a real output).
+    pub inverse: f32,
+    /// The output's zero point (0 for a real output): the real 0 that ReLU keeps to.
+    pub floor: f32,
+    /// What a residual is multiplied by: `residual scale * inverse` for a u8 residual,
+    /// `inverse` for a real one.
+    pub residual_scale: f32,
+    /// `-(residual zero point) * residual_scale` (0 without a u8 residual): part of every
+    /// column's shift.
+    pub residual_shift: f32,
+}
+
+impl Requant {
+    /// The constants for an output quantized with `output` (None: real) adding a residual
+    /// quantized with `residual` (None: a real residual, or none).
+    pub fn new(output: Option<Quant>, residual: Option<Quant>) -> Requant {
+        let inverse = output.map_or(1.0, |q| 1.0 / q.scale);
+        let residual_scale = residual.map_or(inverse, |r| r.scale * inverse);
+        Requant {
+            inverse,
+            floor: output.map_or(0.0, |q| q.zero_point as f32),
+            residual_scale,
+            residual_shift: residual.map_or(0.0, |r| -(r.zero_point as f32) * residual_scale),
+        }
+    }
+
+    /// One column's `(multiplier, shift)`: `column_scale * inverse` and
+    /// `bias * inverse + floor + residual_shift` (left to right; bias 0 where there is none).
+    #[inline]
+    pub fn column(&self, column_scale: f32, bias: f32) -> (f32, f32) {
+        (column_scale * self.inverse, bias * self.inverse + self.floor + self.residual_shift)
+    }
+}
+
 /// The largest magnitude of a quantized weight: symmetric s8 weights use -127..=127, so
 /// that negating a weight stays on the grid.
 pub const WEIGHT_MAX: i32 = 127;

@@ -312,8 +312,10 @@ pub fn run_int8_kernel(
                     let sum = sums[((n * o.c + c) * o.h + y) * o.w + x];
                     let res = residual.as_ref().zip(conv.quant.residual);
                     let res = res.map(|(r, q)| reference::Residual::Quantized(r[nhwc], q));
-                    let v = reference::requantize(sum, column_scales[c], conv.bias.as_ref().map(|b| b[c]), res, p.relu);
-                    want[nhwc] = reference::quantize_u8(v, conv.quant.output);
+                    let bias = conv.bias.as_ref().map(|b| b[c]);
+                    let output = Some(conv.quant.output);
+                    // On the u8 grid: an integer in 0..=255.
+                    want[nhwc] = reference::requantize(sum, column_scales[c], bias, res, p.relu, output) as u8;
                 }
             }
         }

@@ -142,12 +142,12 @@ fn input_2d<S: Simd, T: Transform<A, M>, const A: usize, const M: usize>(
     x: &[[S::F32; A]; A],
 ) -> [[S::F32; A]; A] {
     let mut cols = [[s.zero(); A]; A];
-    for j in 0..A {
-        cols[j] = T::input(s, column(s, x, j));
+    for (j, col) in cols.iter_mut().enumerate() {
+        *col = T::input(s, column(s, x, j));
     }
     let mut y = [[s.zero(); A]; A];
-    for a in 0..A {
-        y[a] = T::input(s, column(s, &cols, a));
+    for (a, y) in y.iter_mut().enumerate() {
+        *y = T::input(s, column(s, &cols, a));
     }
     y
 }
@@ -170,12 +170,12 @@ fn output_2d<S: Simd, T: Transform<A, M>, const A: usize, const M: usize>(
     x: &[[S::F32; A]; A],
 ) -> [[S::F32; M]; M] {
     let mut cols = [[s.zero(); M]; A];
-    for j in 0..A {
-        cols[j] = T::output(s, column(s, x, j));
+    for (j, col) in cols.iter_mut().enumerate() {
+        *col = T::output(s, column(s, x, j));
     }
     let mut y = [[s.zero(); M]; M];
-    for a in 0..M {
-        y[a] = T::output(s, column(s, &cols, a));
+    for (a, y) in y.iter_mut().enumerate() {
+        *y = T::output(s, column(s, &cols, a));
     }
     y
 }

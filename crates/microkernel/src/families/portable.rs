@@ -85,6 +85,13 @@ impl Simd for Portable {
     fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
         PortableF32(a.0.mul_add(b.0, c.0))
     }
+    /// `f32::mul_add` lane by lane: `wide`'s `mul_add` rounds twice where the target has
+    /// no FMA.
+    #[inline(always)]
+    fn mul_add_fused(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        let (a, b, c) = (a.lanes(), b.lanes(), c.lanes());
+        PortableF32::of([0, 1, 2, 3].map(|i| a[i].mul_add(b[i], c[i])))
+    }
     #[inline(always)]
     fn max(self, a: Self::F32, b: Self::F32) -> Self::F32 {
         // a > b ? a : b, as x86's maxps: b where either lane is NaN.
