@@ -47,7 +47,8 @@ impl Quant {
     }
 
     /// `v` on the u8 grid: `v * (1 / scale) + zero_point` (two f32 operations, each rounded
-    /// once: what the kernels' epilogue does), rounded to nearest even and saturated.
+    /// once), rounded to nearest even and saturated. How a model quantizes its image; the
+    /// kernels' epilogue folds its steps differently ([`Requant`]).
     pub fn quantize(self, v: f32) -> u8 {
         u8::from_f32(v * (1.0 / self.scale) + self.zero_point as f32)
     }
@@ -225,6 +226,31 @@ mod tests {
             [(0.5f32, 0u8), (1.5, 2), (2.5, 2), (-3.0, 0), (254.5, 254), (255.5, 255), (1e30, 255), (f32::NAN, 0)];
         for (v, want) in cases {
             assert_eq!(u8::from_f32(v), want, "{v}");
+        }
+    }
+
+    /// The folded constants stand for the real-domain epilogue: `sum * column_scale + bias
+    /// + (r - z_r) * s_r`, on the output's grid `/ s_y + z_y` (float64 here), to within a
+    /// few f32 roundings; and a real output with a real residual is `sum * scale + bias + r`.
+    #[test]
+    fn requant_folds_the_real_domain_epilogue() {
+        let (output, residual) = (Quant::new(0.037, 97).unwrap(), Quant::new(0.021, 140).unwrap());
+        let (column_scale, bias) = (3.1e-4f32, -0.73f32);
+        let folded = Requant::new(Some(output), Some(residual));
+        let (multiplier, shift) = folded.column(column_scale, bias);
+        let real = Requant::new(None, None);
+        assert_eq!(real.column(column_scale, bias), (column_scale, bias));
+        assert_eq!((real.residual_scale, real.residual_shift, real.floor), (1.0, 0.0, 0.0));
+        assert_eq!(folded.floor, 97.0);
+        for (sum, r) in [(0i32, 140u8), (12_345, 0), (-40_000, 255), (7_777, 141)] {
+            let v = (sum as f32).mul_add(multiplier, shift);
+            let v = f32::from(r).mul_add(folded.residual_scale, v);
+            let want = (f64::from(sum) * f64::from(column_scale)
+                + f64::from(bias)
+                + (f64::from(r) - 140.0) * f64::from(residual.scale))
+                / f64::from(output.scale)
+                + 97.0;
+            assert!((f64::from(v) - want).abs() < 1e-4 * want.abs().max(1.0), "sum {sum} r {r}: {v} vs {want}");
         }
     }
 }
