@@ -327,8 +327,8 @@ def bench(args, tmp):
 
 
 def convkit_run_ms(v, int8_path, x, tmp, threads, iters):
-    """Median ms of `iters` int8 forward passes of `convkit run` on x (after 2 warm-ups, in one
-    process: `run --repeat`)."""
+    """Median ms of `iters` int8 forward passes of `convkit run` on x, in one process (`run
+    --repeat`, no separate warm-up: the median leaves out the first, slower pass)."""
     xpath, ypath = os.path.join(tmp, "bench-x.npy"), os.path.join(tmp, "bench-y.npy")
     write_npy(xpath, x)
     out = run([CONVKIT, "run", "--variant", v, "--weights", int8_path, "--precision", "int8", "--threads",
