@@ -109,7 +109,8 @@ impl<'a, A: GemmElement> Lhs<'a, A> {
 /// rhs[k, n] + column bias [+ row bias] [+ residual] [+ out])` for m < `m`, n < N.
 ///
 /// `A` is the left operand's element and must be the precision of the panels; `O` is the
-/// output's (and residual's). The sum and the epilogue are f32 whatever the types; a bf16
+/// output's (and residual's). An int8 GEMM (u8 `A`) writes u8 or f32, and only it writes
+/// u8. The sum and the epilogue are f32 whatever the types; a bf16
 /// output is rounded to nearest (ties to even) when stored.
 ///
 /// Built with [`Gemm::new`] and the `with_*` methods; the fields are the walk's own, so
@@ -288,6 +289,9 @@ impl<'a, A: GemmElement, O: GemmElement> Gemm<'a, A, O> {
         }
         if int8_in && self.row_bias.is_some() {
             return Err(Error::invalid("an int8 GEMM takes a column bias only, not a row bias"));
+        }
+        if int8_in && O::PRECISION == Precision::Bf16 {
+            return Err(Error::invalid("an int8 GEMM writes u8 or f32 outputs, not bf16"));
         }
         if int8_out && !int8_in {
             return Err(Error::invalid(format!(

@@ -23,7 +23,10 @@ impl SimdOp for FmaProbe {
         const STEPS: usize = 4096;
         let x = s.splat(std::hint::black_box(0.999_999));
         let y = s.splat(std::hint::black_box(1e-7));
-        let mut acc: [S::F32; CHAINS] = std::array::from_fn(|i| s.splat(1.0 + i as f32 * 1e-3));
+        let mut acc = [s.zero(); CHAINS];
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = s.splat(1.0 + i as f32 * 1e-3);
+        }
         let start = std::time::Instant::now();
         let mut flops = 0.0f64;
         while start.elapsed().as_secs_f64() < self.seconds {
@@ -65,7 +68,10 @@ impl SimdOp for DotProbe {
         // Pairs of small bf16 values (0.5 and 2^-10 in each half), so the sums stay finite.
         let x = s.splat(f32::from_bits(std::hint::black_box(0x3f00_3f00)));
         let y = s.splat(f32::from_bits(std::hint::black_box(0x3a80_3a80)));
-        let mut acc: [S::F32; CHAINS] = std::array::from_fn(|i| s.splat(i as f32 * 1e-3));
+        let mut acc = [s.zero(); CHAINS];
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = s.splat(i as f32 * 1e-3);
+        }
         let start = std::time::Instant::now();
         let mut flops = 0.0f64;
         while start.elapsed().as_secs_f64() < self.seconds {
@@ -110,9 +116,12 @@ impl SimdOp for Int8DotProbe {
         // own s8 operand.
         let native = !S::FAMILY.requires().intersection(CpuFeatures::AVX512VNNI.union(CpuFeatures::AVXVNNI)).is_empty();
         let y = s.splat(f32::from_bits(std::hint::black_box(0x0101_0101)));
-        let ys: [S::F32; CHAINS] = std::array::from_fn(|i| s.splat(f32::from_bits(std::hint::black_box(i as u32 + 1))));
+        let mut ys = [s.zero(); CHAINS];
+        for (i, y) in ys.iter_mut().enumerate() {
+            *y = s.splat(f32::from_bits(std::hint::black_box(i as u32 + 1)));
+        }
         let mut x = s.splat(f32::from_bits(std::hint::black_box(0x0102_0304)));
-        let mut acc: [S::F32; CHAINS] = std::array::from_fn(|_| s.zero());
+        let mut acc = [s.zero(); CHAINS];
         let start = std::time::Instant::now();
         let mut ops = 0.0f64;
         while start.elapsed().as_secs_f64() < self.seconds {
@@ -166,7 +175,7 @@ impl SimdOp for ReadProbe<'_> {
     fn run<S: Simd>(self, s: S) -> f32 {
         const ACCUMULATORS: usize = 8;
         let step = ACCUMULATORS * S::LANES;
-        let mut acc: [S::F32; ACCUMULATORS] = std::array::from_fn(|_| s.zero());
+        let mut acc = [s.zero(); ACCUMULATORS];
         let mut blocks = self.data.chunks_exact(step);
         for block in &mut blocks {
             for (i, a) in acc.iter_mut().enumerate() {

@@ -335,7 +335,8 @@ fn int8_sums_past_f32_precision_round_like_the_reference() {
 }
 
 /// The int8 GEMM's refusals: no row bias, no accumulation, a u8 output or residual without
-/// its quantization, a quantization for an f32 output, f32 packing of int8 weights, bad
+/// its quantization, a quantization for an f32 output, a u8 output of a float GEMM, a bf16
+/// output, f32 packing of int8 weights, bad
 /// weights, scales and zero points.
 #[test]
 fn bad_int8_calls_are_errors() {
@@ -368,6 +369,9 @@ fn bad_int8_calls_are_errors() {
         .run(&mut out8)
         .unwrap_err();
     assert!(e.to_string().contains("needs a u8 left operand"), "{e}");
+    let mut out16 = [bf16::default(); 6];
+    let e = Gemm::<u8, bf16>::new(lhs, packed.panels(), 2, 3).run(&mut out16).unwrap_err();
+    assert!(e.to_string().contains("not bf16"), "{e}");
     Gemm::<u8, u8>::new(lhs, packed.panels(), 2, 3).with_output_quant(q).run(&mut out8).unwrap();
     // Each output: 4 * (1 - 3) * 1 * 0.5 = -4, ReLU-free, quantized at scale 0.1 with zero point 0: 0.
     assert_eq!(out8, [0; 6]);
